@@ -1,0 +1,94 @@
+"""Register: store the champion as a new immutable version; move `champion` only if blessed."""
+
+from typing import Any
+
+from kfp.dsl import Artifact, Input, Model, Output
+
+from kfp_lifecycle.bundle import read_metadata
+from kfp_lifecycle.component import component
+from kfp_lifecycle.registry import CHAMPION, open_registry
+
+
+def register_bundle(
+    bundle_dir: str,
+    registry_uri: str,
+    model_name: str,
+    evaluation: dict[str, Any],
+    blessing: dict[str, Any],
+    lineage: dict[str, Any],
+) -> dict[str, Any]:
+    """Register the bundle with its test metrics and gate decision; return the run summary."""
+    registry = open_registry(registry_uri)
+    version = registry.register(
+        model_name,
+        bundle_dir,
+        {
+            "model_name": model_name,
+            "metrics_test": evaluation["metrics"],
+            "gate": blessing,
+            "lineage": lineage,
+        },
+    )
+    if blessing["blessed"]:
+        registry.set_alias(model_name, CHAMPION, version.version)
+    metadata = read_metadata(version.uri)
+    return {
+        "task": metadata["task"],
+        "primary_metric": metadata["primary_metric"],
+        "champion": metadata["family"],
+        "metrics": evaluation["metrics"],
+        "leaderboard": metadata["leaderboard"],
+        "blessed": blessing["blessed"],
+        "reasons": blessing["reasons"],
+        "model_name": model_name,
+        "model_version": version.version,
+        "model_uri": version.uri,
+        "champion_alias": registry.aliases(model_name).get(CHAMPION),
+    }
+
+
+@component
+def register(
+    champion: Input[Model],
+    evaluation: Input[Artifact],
+    blessing: Input[Artifact],
+    registry: str,
+    model_name: str,
+    data_source: str,
+    data_sha256: str,
+    run_id: str,
+    summary: Output[Artifact],
+):
+    """Store the champion in the model registry and summarise the run.
+
+    Every run gets its own immutable version; the `champion` alias moves to it only when
+    the gate blessed it (the old champion stays reachable as `previous`).
+
+    Args:
+        champion: The selected bundle.
+        evaluation: Its test-set evaluation.
+        blessing: The gate's decision.
+        registry: Registry location (a local directory or file:// URI).
+        model_name: Registered model name (lowercase letters, digits, dashes).
+        data_source: Where the training data came from (lineage).
+        data_sha256: Hash of the training data file (lineage).
+        run_id: The pipeline run's id (lineage).
+        summary: JSON summary of the run: champion, metrics, leaderboard, decision, model URI.
+    """
+    import json
+
+    from kfp_lifecycle.components.register import register_bundle
+
+    with open(evaluation.path) as handle:
+        test_evaluation = json.load(handle)
+    with open(blessing.path) as handle:
+        decision = json.load(handle)
+    lineage = {"data_source": data_source, "data_sha256": data_sha256, "run_id": run_id}
+    result = register_bundle(
+        champion.path, registry, model_name, test_evaluation, decision, lineage
+    )
+    with open(summary.path, "w") as handle:
+        json.dump(result, handle, indent=2)
+    summary.metadata.update({"model_uri": result["model_uri"], "blessed": result["blessed"]})
+    moved = "moved to it" if result["blessed"] else "left where it was (not blessed)"
+    print(f"registered {model_name} version {result['model_version']}; champion alias {moved}")

@@ -1,0 +1,154 @@
+"""The model bundle: the one directory layout that training writes and serving loads.
+
+    <bundle>/model.joblib   one scikit-learn Pipeline (preprocessing + estimator)
+    <bundle>/metadata.json  input schema, classes, metrics, library versions, sha256, lineage
+
+KServe loads exactly one model file per directory, so nothing else goes beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from kfp_lifecycle.errors import BundleError
+from kfp_lifecycle.schema import InputSchema
+from kfp_lifecycle.tasks import CLASSIFICATION
+
+MODEL_FILE = "model.joblib"
+METADATA_FILE = "metadata.json"
+FORMAT_VERSION = 1
+DEFAULT_DECISION_THRESHOLD = 0.5
+
+# Libraries whose versions must match between the training and the serving side.
+PINNED_LIBRARIES = ("scikit-learn", "xgboost-cpu", "pandas", "numpy", "joblib", "kfp-lifecycle")
+
+REQUIRED_METADATA = ("format_version", "sha256", "task", "target", "input_schema", "family")
+
+
+@dataclass
+class Prediction:
+    labels: list[Any]
+    probabilities: np.ndarray | None  # rows x classes, ordered as `classes`
+    classes: list[Any] | None
+
+
+@dataclass
+class Bundle:
+    path: Path
+    pipeline: Any
+    metadata: dict[str, Any]
+
+    @property
+    def schema(self) -> InputSchema:
+        return InputSchema.from_dict(self.metadata["input_schema"])
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.metadata.get("classes")
+
+    def predict(self, frame: pd.DataFrame) -> Prediction:
+        """Predict from raw feature rows; the pipeline's first step coerces them to the schema."""
+        features = frame
+        if self.metadata["task"] != CLASSIFICATION:
+            return Prediction(self.pipeline.predict(features).tolist(), None, None)
+        probabilities = self.pipeline.predict_proba(features)
+        classes = self.classes
+        if len(classes) == 2:
+            threshold = self.metadata.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)
+            indices = (probabilities[:, 1] >= threshold).astype(int)
+        else:
+            indices = probabilities.argmax(axis=1)
+        return Prediction([classes[i] for i in indices], probabilities, classes)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PINNED_LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except Exception:  # not installed: recorded as such rather than guessed
+            versions[name] = "not installed"
+    return versions
+
+
+def write_bundle(directory: str | Path, pipeline: Any, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Write model file then metadata (with the file's sha256); returns the metadata written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model_path = directory / MODEL_FILE
+    joblib.dump(pipeline, model_path)
+    full = {
+        "format_version": FORMAT_VERSION,
+        "model_file": MODEL_FILE,
+        **metadata,
+        "sha256": sha256_file(model_path),
+        "libraries": library_versions(),
+    }
+    write_metadata(directory, full)
+    return full
+
+
+def write_metadata(directory: str | Path, metadata: dict[str, Any]) -> None:
+    path = Path(directory) / METADATA_FILE
+    path.write_text(json.dumps(metadata, indent=2, sort_keys=True, default=_json_default))
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / METADATA_FILE
+    if not path.is_file():
+        raise BundleError(f"{directory} is not a model bundle: {METADATA_FILE} is missing")
+    try:
+        metadata = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{path} is not valid JSON: {error}") from None
+    absent = [key for key in REQUIRED_METADATA if key not in metadata]
+    if absent:
+        raise BundleError(f"{path} lacks required field(s): {', '.join(absent)}")
+    return metadata
+
+
+def verify_bundle(directory: str | Path) -> dict[str, Any]:
+    """Check the model file against the recorded sha256 before anything unpickles it."""
+    metadata = read_metadata(directory)
+    model_path = Path(directory) / MODEL_FILE
+    if not model_path.is_file():
+        raise BundleError(f"{directory} is not a model bundle: {MODEL_FILE} is missing")
+    actual = sha256_file(model_path)
+    if actual != metadata["sha256"]:
+        raise BundleError(
+            f"{model_path} does not match its recorded sha256 (expected {metadata['sha256']}, "
+            f"found {actual}); refusing to load a modified model file"
+        )
+    return metadata
+
+
+def load_bundle(directory: str | Path) -> Bundle:
+    directory = Path(directory)
+    metadata = verify_bundle(directory)
+    return Bundle(directory, joblib.load(directory / MODEL_FILE), metadata)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in {METADATA_FILE}")

@@ -1,0 +1,207 @@
+"""`lifecycle`: run, compile and serve the kfp-lifecycle pipelines from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.pipelines import COMPILED_DIR
+
+
+def _thresholds(pairs: list[str] | None) -> dict[str, float] | None:
+    if not pairs:
+        return None
+    thresholds = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            thresholds[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise LifecycleError(f"--gate expects METRIC=VALUE (e.g. recall=0.6), got '{pair}'")
+    return thresholds
+
+
+def _training_options(args: argparse.Namespace) -> Any:
+    from kfp_lifecycle.local_run import TrainingOptions
+
+    return TrainingOptions(
+        data=args.data,
+        target=args.target,
+        output=args.output,
+        task=args.task,
+        metric=args.metric,
+        families=[f.strip() for f in args.families.split(",") if f.strip()],
+        thresholds=_thresholds(args.gate),
+        primary_threshold=args.threshold,
+        registry=args.registry,
+        model_name=args.model_name,
+        validation_fraction=args.validation_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+    )
+
+
+def print_summary(summary: dict[str, Any], output: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from kfp_lifecycle.tasks import METRICS
+
+    console = Console()
+    metric = summary["primary_metric"]
+    table = Table(title=f"Leaderboard ({summary['task']}, validation {metric})")
+    table.add_column("rank", justify="right")
+    table.add_column("model family")
+    table.add_column(metric, justify="right")
+    ranked = sorted(
+        summary["leaderboard"].items(),
+        key=lambda item: item[1],
+        reverse=METRICS[metric].greater_is_better,
+    )
+    for rank, (family, score) in enumerate(ranked, start=1):
+        table.add_row(str(rank), family + ("  (champion)" if rank == 1 else ""), f"{score:.4f}")
+    console.print(table)
+    tests = ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items())
+    console.print(f"champion [bold]{summary['champion']}[/bold] on test data: {tests}")
+    verdict = "[green]BLESSED[/green]" if summary["blessed"] else "[red]NOT BLESSED[/red]"
+    console.print(f"gate: {verdict}")
+    for reason in summary["reasons"]:
+        console.print(f"  - {reason}")
+    console.print(
+        f"registered {summary['model_name']} version {summary['model_version']}: "
+        f"{summary['model_uri']}"
+    )
+    console.print(f"summary: {Path(output).absolute() / 'summary.json'}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.local_run import run_training
+
+    summary = run_training(_training_options(args))
+    print_summary(summary, args.output)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.demo import DEMO_MODEL_NAME, DEMO_TARGET, write_demo_dataset
+    from kfp_lifecycle.local_run import TrainingOptions, run_training
+
+    data = write_demo_dataset(Path(args.output) / "data" / "churn.csv")
+    print(f"demo data: {data} (generated, deterministic)")
+    options = TrainingOptions(
+        data=str(data), target=DEMO_TARGET, output=args.output, model_name=DEMO_MODEL_NAME
+    )
+    summary = run_training(options)
+    print_summary(summary, args.output)
+    port = 8080
+    model = summary["model_uri"]
+    name = summary["model_name"]
+    print(
+        "\nServe the registered model with KServe's model server:\n"
+        f"  .venv/bin/lifecycle serve --model {model} --port {port}\n"
+        "Then, from another terminal:\n"
+        f"  curl -s localhost:{port}/v1/models/{name}:predict \\\n"
+        "    -H 'content-type: application/json' \\\n"
+        '    -d \'{"instances": [{"signup_date": "2025-03-01 10:00:00", "age": 41, '
+        '"tenure_months": 3, "monthly_charges": 31.5, "support_calls": 4, "plan": "basic", '
+        '"contract": "month-to-month", "region": "north", "payment_method": '
+        '"electronic-check"}]}\''
+    )
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.pipelines import compile_all
+
+    for path in compile_all(Path(args.output_dir)):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.serving.server import serve
+
+    serve(args.model, port=args.port, name=args.name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kfp_lifecycle.components.train import DEFAULT_FAMILIES, FAMILIES
+
+    parser = argparse.ArgumentParser(
+        prog="lifecycle", description="Train, register and serve tabular models with KFP."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a pipeline locally through kfp.local")
+    run_pipelines = run.add_subparsers(dest="pipeline", required=True)
+    training = run_pipelines.add_parser("training", help="train, evaluate, gate and register")
+    training.add_argument("--data", required=True, help="CSV or Parquet file")
+    training.add_argument("--target", required=True, help="column to predict")
+    training.add_argument(
+        "--task", default="auto", choices=["auto", "classification", "regression"]
+    )
+    training.add_argument(
+        "--metric", default="auto", help="primary metric (default: roc_auc or rmse)"
+    )
+    training.add_argument("--output", default="lifecycle-output", help="output directory")
+    training.add_argument(
+        "--families",
+        default=",".join(DEFAULT_FAMILIES),
+        help="comma-separated model families: " + ", ".join(FAMILIES),
+    )
+    training.add_argument(
+        "--threshold",
+        type=float,
+        help="gate bound on the primary metric (floor, or ceiling for errors)",
+    )
+    training.add_argument(
+        "--gate",
+        action="append",
+        metavar="METRIC=VALUE",
+        help="gate threshold on any metric; repeatable; replaces the default thresholds",
+    )
+    training.add_argument("--registry", help="model registry directory (default: OUTPUT/registry)")
+    training.add_argument("--model-name", help="registered model name (default: from the target)")
+    training.add_argument("--validation-fraction", type=float, default=0.2)
+    training.add_argument("--test-fraction", type=float, default=0.2)
+    training.add_argument("--seed", type=int, default=42)
+    training.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser("demo", help="run the training pipeline on the built-in dataset")
+    demo.add_argument("--output", default="demo-output")
+    demo.set_defaults(handler=cmd_demo)
+
+    compile_ = commands.add_parser("compile", help="compile the pipelines to KFP IR YAML")
+    compile_.add_argument("--output-dir", default=str(COMPILED_DIR))
+    compile_.set_defaults(handler=cmd_compile)
+
+    serve = commands.add_parser("serve", help="serve a model bundle with KServe's model server")
+    serve.add_argument("--model", required=True, help="bundle directory (a registry version)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--name", help="served model name (default: the registered name)")
+    serve.set_defaults(handler=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except LifecycleError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        if "finished with status" not in str(error):
+            raise
+        print(f"error: {error} (the failing task's log is above)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

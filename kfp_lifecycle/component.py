@@ -1,0 +1,18 @@
+"""The decorator every lifecycle step uses: the project's image, nothing installed at run time."""
+
+import os
+from collections.abc import Callable
+
+from kfp_lifecycle.image import IMAGE
+
+# kfp's executor sets this while a step runs; kfp.dsl then has no `component` decorator.
+# The step's module is imported there for its plain functions, so the wrapper stays plain.
+_IN_RUNNING_STEP = os.environ.get("_KFP_RUNTIME") == "true"
+
+
+def component(func: Callable) -> Callable:
+    if _IN_RUNNING_STEP:
+        return func
+    from kfp import dsl
+
+    return dsl.component(func, base_image=IMAGE, install_kfp_package=False)

@@ -1,0 +1,151 @@
+"""The model registry: immutable numbered versions of a bundle, and aliases that point at them.
+
+Layout (the same under a local directory and, later, an S3 prefix):
+
+    <root>/<model>/versions/<n>/model.joblib
+    <root>/<model>/versions/<n>/metadata.json
+    <root>/<model>/aliases/<alias>.json      {"version": n, ...}
+
+A version appears only once complete: it is written and verified in a staging directory,
+then renamed into place (atomic on POSIX; the rename fails if another run took the number).
+Aliases are replaced atomically under a lock, so concurrent updates are never lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kfp_lifecycle.bundle import MODEL_FILE, read_metadata, verify_bundle, write_metadata
+from kfp_lifecycle.errors import RegistryError
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def model_name_from(text: str) -> str:
+    """A registry (and Kubernetes) safe name: lowercase letters, digits and dashes."""
+    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].strip("-")
+    return name or "model"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    uri: str
+
+
+class LocalRegistry:
+    def __init__(self, root: str | Path):
+        self.root = Path(str(root).removeprefix("file://")).absolute()
+
+    def _model_dir(self, model: str) -> Path:
+        if not NAME_PATTERN.match(model):
+            raise RegistryError(
+                f"invalid model name '{model}': use lowercase letters, digits and dashes"
+            )
+        return self.root / model
+
+    def _version_dir(self, model: str, version: int) -> Path:
+        return self._model_dir(model) / "versions" / str(version)
+
+    def versions(self, model: str) -> list[int]:
+        directory = self._model_dir(model) / "versions"
+        if not directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+    def register(self, model: str, bundle_dir: str | Path, extra: dict[str, Any]) -> ModelVersion:
+        """Copy a verified bundle to the next free version number, `extra` added to its metadata."""
+        verify_bundle(bundle_dir)
+        versions_dir = self._model_dir(model) / "versions"
+        versions_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self._model_dir(model)))
+        try:
+            shutil.copy2(Path(bundle_dir) / MODEL_FILE, staging / MODEL_FILE)
+            metadata = read_metadata(bundle_dir)
+            while True:
+                number = (self.versions(model) or [0])[-1] + 1
+                now = datetime.now(UTC).isoformat()
+                write_metadata(
+                    staging,
+                    {**metadata, **extra, "registry_version": number, "registered_at": now},
+                )
+                verify_bundle(staging)
+                try:
+                    os.rename(staging, versions_dir / str(number))
+                except OSError:  # another run published this number first: take the next
+                    continue
+                return ModelVersion(model, number, str(versions_dir / str(number)))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def get(self, model: str, version: int) -> ModelVersion:
+        path = self._version_dir(model, version)
+        if not path.is_dir():
+            known = ", ".join(map(str, self.versions(model))) or "none"
+            raise RegistryError(f"model '{model}' has no version {version}; versions: {known}")
+        return ModelVersion(model, version, str(path))
+
+    def alias(self, model: str, alias: str) -> ModelVersion | None:
+        path = self._model_dir(model) / "aliases" / f"{alias}.json"
+        if not path.is_file():
+            return None
+        return self.get(model, json.loads(path.read_text())["version"])
+
+    def aliases(self, model: str) -> dict[str, int]:
+        directory = self._model_dir(model) / "aliases"
+        if not directory.is_dir():
+            return {}
+        return {
+            p.stem: json.loads(p.read_text())["version"] for p in sorted(directory.glob("*.json"))
+        }
+
+    def set_alias(self, model: str, alias: str, version: int) -> None:
+        """Point `alias` at a complete version; `champion` keeps its predecessor as `previous`."""
+        target = self.get(model, version)
+        verify_bundle(target.uri)
+        with self._lock(model):
+            if alias == CHAMPION:
+                current = self.alias(model, CHAMPION)
+                if current is not None and current.version != version:
+                    self._write_alias(model, PREVIOUS, current.version)
+            self._write_alias(model, alias, version)
+
+    def _write_alias(self, model: str, alias: str, version: int) -> None:
+        directory = self._model_dir(model) / "aliases"
+        directory.mkdir(parents=True, exist_ok=True)
+        temporary = directory / f".{alias}.{uuid.uuid4().hex}"
+        record = {"version": version, "updated_at": datetime.now(UTC).isoformat()}
+        temporary.write_text(json.dumps(record))
+        os.replace(temporary, directory / f"{alias}.json")
+
+    @contextmanager
+    def _lock(self, model: str) -> Iterator[None]:
+        self._model_dir(model).mkdir(parents=True, exist_ok=True)
+        with open(self._model_dir(model) / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_registry(uri: str) -> LocalRegistry:
+    """The registry behind a URI: a local path or file:// URI."""
+    if "://" in uri and not uri.startswith("file://"):
+        raise RegistryError(f"unsupported registry URI '{uri}': use a local path or file://")
+    return LocalRegistry(uri)

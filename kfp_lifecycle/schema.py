@@ -1,0 +1,160 @@
+"""The input schema of a model: which raw columns it takes, of what kind, with which categories.
+
+It is inferred from the training table, saved in the bundle's metadata, and used twice: to
+coerce training frames to canonical dtypes and to check prediction requests field by field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kfp_lifecycle.errors import SchemaError
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+BOOLEAN = "boolean"
+DATETIME = "datetime"
+KINDS = (NUMERIC, CATEGORICAL, BOOLEAN, DATETIME)
+
+# Object columns are read as datetimes when at least this share of their values parse.
+DATETIME_PARSE_SHARE = 0.95
+
+
+@dataclass
+class ColumnSpec:
+    name: str
+    kind: str
+    dtype: str
+    nullable: bool
+    categories: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InputSchema:
+    columns: list[ColumnSpec]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def of_kind(self, kind: str) -> list[str]:
+        return [c.name for c in self.columns if c.kind == kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": [asdict(c) for c in self.columns]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSchema:
+        return cls([ColumnSpec(**c) for c in data["columns"]])
+
+    def coerce(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Return the schema's columns in order, each cast to its kind's canonical dtype."""
+        missing = [name for name in self.names if name not in frame.columns]
+        if missing:
+            raise SchemaError(f"missing column(s): {', '.join(missing)}")
+        return pd.DataFrame({c.name: _coerce_column(frame[c.name], c.kind) for c in self.columns})
+
+    def records_to_frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
+        """Check prediction records field by field; the error names the row and the field."""
+        if not isinstance(records, list) or not records:
+            raise SchemaError("expected a non-empty list of records (objects keyed by column)")
+        for row, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise SchemaError(
+                    f"record {row} is {type(record).__name__}; expected an object keyed by "
+                    f"column name ({', '.join(self.names)})"
+                )
+            missing = [name for name in self.names if name not in record]
+            if missing:
+                raise SchemaError(f"record {row} is missing field(s): {', '.join(missing)}")
+            for column in self.columns:
+                problem = _check_value(record[column.name], column)
+                if problem:
+                    raise SchemaError(f"record {row}, field '{column.name}': {problem}")
+        frame = pd.DataFrame.from_records(records, columns=self.names)
+        return self.coerce(frame)
+
+
+def infer_schema(frame: pd.DataFrame, target: str) -> InputSchema:
+    columns = []
+    for name in frame.columns:
+        if name == target:
+            continue
+        series = frame[name]
+        kind = infer_kind(series)
+        categories: list[str] = []
+        if kind == CATEGORICAL:
+            categories = sorted(series.dropna().astype(str).unique().tolist())
+        columns.append(
+            ColumnSpec(
+                name=str(name),
+                kind=kind,
+                dtype=str(series.dtype),
+                nullable=bool(series.isna().any()),
+                categories=categories,
+            )
+        )
+    return InputSchema(columns)
+
+
+def infer_kind(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return BOOLEAN
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return DATETIME
+    if pd.api.types.is_numeric_dtype(series):
+        return NUMERIC
+    values = series.dropna()
+    if len(values) and _parses_as_datetime(values):
+        return DATETIME
+    return CATEGORICAL
+
+
+def _parses_as_datetime(values: pd.Series) -> bool:
+    sample = values.astype(str).head(1000)
+    # Plain numbers ("3", "2.5") are not dates even though pandas could read some as such.
+    if pd.to_numeric(sample, errors="coerce").notna().mean() > 0.5:
+        return False
+    parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    return bool(parsed.notna().mean() >= DATETIME_PARSE_SHARE)
+
+
+def _coerce_column(series: pd.Series, kind: str) -> pd.Series:
+    if kind == NUMERIC:
+        return pd.to_numeric(series, errors="coerce").astype("float64")
+    if kind == BOOLEAN:
+        return series.map(lambda v: np.nan if _is_missing(v) else float(v)).astype("float64")
+    if kind == DATETIME:
+        if pd.api.types.is_datetime64_any_dtype(series):
+            values = series
+        else:
+            values = pd.to_datetime(series, errors="coerce", format="mixed")
+        if getattr(values.dt, "tz", None) is not None:
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values.astype("datetime64[ns]")
+    return series.map(lambda v: None if _is_missing(v) else str(v)).astype(object)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _check_value(value: Any, column: ColumnSpec) -> str | None:
+    if value is None:
+        return None  # the fitted imputers handle missing values, as in training
+    if column.kind == NUMERIC:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expected a number, got {type(value).__name__} {value!r}"
+    elif column.kind == BOOLEAN:
+        if not isinstance(value, bool):
+            return f"expected true or false, got {type(value).__name__} {value!r}"
+    elif column.kind == DATETIME:
+        if not isinstance(value, str) or pd.isna(pd.to_datetime(value, errors="coerce")):
+            return f"expected an ISO 8601 date-time string, got {value!r}"
+    elif not isinstance(value, str | int) or isinstance(value, bool):
+        return f"expected a string (category), got {type(value).__name__} {value!r}"
+    return None

@@ -1,0 +1,44 @@
+"""Small, deterministic tables for every task the project supports."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kfp_lifecycle.demo import make_churn_dataset
+
+
+@pytest.fixture(scope="session")
+def churn() -> pd.DataFrame:
+    """Binary target, numeric + categorical + timestamp columns, missing values."""
+    return make_churn_dataset(rows=1200, seed=11)
+
+
+@pytest.fixture(scope="session")
+def multiclass() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    rows = 900
+    x1, x2 = rng.normal(size=rows), rng.normal(size=rows)
+    colour = rng.choice(["red", "green", "blue"], size=rows)
+    score = x1 + 0.8 * (colour == "red") - 0.8 * (colour == "blue")
+    species = np.select([score < -0.5, score < 0.6], ["setosa", "versicolor"], "virginica")
+    frame = pd.DataFrame({"x1": x1, "x2": x2, "colour": colour, "species": species})
+    frame.loc[rng.random(rows) < 0.05, "x2"] = np.nan
+    return frame
+
+
+@pytest.fixture(scope="session")
+def regression() -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    rows = 900
+    size = rng.uniform(30, 200, size=rows)
+    rooms = rng.integers(1, 6, size=rows)
+    district = rng.choice(["centre", "suburb", "rural"], size=rows)
+    price = (
+        2.0 * size
+        + 15 * rooms
+        + np.select([district == "centre", district == "suburb"], [120.0, 40.0], 0.0)
+        + rng.normal(0, 20, size=rows)
+    )
+    frame = pd.DataFrame({"size_m2": size, "rooms": rooms, "district": district, "price": price})
+    frame.loc[rng.random(rows) < 0.05, "size_m2"] = np.nan
+    return frame

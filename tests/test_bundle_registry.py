@@ -1,0 +1,107 @@
+import json
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, load_bundle, sha256_file, write_bundle
+from kfp_lifecycle.components.preprocess import fit_preprocessor
+from kfp_lifecycle.components.register import register_bundle
+from kfp_lifecycle.components.split import split_table
+from kfp_lifecycle.components.train import train_model
+from kfp_lifecycle.errors import BundleError, RegistryError
+from kfp_lifecycle.registry import CHAMPION, PREVIOUS, LocalRegistry, model_name_from
+from kfp_lifecycle.tasks import CLASSIFICATION
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, churn):
+    parts = split_table(churn, "churned", CLASSIFICATION, seed=0)
+    fitted, schema = fit_preprocessor(parts.train, "churned")
+    bundle = train_model(
+        parts.train, parts.validation, "churned", CLASSIFICATION, "linear", fitted, schema
+    )
+    directory = tmp_path_factory.mktemp("bundle")
+    extra = {"primary_metric": "roc_auc", "leaderboard": {"linear": 0.8}}
+    write_bundle(directory, bundle.pipeline, {**bundle.metadata, **extra})
+    return directory
+
+
+def test_bundle_holds_one_model_file_and_complete_metadata(bundle_dir):
+    assert sorted(p.name for p in bundle_dir.iterdir()) == [METADATA_FILE, MODEL_FILE]
+    metadata = json.loads((bundle_dir / METADATA_FILE).read_text())
+    assert metadata["sha256"] == sha256_file(bundle_dir / MODEL_FILE)
+    assert metadata["libraries"]["scikit-learn"] and metadata["libraries"]["xgboost-cpu"]
+    columns = {c["name"]: c for c in metadata["input_schema"]["columns"]}
+    assert columns["plan"]["categories"] == ["basic", "pro", "standard"]
+    assert columns["age"]["kind"] == "numeric"
+    assert metadata["classes"] == ["no", "yes"]
+
+
+def test_tampered_model_file_is_refused(tmp_path, bundle_dir):
+    for name in (MODEL_FILE, METADATA_FILE):
+        (tmp_path / name).write_bytes((bundle_dir / name).read_bytes())
+    with open(tmp_path / MODEL_FILE, "r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BundleError, match="does not match its recorded sha256"):
+        load_bundle(tmp_path)
+    with pytest.raises(BundleError, match="sha256"):
+        LocalRegistry(tmp_path / "registry").register("churn", tmp_path, {})
+    assert LocalRegistry(tmp_path / "registry").versions("churn") == []
+
+
+def test_versions_are_numbered_and_immutable_copies(tmp_path, bundle_dir):
+    registry = LocalRegistry(tmp_path)
+    first = registry.register("churn", bundle_dir, {"note": "a"})
+    second = registry.register("churn", bundle_dir, {"note": "b"})
+    assert (first.version, second.version) == (1, 2)
+    assert registry.versions("churn") == [1, 2]
+    metadata = json.loads((tmp_path / "churn/versions/1" / METADATA_FILE).read_text())
+    assert (metadata["note"], metadata["registry_version"]) == ("a", 1)
+    load_bundle(first.uri)  # the copy verifies
+    assert not [p for p in (tmp_path / "churn").iterdir() if p.name.startswith(".staging")]
+
+
+def _register_once(args):
+    root, bundle = args
+    return LocalRegistry(root).register("churn", bundle, {}).version
+
+
+def test_concurrent_registrations_get_distinct_complete_versions(tmp_path, bundle_dir):
+    with ProcessPoolExecutor(max_workers=4) as pool:
+        numbers = list(pool.map(_register_once, [(tmp_path, bundle_dir)] * 8))
+    assert sorted(numbers) == list(range(1, 9))
+    for number in numbers:
+        load_bundle(tmp_path / "churn" / "versions" / str(number))
+
+
+def test_champion_alias_moves_only_for_blessed_models(tmp_path, bundle_dir):
+    evaluation = {"metrics": {"roc_auc": 0.8}}
+    blessed = {"blessed": True, "reasons": ["pass"]}
+    refused = {"blessed": False, "reasons": ["FAIL"]}
+    lineage = {"run_id": "r"}
+    first = register_bundle(str(bundle_dir), str(tmp_path), "churn", evaluation, blessed, lineage)
+    second = register_bundle(str(bundle_dir), str(tmp_path), "churn", evaluation, refused, lineage)
+    registry = LocalRegistry(tmp_path)
+    assert (first["model_version"], second["model_version"]) == (1, 2)
+    assert registry.aliases("churn") == {CHAMPION: 1}
+    third = register_bundle(str(bundle_dir), str(tmp_path), "churn", evaluation, blessed, lineage)
+    assert registry.aliases("churn") == {CHAMPION: 3, PREVIOUS: 1}
+    assert third["champion_alias"] == 3
+    metadata = json.loads((tmp_path / "churn/versions/2" / METADATA_FILE).read_text())
+    assert metadata["gate"]["blessed"] is False and metadata["lineage"]["run_id"] == "r"
+
+
+def test_alias_cannot_point_at_a_missing_version(tmp_path, bundle_dir):
+    registry = LocalRegistry(tmp_path)
+    registry.register("churn", bundle_dir, {})
+    with pytest.raises(RegistryError, match="no version 5; versions: 1"):
+        registry.set_alias("churn", CHAMPION, 5)
+
+
+def test_model_names_are_safe():
+    assert model_name_from("Churn Flag (30d)") == "churn-flag-30d"
+    with pytest.raises(RegistryError, match="invalid model name"):
+        LocalRegistry("/tmp").versions("../etc")

@@ -1,0 +1,120 @@
+"""The whole training pipeline, run for real through kfp.local (no cluster)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kfp_lifecycle.bundle import load_bundle
+from kfp_lifecycle.local_run import TrainingOptions, run_training
+from kfp_lifecycle.registry import CHAMPION, LocalRegistry
+
+pytestmark = pytest.mark.pipeline
+
+SUMMARY_KEYS = {
+    "task", "primary_metric", "champion", "metrics", "leaderboard", "blessed", "reasons",
+    "model_uri", "model_name", "model_version",
+}  # fmt: skip
+
+
+def write_csv(frame, directory):
+    path = directory / "data.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def churn_runs(tmp_path_factory, churn):
+    """Two runs into one registry: the first passes a lenient gate, the second an impossible one."""
+    root = tmp_path_factory.mktemp("churn-runs")
+    data = write_csv(churn, root)
+    common = dict(data=str(data), target="churned", registry=str(root / "registry"))
+    first = run_training(
+        TrainingOptions(output=str(root / "run1"), primary_threshold=0.6, **common)
+    )
+    second = run_training(
+        TrainingOptions(output=str(root / "run2"), thresholds={"roc_auc": 0.99}, **common)
+    )
+    return root, first, second
+
+
+def test_summary_names_champion_metrics_and_decision(churn_runs):
+    root, first, _ = churn_runs
+    assert set(first) >= SUMMARY_KEYS
+    assert json.loads((root / "run1" / "summary.json").read_text()) == first
+    assert (first["task"], first["primary_metric"]) == ("classification", "roc_auc")
+    assert set(first["leaderboard"]) == {"linear", "random_forest", "xgboost"}
+    best = max(first["leaderboard"], key=first["leaderboard"].get)
+    assert first["champion"] == best
+    assert first["blessed"] is True
+    assert first["reasons"] == [
+        f"pass: roc_auc = {first['metrics']['roc_auc']:.4f} (required >= 0.6)"
+    ]
+
+
+def test_registered_bundle_is_complete_and_predicts(churn_runs, churn):
+    _, first, _ = churn_runs
+    bundle = load_bundle(first["model_uri"])  # verifies the sha256
+    metadata = bundle.metadata
+    assert metadata["family"] == first["champion"]
+    assert metadata["metrics_test"] == first["metrics"]
+    assert metadata["registry_version"] == first["model_version"] == 1
+    assert len(metadata["lineage"]["data_sha256"]) == 64 and metadata["lineage"]["run_id"]
+    assert metadata["metrics"]["validation"]["roc_auc"] == first["leaderboard"][first["champion"]]
+    prediction = bundle.predict(churn.drop(columns=["churned"]).head(20))
+    assert set(prediction.labels) <= {"no", "yes"}
+
+
+def test_unblessed_run_is_registered_but_does_not_move_the_champion(churn_runs):
+    root, first, second = churn_runs
+    assert second["blessed"] is False
+    assert second["reasons"][0].startswith("FAIL: roc_auc")
+    assert second["model_version"] == 2
+    registry = LocalRegistry(root / "registry")
+    assert registry.versions("churned") == [1, 2]
+    assert registry.alias("churned", CHAMPION).version == first["model_version"]
+
+
+def test_regression_pipeline(tmp_path, regression):
+    summary = run_training(
+        TrainingOptions(
+            data=str(write_csv(regression, tmp_path)),
+            target="price",
+            output=str(tmp_path / "out"),
+            families=["linear", "xgboost"],
+        )
+    )
+    assert (summary["task"], summary["primary_metric"]) == ("regression", "rmse")
+    assert set(summary["metrics"]) == {"rmse", "mae", "r2"}
+    assert summary["blessed"] is (summary["metrics"]["r2"] >= 0.10)
+    board = summary["leaderboard"]
+    assert summary["champion"] == min(board, key=board.get)  # lower RMSE wins
+
+
+def test_cli_runs_a_multiclass_table(tmp_path, multiclass):
+    data = write_csv(multiclass, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "kfp_lifecycle.cli", "run", "training", "--data", str(data),
+         "--target", "species", "--output", str(tmp_path / "out"), "--families", "linear"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["champion"] == "linear" and summary["metrics"]["roc_auc"] > 0.85
+    assert "Leaderboard" in result.stdout and "BLESSED" in result.stdout
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, churn):
+    data = write_csv(churn, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "kfp_lifecycle.cli", "run", "training", "--data", str(data),
+         "--target", "churn", "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: target column 'churn' not found; columns are: signup_date, age, tenure_months, "
+        "monthly_charges, support_calls, plan, contract, region, payment_method, churned"
+    ]
+    assert not (tmp_path / "out").exists()

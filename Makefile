@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 DEMO_OUTPUT ?= demo-output
 PORT        ?= 8080
-MODEL       ?= $(DEMO_OUTPUT)/registry/churn/aliases/champion
+MODEL       ?= $(DEMO_OUTPUT)/registry/churn@champion
 
 .PHONY: help venv demo test lint compile serve clean
 

@@ -182,7 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.set_defaults(handler=cmd_compile)
 
     serve = commands.add_parser("serve", help="serve a model bundle with KServe's model server")
-    serve.add_argument("--model", required=True, help="bundle directory (a registry version)")
+    serve.add_argument(
+        "--model",
+        required=True,
+        help="bundle directory (a registry version), or REGISTRY/MODEL@ALIAS, e.g. "
+        "demo-output/registry/churn@champion",
+    )
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--name", help="served model name (default: the registered name)")
     serve.set_defaults(handler=cmd_serve)

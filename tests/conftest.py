@@ -1,8 +1,14 @@
-"""Small, deterministic tables for every task the project supports."""
+"""Small, deterministic tables for every task the project supports, and a model server runner."""
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from server_process import Server, free_port, server_command, wait_until_ready
 
 from kfp_lifecycle.demo import make_churn_dataset
 
@@ -42,3 +48,33 @@ def regression() -> pd.DataFrame:
     frame = pd.DataFrame({"size_m2": size, "rooms": rooms, "district": district, "price": price})
     frame.loc[rng.random(rows) < 0.05, "size_m2"] = np.nan
     return frame
+
+
+@pytest.fixture(scope="module")
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    processes: list[subprocess.Popen] = []
+
+    def start(model_dir: Path, name: str) -> Server:
+        port = free_port()
+        log = tmp_path_factory.mktemp("server") / "server.log"
+        server = Server(port, name, log)
+        with open(log, "wb") as sink:
+            process = subprocess.Popen(
+                server_command(model_dir, port),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        processes.append(process)
+        wait_until_ready(process, server)
+        return server
+
+    yield start
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

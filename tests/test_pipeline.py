@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import httpx
+import numpy as np
 import pytest
 
 from kfp_lifecycle.bundle import load_bundle
@@ -118,3 +120,29 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, churn):
         "monthly_charges, support_calls, plan, contract, region, payment_method, churned"
     ]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.serving
+def test_champion_served_through_its_alias_predicts_like_the_bundle(
+    churn_runs, churn, start_server
+):
+    root, first, _ = churn_runs
+    server = start_server(f"{root / 'registry'}/churned@champion", "churned")
+    rows = churn.drop(columns=["churned"]).head(8)
+    records = json.loads(rows.to_json(orient="records"))
+    response = httpx.post(
+        f"{server.url}/v1/models/churned:predict", json={"instances": records}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = load_bundle(first["model_uri"]).predict(rows)
+    assert body["predictions"] == expected.labels
+    served = [[p[str(c)] for c in expected.classes] for p in body["probabilities"]]
+    assert np.allclose(served, expected.probabilities, atol=1e-9)
+    assert body["model_version"] == str(first["model_version"])
+    missing = httpx.post(
+        f"{server.url}/v1/models/churned:predict",
+        json={"instances": [{k: v for k, v in records[0].items() if k != "tenure_months"}]},
+        timeout=30,
+    )
+    assert missing.status_code == 400 and "tenure_months" in missing.text

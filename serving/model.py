@@ -1,0 +1,236 @@
+"""A KServe model that serves one model bundle over the V1 and V2 (Open Inference) protocols.
+
+Requests are checked against the bundle's input schema before the pipeline sees them, so a
+client mistake becomes a 400 that names the field instead of a 500 from deep inside sklearn.
+The conversions are plain functions so they can be tested without starting a server.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve.errors import InvalidInput
+
+from kfp_lifecycle.bundle import Bundle, Prediction, load_bundle
+from kfp_lifecycle.errors import SchemaError
+from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, InputSchema
+
+PREDICTIONS = "predictions"
+PROBABILITIES = "probabilities"
+
+INTEGER_DATATYPES = frozenset(
+    {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+)
+NUMERIC_DATATYPES = INTEGER_DATATYPES | {"FP16", "FP32", "FP64"}
+# Which V2 tensor datatypes can carry a column of each schema kind.
+ACCEPTED_DATATYPES: dict[str, frozenset[str]] = {
+    NUMERIC: NUMERIC_DATATYPES,
+    BOOLEAN: frozenset({"BOOL"}),
+    CATEGORICAL: INTEGER_DATATYPES | {"BYTES"},
+    DATETIME: frozenset({"BYTES"}),
+}
+# The datatype advertised in the V2 model metadata for each kind.
+INPUT_DATATYPE = {NUMERIC: "FP64", BOOLEAN: "BOOL", CATEGORICAL: "BYTES", DATETIME: "BYTES"}
+
+
+def model_version(metadata: dict[str, Any]) -> str:
+    """The registry version when the bundle was registered, else a short content hash."""
+    if metadata.get("registry_version") is not None:
+        return str(metadata["registry_version"])
+    return str(metadata["sha256"])[:12]
+
+
+def v1_records(payload: Any) -> list[dict[str, Any]]:
+    """The records of a V1 body: `{"instances": [{column: value, ...}, ...]}`."""
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise InvalidInput(
+            'expected a JSON object with "instances": a list of records keyed by column name'
+        )
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise InvalidInput(f'"instances" must be a list of records, got {type(instances).__name__}')
+    if not instances:
+        raise InvalidInput('"instances" is empty: send at least one record')
+    return instances
+
+
+def v2_records(request: InferRequest, schema: InputSchema) -> list[dict[str, Any]]:
+    """Turn one V2 tensor per column into records; tensors for unknown columns are ignored."""
+    columns: dict[str, list[Any]] = {}
+    datatypes: dict[str, str] = {}
+    for tensor in request.inputs:
+        if tensor.name in columns:
+            raise InvalidInput(f"input '{tensor.name}' is given more than once")
+        columns[tensor.name] = _tensor_values(tensor)
+        datatypes[tensor.name] = tensor.datatype
+    missing = [name for name in schema.names if name not in columns]
+    if missing:
+        raise InvalidInput(f"missing input tensor(s): {', '.join(missing)}")
+    for column in schema.columns:
+        datatype = datatypes[column.name]
+        if datatype not in ACCEPTED_DATATYPES[column.kind]:
+            raise InvalidInput(
+                f"input '{column.name}': datatype {datatype} does not fit a {column.kind} "
+                f"column; send {INPUT_DATATYPE[column.kind]}"
+            )
+    lengths = {name: len(columns[name]) for name in schema.names}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{name}={n}" for name, n in lengths.items())
+        raise InvalidInput(f"input tensors differ in length: {detail}")
+    if not lengths[schema.names[0]]:
+        raise InvalidInput("input tensors are empty: send at least one row")
+    rows = zip(*(columns[name] for name in schema.names), strict=True)
+    return [dict(zip(schema.names, row, strict=True)) for row in rows]
+
+
+def records_frame(records: list[dict[str, Any]], schema: InputSchema) -> pd.DataFrame:
+    """Validate records against the schema; a mismatch is the client's error (HTTP 400)."""
+    try:
+        return schema.records_to_frame(records)
+    except SchemaError as error:
+        raise InvalidInput(str(error)) from None
+
+
+def v1_response(prediction: Prediction, version: str) -> dict[str, Any]:
+    """Probabilities keyed by class, as text because JSON object keys are text."""
+    response: dict[str, Any] = {PREDICTIONS: prediction.labels}
+    if prediction.probabilities is not None:
+        keys = [str(c) for c in prediction.classes]
+        response[PROBABILITIES] = [
+            dict(zip(keys, row, strict=True)) for row in prediction.probabilities.tolist()
+        ]
+    response["model_version"] = version
+    return response
+
+
+def v2_response(
+    prediction: Prediction, model_name: str, version: str, request: InferRequest
+) -> InferResponse:
+    """Labels as `predictions`; for classifiers `probabilities` [n, classes], class order in its
+    parameters as a JSON list (V2 parameters hold scalars only)."""
+    labels = prediction.labels
+    outputs = [
+        InferOutput(PREDICTIONS, [len(labels)], _datatype(labels), _label_array(labels)),
+    ]
+    if prediction.probabilities is not None:
+        probabilities = np.asarray(prediction.probabilities, dtype=np.float64)
+        outputs.append(
+            InferOutput(
+                PROBABILITIES,
+                list(probabilities.shape),
+                "FP64",
+                probabilities,
+                parameters={"classes": json.dumps(prediction.classes)},
+            )
+        )
+    return InferResponse(
+        response_id=request.id or str(uuid.uuid4()),
+        model_name=model_name,
+        infer_outputs=outputs,
+        model_version=version,
+        use_binary_outputs=request.use_binary_outputs,
+        requested_outputs=request.request_outputs,
+    )
+
+
+class BundleModel(Model):
+    """Serves one bundle directory; refuses to become ready if the model file was modified."""
+
+    def __init__(self, name: str, model_dir: str):
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.bundle: Bundle | None = None
+        self.version: str | None = None
+
+    def load(self) -> bool:
+        bundle = load_bundle(self.model_dir)
+        self.bundle = bundle
+        self.version = model_version(bundle.metadata)
+        self.ready = True
+        return self.ready
+
+    def predict(
+        self,
+        payload: dict[str, Any] | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        schema = self.bundle.schema
+        if isinstance(payload, InferRequest):
+            frame = records_frame(v2_records(payload, schema), schema)
+            return v2_response(self.bundle.predict(frame), self.name, self.version, payload)
+        frame = records_frame(v1_records(payload), schema)
+        return v1_response(self.bundle.predict(frame), self.version)
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        if self.bundle is None:
+            return []
+        return [
+            {"name": c.name, "datatype": INPUT_DATATYPE[c.kind], "shape": [-1]}
+            for c in self.bundle.schema.columns
+        ]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        if self.bundle is None:
+            return []
+        classes = self.bundle.classes
+        if not classes:
+            return [{"name": PREDICTIONS, "datatype": "FP64", "shape": [-1]}]
+        return [
+            {"name": PREDICTIONS, "datatype": _datatype(classes), "shape": [-1]},
+            {"name": PROBABILITIES, "datatype": "FP64", "shape": [-1, len(classes)]},
+        ]
+
+
+def _tensor_values(tensor: Any) -> list[Any]:
+    """One value per row from a tensor of shape [n] or [n, 1]; BYTES decoded to text."""
+    shape = list(tensor.shape)
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        raise InvalidInput(
+            f"input '{tensor.name}' has shape {shape}; expected [n] or [n, 1] (one value per row)"
+        )
+    values = _flatten(tensor.data)
+    if len(values) != shape[0]:
+        raise InvalidInput(
+            f"input '{tensor.name}' has {len(values)} value(s) but its shape says {shape[0]}"
+        )
+    if tensor.datatype != "BYTES":
+        return values
+    try:
+        return [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
+    except UnicodeDecodeError:
+        raise InvalidInput(f"input '{tensor.name}' holds bytes that are not UTF-8") from None
+
+
+def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).tolist()
+    if not isinstance(data, list | tuple):
+        return [data]
+    return [value for item in data for value in _flatten(item)]
+
+
+def _datatype(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "BOOL"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "INT64"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "FP64"
+    return "BYTES"
+
+
+def _label_array(labels: list[Any]) -> np.ndarray:
+    datatype = _datatype(labels)
+    if datatype == "BOOL":
+        return np.asarray(labels, dtype=bool)
+    if datatype == "INT64":
+        return np.asarray(labels, dtype=np.int64)
+    if datatype == "FP64":
+        return np.asarray(labels, dtype=np.float64)
+    return np.asarray([str(v) for v in labels], dtype=object)

@@ -31,7 +31,7 @@ def register_bundle(
     )
     if blessing["blessed"]:
         registry.set_alias(model_name, CHAMPION, version.version)
-    metadata = read_metadata(version.uri)
+    metadata = read_metadata(bundle_dir)  # the registered copy may be remote (s3://)
     return {
         "task": metadata["task"],
         "primary_metric": metadata["primary_metric"],

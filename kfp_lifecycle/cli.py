@@ -130,6 +130,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from kfp_lifecycle import registry as reg
+
+    registry = reg.open_registry(args.registry)
+    if args.action == "list":
+        rows = reg.describe_versions(registry, args.model)
+        if not rows:
+            print(f"model '{args.model}' has no version in {args.registry}")
+            return 0
+        table = Table(title=f"{args.model} in {args.registry}")
+        for column in ("version", "family", "blessed", "test score", "aliases", "registered at"):
+            table.add_column(column)
+        for row in rows:
+            score = "" if row["test_score"] is None else f"{row['metric']}={row['test_score']:.4f}"
+            table.add_row(
+                str(row["version"]),
+                str(row["family"]),
+                "yes" if row["blessed"] else "no",
+                score,
+                ", ".join(row["aliases"]),
+                str(row["registered_at"]),
+            )
+        Console().print(table)
+    elif args.action == "show":
+        version = args.version or _alias_version(registry, args.model, reg.CHAMPION)
+        print(json.dumps(registry.metadata(args.model, version), indent=2))
+    elif args.action == "promote":
+        if args.version is None:
+            raise LifecycleError("promote needs --version N")
+        reg.promote(registry, args.model, args.version, args.override_reason)
+        print(f"champion of '{args.model}' is now version {args.version}")
+    else:
+        version = reg.rollback(registry, args.model)
+        print(f"champion of '{args.model}' rolled back to version {version}")
+    return 0
+
+
+def _alias_version(registry: Any, model: str, alias: str) -> int:
+    from kfp_lifecycle.errors import RegistryError
+
+    found = registry.alias(model, alias)
+    if found is None:
+        raise RegistryError(f"model '{model}' has no '{alias}' alias; pass --version N")
+    return found.version
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kfp_lifecycle.components.train import DEFAULT_FAMILIES, FAMILIES
 
@@ -191,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--name", help="served model name (default: the registered name)")
     serve.set_defaults(handler=cmd_serve)
+
+    registry = commands.add_parser("registry", help="list, inspect, promote or roll back models")
+    registry.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    registry.add_argument("--registry", required=True, help="a directory, file:// or s3:// URI")
+    registry.add_argument("--model", required=True, help="registered model name")
+    registry.add_argument("--version", type=int, help="version (show: default champion)")
+    registry.add_argument(
+        "--override-reason",
+        default="",
+        help="promote a version the gate did not bless, accepting the risk (recorded reason)",
+    )
+    registry.set_defaults(handler=cmd_registry)
     return parser
 
 

@@ -38,7 +38,9 @@ class TrainingOptions:
 def pipeline_arguments(options: TrainingOptions) -> dict[str, Any]:
     """Check the inputs in-process first (same functions the components use), so a bad
     column name or threshold fails in a second with a one-line reason, not mid-pipeline."""
-    data = str(Path(options.data.removeprefix("file://")).absolute())
+    data = options.data
+    if not data.startswith("s3://"):
+        data = str(Path(data.removeprefix("file://")).absolute())
     checked = validate_table(read_table(data), options.target, options.task, options.metric)
     for family in options.families:
         make_estimator(family, checked.task)

@@ -25,10 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfp_lifecycle.bundle import MODEL_FILE, read_metadata, verify_bundle, write_metadata
 from kfp_lifecycle.errors import RegistryError
+
+if TYPE_CHECKING:
+    from kfp_lifecycle.registry_s3 import S3Registry
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -100,6 +103,9 @@ class LocalRegistry:
             raise RegistryError(f"model '{model}' has no version {version}; versions: {known}")
         return ModelVersion(model, version, str(path))
 
+    def metadata(self, model: str, version: int) -> dict[str, Any]:
+        return read_metadata(self.get(model, version).uri)
+
     def alias(self, model: str, alias: str) -> ModelVersion | None:
         path = self._model_dir(model) / "aliases" / f"{alias}.json"
         if not path.is_file():
@@ -144,8 +150,58 @@ class LocalRegistry:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def open_registry(uri: str) -> LocalRegistry:
-    """The registry behind a URI: a local path or file:// URI."""
+def open_registry(uri: str) -> LocalRegistry | S3Registry:
+    """The registry behind a URI: a local path, file:// or s3://bucket/prefix."""
+    if uri.startswith("s3://"):
+        from kfp_lifecycle.registry_s3 import S3Registry  # it imports this module
+
+        return S3Registry(uri)
     if "://" in uri and not uri.startswith("file://"):
-        raise RegistryError(f"unsupported registry URI '{uri}': use a local path or file://")
+        raise RegistryError(f"unsupported registry URI '{uri}': use a local path, file:// or s3://")
     return LocalRegistry(uri)
+
+
+def promote(
+    registry: LocalRegistry | S3Registry, model: str, version: int, override_reason: str = ""
+) -> None:
+    """Make `version` the champion; a version the gate did not bless needs a stated reason."""
+    metadata = registry.metadata(model, version)
+    if not metadata.get("gate", {}).get("blessed") and not override_reason:
+        raise RegistryError(
+            f"version {version} of '{model}' was not blessed by the gate; promoting it needs "
+            "an explicit override reason (--override-reason)"
+        )
+    registry.set_alias(model, CHAMPION, version)
+
+
+def rollback(registry: LocalRegistry | S3Registry, model: str) -> int:
+    """Point the champion back at `previous` (which then holds the version rolled back)."""
+    previous = registry.alias(model, PREVIOUS)
+    if previous is None:
+        raise RegistryError(f"model '{model}' has no previous champion to roll back to")
+    registry.set_alias(model, CHAMPION, previous.version)
+    return previous.version
+
+
+def describe_versions(registry: LocalRegistry | S3Registry, model: str) -> list[dict[str, Any]]:
+    """One row per version: blessed or not, its test score, when, and the aliases on it."""
+    aliases: dict[int, list[str]] = {}
+    for alias, number in registry.aliases(model).items():
+        aliases.setdefault(number, []).append(alias)
+    rows = []
+    for number in registry.versions(model):
+        metadata = registry.metadata(model, number)
+        metric = metadata.get("primary_metric")
+        rows.append(
+            {
+                "version": number,
+                "family": metadata.get("family"),
+                "blessed": bool(metadata.get("gate", {}).get("blessed")),
+                "metric": metric,
+                "test_score": metadata.get("metrics_test", {}).get(metric),
+                "registered_at": metadata.get("registered_at"),
+                "aliases": sorted(aliases.get(number, [])),
+                "uri": registry.get(model, number).uri,
+            }
+        )
+    return rows

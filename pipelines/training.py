@@ -2,6 +2,7 @@
 
 from kfp import dsl
 
+from kfp_lifecycle.cluster import with_s3_access
 from kfp_lifecycle.components.evaluate import evaluate
 from kfp_lifecycle.components.gate import gate
 from kfp_lifecycle.components.ingest import ingest
@@ -33,7 +34,7 @@ def training_pipeline(
     test_fraction: float = 0.2,
     seed: int = 42,
 ) -> dsl.Artifact:
-    ingested = ingest(source=data).set_display_name("ingest")
+    ingested = with_s3_access(ingest(source=data))
     checked = validate(dataset=ingested.outputs["dataset"], target=target, task=task, metric=metric)
     resolved_task = checked.outputs["task"]
     parts = split(
@@ -65,14 +66,16 @@ def training_pipeline(
     decided = gate(
         evaluation=evaluated.outputs["evaluation"], task=resolved_task, thresholds=thresholds
     )
-    registered = register(
-        champion=chosen.outputs["champion"],
-        evaluation=evaluated.outputs["evaluation"],
-        blessing=decided.outputs["blessing"],
-        registry=registry,
-        model_name=model_name,
-        data_source=data,
-        data_sha256=ingested.outputs["Output"],
-        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-    ).set_caching_options(False)
+    registered = with_s3_access(
+        register(
+            champion=chosen.outputs["champion"],
+            evaluation=evaluated.outputs["evaluation"],
+            blessing=decided.outputs["blessing"],
+            registry=registry,
+            model_name=model_name,
+            data_source=data,
+            data_sha256=ingested.outputs["Output"],
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ).set_caching_options(False)
+    )
     return registered.outputs["summary"]

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from kserve import ModelServer
 
 from kfp_lifecycle.bundle import read_metadata
 from kfp_lifecycle.errors import LifecycleError, RegistryError
-from kfp_lifecycle.registry import LocalRegistry, model_name_from
+from kfp_lifecycle.registry import model_name_from, open_registry
 from kfp_lifecycle.serving.model import BundleModel
+from kfp_lifecycle.storage import download_bundle
 
 
 def served_name(model_dir: str | Path, name: str | None = None) -> str:
@@ -36,19 +38,28 @@ def endpoints(name: str, port: int) -> dict[str, str]:
 
 
 def resolve_model(uri: str) -> str:
-    """A bundle directory, or `REGISTRY/MODEL@ALIAS` / `REGISTRY/MODEL@VERSION` in a registry."""
+    """A local bundle directory for a bundle path or s3:// prefix, or for a registry reference
+    `REGISTRY/MODEL@ALIAS` / `REGISTRY/MODEL@VERSION` (REGISTRY a path or s3:// URI).
+
+    Remote bundles are downloaded and verified (sha256) into a temporary directory.
+    """
     location, at, reference = uri.removeprefix("file://").rpartition("@")
-    if not at or Path(uri).exists():
-        return uri
-    registry = LocalRegistry(Path(location).parent)
-    model = Path(location).name
-    if reference.isdigit():
-        return registry.get(model, int(reference)).uri
-    version = registry.alias(model, reference)
-    if version is None:
-        known = ", ".join(registry.aliases(model)) or "none"
-        raise RegistryError(f"model '{model}' has no alias '{reference}'; aliases: {known}")
-    return version.uri
+    if at and not Path(uri).exists():
+        registry_uri, _, model = location.rstrip("/").rpartition("/")
+        registry = open_registry(registry_uri)
+        if reference.isdigit():
+            uri = registry.get(model, int(reference)).uri
+        else:
+            version = registry.alias(model, reference)
+            if version is None:
+                known = ", ".join(registry.aliases(model)) or "none"
+                raise RegistryError(f"model '{model}' has no alias '{reference}'; aliases: {known}")
+            uri = version.uri
+    if uri.startswith("s3://"):
+        local = tempfile.mkdtemp(prefix="kfp-lifecycle-bundle-")
+        download_bundle(uri, local)
+        return local
+    return uri
 
 
 def serve(model_dir: str, port: int = 8080, name: str | None = None) -> None:

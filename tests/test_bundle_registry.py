@@ -1,29 +1,28 @@
 import json
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
+from bundles import build_bundle
 
-from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, load_bundle, sha256_file, write_bundle
-from kfp_lifecycle.components.preprocess import fit_preprocessor
+from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, load_bundle, sha256_file
 from kfp_lifecycle.components.register import register_bundle
-from kfp_lifecycle.components.split import split_table
-from kfp_lifecycle.components.train import train_model
 from kfp_lifecycle.errors import BundleError, RegistryError
-from kfp_lifecycle.registry import CHAMPION, PREVIOUS, LocalRegistry, model_name_from
-from kfp_lifecycle.tasks import CLASSIFICATION
+from kfp_lifecycle.registry import (
+    CHAMPION,
+    PREVIOUS,
+    LocalRegistry,
+    describe_versions,
+    model_name_from,
+    promote,
+    rollback,
+)
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory, churn):
-    parts = split_table(churn, "churned", CLASSIFICATION, seed=0)
-    fitted, schema = fit_preprocessor(parts.train, "churned")
-    bundle = train_model(
-        parts.train, parts.validation, "churned", CLASSIFICATION, "linear", fitted, schema
-    )
-    directory = tmp_path_factory.mktemp("bundle")
-    extra = {"primary_metric": "roc_auc", "leaderboard": {"linear": 0.8}}
-    write_bundle(directory, bundle.pipeline, {**bundle.metadata, **extra})
-    return directory
+    return build_bundle(tmp_path_factory.mktemp("bundle"), churn)
 
 
 def test_bundle_holds_one_model_file_and_complete_metadata(bundle_dir):
@@ -105,3 +104,42 @@ def test_model_names_are_safe():
     assert model_name_from("Churn Flag (30d)") == "churn-flag-30d"
     with pytest.raises(RegistryError, match="invalid model name"):
         LocalRegistry("/tmp").versions("../etc")
+
+
+def test_promote_needs_a_blessing_or_a_stated_override(tmp_path, bundle_dir):
+    evaluation = {"metrics": {"roc_auc": 0.8}}
+    for blessed in (True, False):
+        register_bundle(
+            str(bundle_dir), str(tmp_path), "churn", evaluation,
+            {"blessed": blessed, "reasons": []}, {"run_id": "r"},
+        )  # fmt: skip
+    registry = LocalRegistry(tmp_path)
+    with pytest.raises(RegistryError, match="not blessed by the gate"):
+        promote(registry, "churn", 2)
+    assert registry.aliases("churn") == {CHAMPION: 1}
+    promote(registry, "churn", 2, override_reason="hotfix accepted by on-call")
+    assert registry.aliases("churn") == {CHAMPION: 2, PREVIOUS: 1}
+    assert rollback(registry, "churn") == 1
+    assert registry.aliases("churn") == {CHAMPION: 1, PREVIOUS: 2}
+    rows = describe_versions(registry, "churn")
+    assert [(r["version"], r["blessed"], r["aliases"]) for r in rows] == [
+        (1, True, [CHAMPION]),
+        (2, False, [PREVIOUS]),
+    ]
+    assert rows[0]["test_score"] == 0.8
+
+
+def test_registry_commands(tmp_path, bundle_dir):
+    register_bundle(
+        str(bundle_dir), str(tmp_path), "churn", {"metrics": {"roc_auc": 0.8}},
+        {"blessed": True, "reasons": []}, {"run_id": "r"},
+    )  # fmt: skip
+    run = [sys.executable, "-m", "kfp_lifecycle.cli", "registry"]
+    where = ["--registry", str(tmp_path), "--model", "churn"]
+    listed = subprocess.run([*run, "list", *where], capture_output=True, text=True, check=True)
+    assert "champion" in listed.stdout and "roc_auc=0.8000" in listed.stdout
+    shown = subprocess.run([*run, "show", *where], capture_output=True, text=True, check=True)
+    assert json.loads(shown.stdout)["registry_version"] == 1
+    refused = subprocess.run([*run, "rollback", *where], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "error: model 'churn' has no previous champion to roll back to"

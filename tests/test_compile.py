@@ -1,9 +1,16 @@
-"""The compiled YAML is what a cluster runs: it must be fresh and use only the project image."""
+"""The compiled YAML is what a cluster runs: fresh, the project image only, no secret in it."""
 
 import yaml
 
+from kfp_lifecycle.cluster import S3_CONFIG_MAP, S3_SECRET, S3_SECRET_KEYS
 from kfp_lifecycle.image import IMAGE
 from kfp_lifecycle.pipelines import COMPILED_DIR, compile_all, pipelines
+
+
+def _documents(name: str) -> tuple[dict, dict]:
+    """The pipeline spec, and the Kubernetes platform spec (empty when there is none)."""
+    documents = list(yaml.safe_load_all((COMPILED_DIR / f"{name}.yaml").read_text()))
+    return documents[0], (documents[1] if len(documents) > 1 else {})
 
 
 def test_compiled_pipelines_are_fresh(tmp_path):
@@ -15,14 +22,9 @@ def test_compiled_pipelines_are_fresh(tmp_path):
         )
 
 
-def _executors(name: str) -> dict:
-    spec = yaml.safe_load((COMPILED_DIR / f"{name}.yaml").read_text())
-    return spec["deploymentSpec"]["executors"]
-
-
 def test_every_step_runs_in_the_project_image_without_installing_anything():
     for name in pipelines():
-        executors = _executors(name)
+        executors = _documents(name)[0]["deploymentSpec"]["executors"]
         assert executors
         for executor in executors.values():
             container = executor["container"]
@@ -32,6 +34,17 @@ def test_every_step_runs_in_the_project_image_without_installing_anything():
 
 
 def test_side_effect_steps_are_never_cached():
-    spec = yaml.safe_load((COMPILED_DIR / "training.yaml").read_text())
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _documents("training")[0]["root"]["dag"]["tasks"]
     assert tasks["register"]["cachingOptions"] == {}
+
+
+def test_s3_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "never-in-yaml-3f9c")
+    (path,) = [p for p in compile_all(tmp_path) if p.name == "training.yaml"]
+    assert "never-in-yaml-3f9c" not in path.read_text()
+    executors = _documents("training")[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for step in ("exec-ingest", "exec-register"):
+        (secret,) = executors[step]["secretAsEnv"]
+        assert secret["secretName"] == S3_SECRET and secret["optional"] is False
+        assert {m["secretKey"] for m in secret["keyToEnv"]} == set(S3_SECRET_KEYS)
+        assert executors[step]["configMapAsEnv"][0]["configMapName"] == S3_CONFIG_MAP

@@ -1,0 +1,23 @@
+"""What a compiled pipeline expects to find in the cluster namespace it runs in.
+
+S3 credentials reach the pods from a Kubernetes Secret and the endpoint from a ConfigMap,
+both mounted as environment variables with kfp-kubernetes: nothing secret is ever in the
+compiled YAML. The manifests under manifests/ create objects of these names.
+"""
+
+from kfp import dsl, kubernetes
+
+S3_SECRET = "kfp-lifecycle-s3"
+S3_CONFIG_MAP = "kfp-lifecycle-s3"
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+S3_CONFIG_KEYS = ("S3_ENDPOINT", "S3_USE_HTTPS", "AWS_REGION")
+
+
+def with_s3_access(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Give a step the S3 settings of kfp_lifecycle.storage, from the Secret and ConfigMap."""
+    kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
+    # Optional: against AWS S3 itself no endpoint needs configuring.
+    kubernetes.use_config_map_as_env(
+        task, S3_CONFIG_MAP, {key: key for key in S3_CONFIG_KEYS}, optional=True
+    )
+    return task

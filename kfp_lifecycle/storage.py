@@ -1,0 +1,443 @@
+"""One storage layer over the `minio` SDK for any S3 endpoint (MinIO, SeaweedFS, AWS S3).
+
+Configuration comes from the environment, the variables KServe's storage initializer reads:
+
+    AWS_ACCESS_KEY_ID        required
+    AWS_SECRET_ACCESS_KEY    required
+    AWS_SESSION_TOKEN        optional (temporary credentials)
+    S3_ENDPOINT              host[:port] or http(s)://host[:port]; AWS_ENDPOINT_URL is read
+                             when it is unset; default s3.amazonaws.com
+    S3_USE_HTTPS             "1" or "0" (default "1"); when the endpoint has an http:// or
+                             https:// scheme, the scheme decides and a contradicting value
+                             is an error
+    AWS_REGION               optional; AWS_DEFAULT_REGION is read when it is unset
+
+Every failure reaches the caller as a one-line LifecycleError (StorageError, or BundleError
+for content that does not match its sha256); credentials never appear in reprs or messages.
+Requests are retried with exponential backoff on connection errors, timeouts and HTTP
+500/502/503/504, a bounded number of times (see S3Config).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.helpers import check_bucket_name
+from urllib3.util import Retry, Timeout
+
+from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, read_metadata, verify_bundle
+from kfp_lifecycle.errors import BundleError, LifecycleError
+
+DEFAULT_ENDPOINT = "s3.amazonaws.com"
+# Files above this size are uploaded in parts of this size (minio's minimum part is 5 MiB).
+PART_SIZE = 64 * 1024 * 1024
+CHUNK = 1024 * 1024
+TRANSIENT_STATUSES = (500, 502, 503, 504)
+# A conditional write lost a race: 412 PreconditionFailed, or 409 ConditionalRequestConflict
+# (AWS, when conditional writes to one key overlap).
+LOST_RACE_CODES = ("PreconditionFailed", "ConditionalRequestConflict")
+MISSING_CODES = ("NoSuchKey", "NoSuchObject")
+
+
+class StorageError(LifecycleError):
+    """An S3 request failed (unreachable endpoint, denied access, missing bucket, ...)."""
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write found the object changed (or present) since it was read."""
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where and how to reach the endpoint; secrets are kept out of repr.
+
+    Worst case a request takes (retries + 1) * (connect_timeout + read_timeout) plus the
+    backoff sleeps (backoff * 2**k, each at most max_backoff) before it fails.
+    """
+
+    endpoint: str
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    secure: bool = True
+    region: str | None = None
+    retries: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> S3Config:
+        """Read the variables in the module docstring; `options` set the retry/timeout fields."""
+        env = os.environ if environ is None else environ
+        access_key = _required(env, "AWS_ACCESS_KEY_ID")
+        secret_key = _required(env, "AWS_SECRET_ACCESS_KEY")
+        raw = env.get("S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT
+        endpoint, secure = _parse_endpoint(raw, env.get("S3_USE_HTTPS"))
+        return cls(
+            endpoint=endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+            secure=secure,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            **options,
+        )
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name)
+    if not value:
+        raise LifecycleError(
+            f"{name} is not set: S3 access needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    return value
+
+
+def _parse_endpoint(raw: str, use_https: str | None) -> tuple[str, bool]:
+    """host[:port] and whether to use TLS, from an endpoint with or without a scheme."""
+    flag = None
+    if use_https is not None and use_https.strip():
+        value = use_https.strip().lower()
+        if value not in ("1", "0", "true", "false"):
+            raise LifecycleError(f"S3_USE_HTTPS must be 1 or 0, not '{use_https}'")
+        flag = value in ("1", "true")
+    if "@" in raw:  # user:password@host: say so without echoing it
+        raise LifecycleError(
+            "the S3 endpoint must not embed credentials; use AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY"
+        )
+    match = re.fullmatch(r"(?:(https?)://)?([^/\s]+)/?", raw.strip())
+    if not match:
+        raise LifecycleError(
+            f"S3 endpoint '{raw}' is not host[:port] or http(s)://host[:port] (no path)"
+        )
+    scheme, host = match.groups()
+    if scheme is None:
+        return host, True if flag is None else flag
+    if flag is not None and flag != (scheme == "https"):
+        raise LifecycleError(
+            f"S3_USE_HTTPS={use_https} contradicts the endpoint's scheme {scheme}://"
+        )
+    return host, scheme == "https"
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """("bucket", "key/prefix") from s3://bucket/key/prefix; the key may be empty."""
+    if not uri.startswith("s3://"):
+        raise LifecycleError(f"'{uri}' is not an S3 URI: expected s3://bucket/key")
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise LifecycleError(f"'{uri}' names no bucket: expected s3://bucket/key")
+    try:
+        check_bucket_name(bucket, strict=True)
+    except ValueError as error:
+        raise LifecycleError(f"'{uri}': {error}") from None
+    return bucket, key
+
+
+def s3_client(config: S3Config | None = None) -> Minio:
+    """A minio client whose connection pool retries transient failures with backoff."""
+    config = config or S3Config.from_env()
+    retry = Retry(
+        total=config.retries,
+        connect=config.retries,
+        read=config.retries,
+        status=config.retries,
+        backoff_factor=config.backoff,
+        backoff_max=config.max_backoff,
+        status_forcelist=TRANSIENT_STATUSES,
+        raise_on_status=False,  # the last 5xx reaches minio, which reports the S3 error code
+        respect_retry_after_header=False,  # keeps the total time bounded
+    )
+    http = urllib3.PoolManager(
+        timeout=Timeout(connect=config.connect_timeout, read=config.read_timeout),
+        maxsize=16,
+        retries=retry,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+    )
+    return Minio(
+        config.endpoint,
+        access_key=config.access_key,
+        secret_key=config.secret_key,
+        session_token=config.session_token,
+        secure=config.secure,
+        region=config.region,
+        http_client=http,
+    )
+
+
+@contextmanager
+def s3_errors(action: str) -> Iterator[None]:
+    """Turn client and transport failures into one-line StorageErrors without credentials."""
+    try:
+        yield
+    except S3Error as error:
+        kind = PreconditionFailed if error.code in LOST_RACE_CODES else StorageError
+        raise kind(f"{action} failed: {error.code}: {error.message}") from error
+    except ServerError as error:
+        raise StorageError(f"{action} failed: HTTP {error.status_code}") from error
+    except InvalidResponseError as error:
+        raise StorageError(f"{action} failed: unexpected response from the endpoint") from error
+    except urllib3.exceptions.HTTPError as error:
+        reason = getattr(error, "reason", None) or error
+        detail = re.sub(r"<[^>]*>:?\s*", "", str(reason))  # drop "<HTTPConnection object at ..>"
+        raise StorageError(
+            f"{action} failed: endpoint unreachable ({type(reason).__name__}: {detail})"
+        ) from error
+
+
+def _uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def exists(client: Minio, bucket: str, key: str) -> bool:
+    with s3_errors(f"checking {_uri(bucket, key)}"):
+        try:
+            client.stat_object(bucket, key)
+        except S3Error as error:
+            if error.code in MISSING_CODES:
+                return False
+            raise
+    return True
+
+
+def list_keys(client: Minio, bucket: str, prefix: str) -> list[str]:
+    """Every key under `prefix` (recursively), sorted."""
+    with s3_errors(f"listing {_uri(bucket, prefix)}"):
+        return sorted(
+            item.object_name
+            for item in client.list_objects(bucket, prefix=prefix, recursive=True)
+            if item.object_name and not item.is_dir
+        )
+
+
+def upload_file(
+    client: Minio, path: str | Path, bucket: str, key: str, part_size: int = PART_SIZE
+) -> str:
+    """Upload one file; above `part_size` it goes as a multipart upload. Returns the ETag."""
+    with s3_errors(f"uploading {path} to {_uri(bucket, key)}"):
+        return client.fput_object(bucket, key, str(path), part_size=part_size).etag
+
+
+def download_file(
+    client: Minio, bucket: str, key: str, path: str | Path, sha256: str | None = None
+) -> Path:
+    """Download one object; with `sha256`, a mismatching download is deleted, not kept.
+
+    The data goes to a temporary file beside `path` that is renamed into place only once
+    complete and verified, so `path` never holds a partial or unverified file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    try:
+        digest = hashlib.sha256()
+        with s3_errors(f"downloading {_uri(bucket, key)}"), open(partial, "wb") as sink:
+            for chunk in _stream(client, bucket, key):
+                digest.update(chunk)
+                sink.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise BundleError(
+                f"{_uri(bucket, key)} does not match its recorded sha256 (expected {sha256}, "
+                f"found {digest.hexdigest()}); refusing to keep a modified model file"
+            )
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def object_sha256(client: Minio, bucket: str, key: str) -> str:
+    """The sha256 of what the endpoint actually stores, read back without touching disk."""
+    digest = hashlib.sha256()
+    with s3_errors(f"reading {_uri(bucket, key)}"):
+        for chunk in _stream(client, bucket, key):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stream(client: Minio, bucket: str, key: str) -> Iterator[bytes]:
+    response = client.get_object(bucket, key)
+    try:
+        yield from response.stream(CHUNK)
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def upload_dir(
+    client: Minio, directory: str | Path, bucket: str, prefix: str, part_size: int = PART_SIZE
+) -> list[str]:
+    """Upload every file under `directory` to `prefix/<relative path>`; returns the keys."""
+    directory = Path(directory)
+    keys = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        key = _join(prefix, path.relative_to(directory).as_posix())
+        upload_file(client, path, bucket, key, part_size)
+        keys.append(key)
+    return keys
+
+
+def download_dir(client: Minio, bucket: str, prefix: str, directory: str | Path) -> list[Path]:
+    """Download every object under `prefix/` into `directory`, keeping relative paths."""
+    base = _join(prefix, "")
+    paths = []
+    for key in list_keys(client, bucket, base):
+        paths.append(download_file(client, bucket, key, Path(directory) / key[len(base) :]))
+    return paths
+
+
+def _join(prefix: str, name: str) -> str:
+    prefix = prefix.strip("/")
+    return f"{prefix}/{name}" if prefix else name
+
+
+def read_bytes(client: Minio, bucket: str, key: str) -> tuple[bytes, str] | None:
+    """The object's content and ETag, or None when it does not exist."""
+    with s3_errors(f"reading {_uri(bucket, key)}"):
+        try:
+            response = client.get_object(bucket, key)
+        except S3Error as error:
+            if error.code in MISSING_CODES:
+                return None
+            raise
+        try:
+            return response.read(), response.headers.get("etag", "").strip('"')
+        finally:
+            response.close()
+            response.release_conn()
+
+
+def read_json(client: Minio, bucket: str, key: str) -> tuple[Any, str] | None:
+    """A small JSON object and its ETag (for a later `if_match`), or None when absent."""
+    found = read_bytes(client, bucket, key)
+    if found is None:
+        return None
+    data, etag = found
+    try:
+        return json.loads(data), etag
+    except json.JSONDecodeError as error:
+        raise StorageError(f"{_uri(bucket, key)} is not valid JSON: {error}") from None
+
+
+def write_json(
+    client: Minio,
+    bucket: str,
+    key: str,
+    value: Any,
+    *,
+    if_match: str | None = None,
+    create_only: bool = False,
+) -> str:
+    """Write a small JSON object, conditionally if asked; returns the new ETag."""
+    data = json.dumps(value, indent=2, sort_keys=True).encode()
+    return put_bytes(client, bucket, key, data, if_match=if_match, create_only=create_only)
+
+
+def put_bytes(
+    client: Minio,
+    bucket: str,
+    key: str,
+    data: bytes,
+    *,
+    if_match: str | None = None,
+    create_only: bool = False,
+    content_type: str = "application/json",
+) -> str:
+    """PutObject of a small object; returns its ETag.
+
+    `create_only` sends `If-None-Match: *` (fails if the key exists) and `if_match` sends
+    `If-Match: "<etag>"` (fails if the object changed): either raises PreconditionFailed
+    when the endpoint refuses the write.
+
+    minio 7.2.20 has no public way to send these headers: `put_object(metadata=...)`
+    renames any header it does not know to `X-Amz-Meta-<name>` (helpers.normalize_headers),
+    so `If-None-Match` would be stored as user metadata and the write would go through.
+    A presigned PUT URL plus our own request would stay on public API, but it moves the
+    credentials (and a session token) into the request URL, which servers and proxies log.
+    So this calls `Minio._put_object`, the one-request PutObject that `put_object` and
+    `append_object` themselves use: it signs with headers and passes ours through
+    unchanged. minio is pinned; tests/test_storage.py fails if this stops working.
+    """
+    if if_match is not None and create_only:
+        raise ValueError("if_match and create_only exclude each other")
+    headers = {"Content-Type": content_type}
+    if create_only:
+        headers["If-None-Match"] = "*"
+    if if_match is not None:
+        headers["If-Match"] = f'"{if_match}"'
+    action = f"writing {_uri(bucket, key)}"
+    with s3_errors(action):
+        try:
+            return client._put_object(bucket, key, data, headers).etag or ""
+        except S3Error as error:
+            if if_match is not None and error.code in MISSING_CODES:  # deleted since read
+                raise PreconditionFailed(f"{action} failed: {error.code}") from error
+            raise
+
+
+def check_conditional_writes(client: Minio, bucket: str, key: str) -> None:
+    """Refuse an endpoint that ignores If-None-Match / If-Match instead of silently racing.
+
+    Writes a small probe object at `key`, then two writes that must be refused.
+    """
+    probe = json.dumps({"probe": "conditional writes"}).encode()
+    with suppress(PreconditionFailed):  # already there, from an earlier check
+        put_bytes(client, bucket, key, probe, create_only=True)
+    for header, condition in (
+        ("If-None-Match", {"create_only": True}),
+        ("If-Match", {"if_match": "0" * 32}),
+    ):
+        try:
+            put_bytes(client, bucket, key, probe, **condition)
+        except PreconditionFailed:
+            continue
+        raise StorageError(
+            f"the S3 endpoint ignores {header} on PutObject: "
+            "concurrent registry updates would be lost; use an endpoint that supports "
+            "If-None-Match and If-Match on PutObject"
+        )
+
+
+def download_bundle(
+    s3_uri: str, local_dir: str | Path, client: Minio | None = None
+) -> dict[str, Any]:
+    """Fetch a registry version (model.joblib + metadata.json) and verify it; returns metadata.
+
+    The model file is checked against the sha256 in metadata.json while it downloads: a
+    modified model is deleted and refused (BundleError) before anything can unpickle it.
+    """
+    client = client or s3_client()
+    bucket, prefix = parse_s3_uri(s3_uri)
+    local_dir = Path(local_dir)
+    found = read_bytes(client, bucket, _join(prefix, METADATA_FILE))
+    if found is None:
+        raise BundleError(f"{s3_uri} is not a complete model bundle: {METADATA_FILE} is missing")
+    local_dir.mkdir(parents=True, exist_ok=True)
+    (local_dir / METADATA_FILE).write_bytes(found[0])
+    try:
+        expected = read_metadata(local_dir)["sha256"]
+        model_key = _join(prefix, MODEL_FILE)
+        if not exists(client, bucket, model_key):
+            raise BundleError(f"{s3_uri} is not a complete model bundle: {MODEL_FILE} is missing")
+        download_file(client, bucket, model_key, local_dir / MODEL_FILE, sha256=expected)
+        return verify_bundle(local_dir)
+    except BaseException:
+        (local_dir / METADATA_FILE).unlink(missing_ok=True)  # leave no half bundle behind
+        raise

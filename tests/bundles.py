@@ -1,0 +1,23 @@
+"""Real bundles for tests, built the way the training step builds them."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from kfp_lifecycle.bundle import write_bundle
+from kfp_lifecycle.components.preprocess import fit_preprocessor
+from kfp_lifecycle.components.split import split_table
+from kfp_lifecycle.components.train import train_model
+from kfp_lifecycle.tasks import CLASSIFICATION
+
+
+def build_bundle(directory: Path, churn: pd.DataFrame, family: str = "linear") -> Path:
+    """A registered-ready bundle of `family` trained on the churn table."""
+    parts = split_table(churn, "churned", CLASSIFICATION, seed=0)
+    fitted, schema = fit_preprocessor(parts.train, "churned")
+    bundle = train_model(
+        parts.train, parts.validation, "churned", CLASSIFICATION, family, fitted, schema
+    )
+    extra = {"primary_metric": "roc_auc", "leaderboard": {family: 0.8}}
+    write_bundle(directory, bundle.pipeline, {**bundle.metadata, **extra})
+    return directory

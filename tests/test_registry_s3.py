@@ -1,0 +1,189 @@
+"""The S3 registry against moto's S3 server: numbering, aliases, races and failures."""
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from bundles import build_bundle
+from minio import Minio
+from s3_server import MotoS3, new_bucket, running_moto
+
+from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, load_bundle
+from kfp_lifecycle.errors import BundleError, RegistryError
+from kfp_lifecycle.registry import CHAMPION, PREVIOUS, LocalRegistry, open_registry
+from kfp_lifecycle.registry_s3 import S3Registry
+from kfp_lifecycle.storage import download_bundle, list_keys, parse_s3_uri, put_bytes, read_json
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoS3]:
+    with running_moto() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, churn) -> Path:
+    return build_bundle(tmp_path_factory.mktemp("bundle"), churn)
+
+
+@pytest.fixture
+def client(moto: MotoS3) -> Minio:
+    return moto.client()
+
+
+@pytest.fixture
+def root(client: Minio) -> str:
+    """A fresh registry location: an empty bucket, under a prefix."""
+    return f"s3://{new_bucket(client)}/registry"
+
+
+def test_versions_are_numbered_complete_and_kserve_addressable(client, root, bundle_dir, tmp_path):
+    registry = S3Registry(root, client)
+    first = registry.register("churn", bundle_dir, {"note": "a"})
+    second = registry.register("churn", bundle_dir, {"note": "b"})
+    assert (first.version, second.version) == (1, 2)
+    assert registry.versions("churn") == [1, 2]
+    assert first.uri == f"{root}/churn/versions/1/"  # a prefix, as KServe reads it
+    bucket = parse_s3_uri(root)[0]
+    assert list_keys(client, bucket, "registry/churn/versions/1/") == [
+        f"registry/churn/versions/1/{METADATA_FILE}",
+        f"registry/churn/versions/1/{MODEL_FILE}",
+    ]  # exactly the two files KServe loads from a storageUri
+    metadata = download_bundle(first.uri, tmp_path / "v1", client)
+    assert (metadata["note"], metadata["registry_version"]) == ("a", 1)
+    load_bundle(tmp_path / "v1")
+    assert registry.get("churn", 2) == second
+    with pytest.raises(RegistryError, match="no version 5; versions: 1, 2"):
+        registry.get("churn", 5)
+    with pytest.raises(RegistryError, match="invalid model name"):
+        registry.versions("../etc")
+
+
+def test_open_registry_opens_s3_uris(moto, root, monkeypatch):
+    for name, value in moto.env().items():
+        monkeypatch.setenv(name, value)
+    registry = open_registry(root)
+    assert isinstance(registry, S3Registry) and registry.uri == root
+    assert registry.versions("churn") == []
+
+
+def test_champion_and_previous_move_as_in_the_local_registry(client, root, bundle_dir, tmp_path):
+    local, remote = LocalRegistry(tmp_path / "local"), S3Registry(root, client)
+    for registry in (local, remote):
+        for _ in range(3):
+            registry.register("churn", bundle_dir, {})
+    steps = [(CHAMPION, 1), (CHAMPION, 1), (CHAMPION, 2), ("staging", 3), (CHAMPION, 3)]
+    for alias, version in steps:
+        local.set_alias("churn", alias, version)
+        remote.set_alias("churn", alias, version)
+        assert remote.aliases("churn") == local.aliases("churn")
+    assert remote.aliases("churn") == {CHAMPION: 3, PREVIOUS: 2, "staging": 3}
+    assert remote.alias("churn", PREVIOUS).uri == f"{root}/churn/versions/2/"
+    assert remote.alias("churn", "none") is None
+
+
+def test_an_alias_update_that_lost_a_race_retries_and_loses_nothing(
+    moto, client, root, bundle_dir, monkeypatch
+):
+    first, second = S3Registry(root, client), S3Registry(root, moto.client())
+    for _ in range(3):
+        first.register("churn", bundle_dir, {})
+    first.set_alias("churn", CHAMPION, 1)
+    reads = []
+    read = first._read
+
+    def stale_read(key):
+        found = read(key)
+        if key.endswith(f"/{CHAMPION}.json"):
+            reads.append(found[0]["version"])
+            if len(reads) == 1:  # the other run moves champion after this one has read it
+                second.set_alias("churn", CHAMPION, 3)
+        return found
+
+    monkeypatch.setattr(first, "_read", stale_read)
+    first.set_alias("churn", CHAMPION, 2)
+    assert reads[:2] == [1, 3]  # its write with the stale ETag was refused; it read again
+    # Without the compare-and-swap this would be champion 2, previous 1: the move to 3 lost.
+    assert second.aliases("churn") == {CHAMPION: 2, PREVIOUS: 3}
+
+
+def test_concurrent_registrations_get_distinct_complete_versions(moto, root, bundle_dir, tmp_path):
+    def register_once(_: int) -> int:
+        return S3Registry(root, moto.client()).register("churn", bundle_dir, {}).version
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        numbers = list(pool.map(register_once, range(8)))
+    assert sorted(numbers) == list(range(1, 9))
+    registry = S3Registry(root, moto.client())
+    assert registry.versions("churn") == list(range(1, 9))
+    for number in numbers:
+        uri = registry.get("churn", number).uri
+        metadata = download_bundle(uri, tmp_path / str(number), registry.client)
+        assert metadata["registry_version"] == number
+
+
+def test_a_server_that_stops_mid_registration_leaves_nothing_visible(bundle_dir, monkeypatch):
+    server = MotoS3()  # a server of its own to stop; moto's state outlives it
+    try:
+        bucket = new_bucket(server.client())
+        registry = S3Registry(f"s3://{bucket}/registry", server.client())
+        registry.register("churn", bundle_dir, {})
+        registry.set_alias("churn", CHAMPION, 1)
+        publish = S3Registry._publish
+
+        def stop_then_publish(self, model, number, document):
+            server.stop()  # model.joblib is uploaded and verified; metadata.json is not
+            publish(self, model, number, document)
+
+        monkeypatch.setattr(S3Registry, "_publish", stop_then_publish)
+        started = time.monotonic()
+        with pytest.raises(RegistryError, match=r"registering 'churn'.*endpoint unreachable"):
+            registry.register("churn", bundle_dir, {})
+        assert time.monotonic() - started < 10
+        monkeypatch.undo()
+
+        server.start()
+        registry = S3Registry(f"s3://{bucket}/registry", server.client())
+        assert registry.versions("churn") == [1]
+        assert registry.aliases("churn") == {CHAMPION: 1}
+        assert list_keys(server.client(), bucket, "registry/churn/versions/2/") == [
+            f"registry/churn/versions/2/{MODEL_FILE}"
+        ]  # the unpublished upload: present, but no version
+        with pytest.raises(RegistryError, match="no version 2; versions: 1"):
+            registry.set_alias("churn", CHAMPION, 2)
+        assert registry.register("churn", bundle_dir, {}).version == 3  # 2 is never reused
+        assert registry.versions("churn") == [1, 3]
+    finally:
+        server.stop()
+
+
+def test_a_tampered_model_object_is_refused(client, root, bundle_dir, tmp_path):
+    registry = S3Registry(root, client)
+    version = registry.register("churn", bundle_dir, {})
+    bucket = parse_s3_uri(root)[0]
+    key = f"registry/churn/versions/{version.version}/{MODEL_FILE}"
+    tampered = bytearray((bundle_dir / MODEL_FILE).read_bytes())
+    tampered[100] ^= 0xFF
+    put_bytes(client, bucket, key, bytes(tampered), content_type="application/octet-stream")
+    with pytest.raises(BundleError, match="does not match its recorded sha256"):
+        download_bundle(version.uri, tmp_path / "download", client)
+    assert not (tmp_path / "download" / MODEL_FILE).exists()
+    with pytest.raises(BundleError, match="does not match its recorded sha256"):
+        registry.set_alias("churn", CHAMPION, version.version)
+    assert registry.aliases("churn") == {}
+
+
+def test_register_refuses_a_tampered_bundle(client, root, bundle_dir, tmp_path):
+    for name in (MODEL_FILE, METADATA_FILE):
+        (tmp_path / name).write_bytes((bundle_dir / name).read_bytes())
+    metadata = json.loads((tmp_path / METADATA_FILE).read_text())
+    (tmp_path / METADATA_FILE).write_text(json.dumps({**metadata, "sha256": "0" * 64}))
+    registry = S3Registry(root, client)
+    with pytest.raises(BundleError, match="sha256"):
+        registry.register("churn", tmp_path, {})
+    assert registry.versions("churn") == []
+    bucket = parse_s3_uri(root)[0]
+    assert read_json(client, bucket, "registry/churn/claims/1") is None  # nothing claimed

@@ -1,11 +1,16 @@
 """Ingest: read a CSV or Parquet file into the Parquet table every later step reads."""
 
 import csv
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from kfp.dsl import Dataset, Output
 
+from kfp_lifecycle.bundle import sha256_file
 from kfp_lifecycle.component import component
 from kfp_lifecycle.errors import DataError
 
@@ -14,9 +19,36 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CANDIDATE_DELIMITERS = ",;\t|"
 
 
+@contextmanager
+def local_copy(source: str) -> Iterator[Path]:
+    """The source as a local file: an s3:// object is downloaded to a temporary directory."""
+    if not source.startswith("s3://"):
+        yield Path(source.removeprefix("file://"))
+        return
+    from kfp_lifecycle.storage import download_file, parse_s3_uri, s3_client
+
+    bucket, key = parse_s3_uri(source)
+    with tempfile.TemporaryDirectory(prefix="kfp-lifecycle-ingest-") as directory:
+        path = Path(directory) / (Path(key).name or "data")
+        download_file(s3_client(), bucket, key, path)
+        yield path
+
+
 def read_table(source: str | Path) -> pd.DataFrame:
-    """Read a local CSV or Parquet file; every failure names the file and what is wrong."""
-    path = Path(str(source).removeprefix("file://"))
+    """Read a CSV or Parquet file (local or s3://); every failure names the file and the fault."""
+    with local_copy(str(source)) as path:
+        return _read_local(path)
+
+
+def ingest_table(source: str, destination: str | Path) -> dict[str, Any]:
+    """Read the source once, store it as Parquet; returns its size and the source's sha256."""
+    with local_copy(source) as path:
+        frame = _read_local(path)
+        to_parquet(frame, destination)
+        return {"rows": len(frame), "columns": frame.shape[1], "sha256": sha256_file(path)}
+
+
+def _read_local(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     if path.stat().st_size == 0:
@@ -73,17 +105,18 @@ def ingest(source: str, dataset: Output[Dataset]) -> str:
     """Read the training data and store it as Parquet.
 
     Args:
-        source: Path (or file:// URI) of a CSV or Parquet file.
+        source: Path, file:// or s3:// URI of a CSV or Parquet file (S3 settings from the
+            environment: see kfp_lifecycle/storage.py).
         dataset: The table as Parquet.
 
     Returns:
         The sha256 of the source file, kept in the model's lineage.
     """
-    from kfp_lifecycle.bundle import sha256_file
-    from kfp_lifecycle.components.ingest import read_table, to_parquet
+    from kfp_lifecycle.components.ingest import ingest_table
 
-    frame = read_table(source)
-    to_parquet(frame, dataset.path)
-    dataset.metadata.update({"rows": len(frame), "columns": frame.shape[1], "source": source})
-    print(f"ingested {len(frame)} rows x {frame.shape[1]} columns from {source}")
-    return sha256_file(source.removeprefix("file://"))
+    stored = ingest_table(source, dataset.path)
+    dataset.metadata.update(
+        {"rows": stored["rows"], "columns": stored["columns"], "source": source}
+    )
+    print(f"ingested {stored['rows']} rows x {stored['columns']} columns from {source}")
+    return stored["sha256"]

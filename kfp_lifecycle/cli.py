@@ -99,8 +99,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = run_training(options)
     print_summary(summary, args.output)
     port = 8080
-    model = summary["model_uri"]
     name = summary["model_name"]
+    model = summary["model_uri"]
+    if summary["blessed"]:  # the alias is what a person would serve
+        model = f"{args.output}/registry/{name}@champion"
     print(
         "\nServe the registered model with KServe's model server:\n"
         f"  .venv/bin/lifecycle serve --model {model} --port {port}\n"

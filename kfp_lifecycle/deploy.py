@@ -1,0 +1,250 @@
+"""KServe InferenceServices for registry versions, and the canary rollout that drives them.
+
+KServe splits traffic but never decides: a new `storageUri` with `canaryTrafficPercent: N`
+sends N% to the new revision and keeps the rest on the last rolled-out one. Promote removes
+the field; roll back sets it to 0 and re-applies the previous `storageUri` (never just drops
+the field, which would send 100% to the bad revision). Every action here is a list of exact
+Kubernetes requests, each with the `kubectl` command that does the same, so `--dry-run`,
+the tests and the printed commands all show one truth.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from kserve import (
+    V1beta1InferenceService,
+    V1beta1InferenceServiceSpec,
+    V1beta1ModelFormat,
+    V1beta1ModelSpec,
+    V1beta1PredictorSpec,
+)
+from kubernetes.client import ApiClient, V1ObjectMeta, V1ResourceRequirements
+
+from kfp_lifecycle.errors import LifecycleError
+
+GROUP = "serving.kserve.io"
+VERSION = "v1beta1"
+PLURAL = "inferenceservices"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# The project's ServingRuntime (manifests/) declares this model format, so an
+# InferenceService needs only a storageUri to be served by the project's own runtime.
+MODEL_FORMAT = "kfp-lifecycle-bundle"
+RUNTIME = "kfp-lifecycle"
+PREVIOUS_STORAGE_URI = "kfp-lifecycle.io/previous-storage-uri"
+MODEL_VERSION_ANNOTATION = "kfp-lifecycle.io/model-uri"
+MERGE = "merge"
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    storage_uri: str
+    namespace: str = "kfp-lifecycle"
+    service_account: str = "kfp-lifecycle-serving"
+    canary_percent: int | None = None
+    runtime: str = RUNTIME
+    min_replicas: int = 1
+    max_replicas: int = 3
+    cpu: str = "500m"
+    memory: str = "1Gi"
+    cpu_limit: str = "2"
+    memory_limit: str = "2Gi"
+    metrics_port: int = 8080
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call to the Kubernetes API, and the kubectl command that makes the same change."""
+
+    verb: str  # create | patch
+    name: str
+    namespace: str
+    body: Any
+    patch_type: str = ""  # "merge" for patches: the custom-objects API sends merge patches
+    note: str = ""
+
+    def kubectl(self) -> str:
+        if self.verb == "create":
+            manifest = json.dumps(self.body, indent=2)
+            return f"kubectl -n {self.namespace} apply -f - <<'EOF'\n{manifest}\nEOF"
+        return (
+            f"kubectl -n {self.namespace} patch isvc {self.name} --type {self.patch_type} "
+            f"-p '{json.dumps(self.body, separators=(',', ':'))}'"
+        )
+
+
+def check_percent(percent: int) -> int:
+    if not 0 <= percent <= 100:
+        raise LifecycleError(f"canary traffic percent must be 0..100, got {percent}")
+    return percent
+
+
+def build_inference_service(spec: ServiceSpec) -> dict[str, Any]:
+    """The InferenceService manifest, built from the kserve SDK's typed models."""
+    if spec.canary_percent is not None:
+        check_percent(spec.canary_percent)
+    predictor = V1beta1PredictorSpec(
+        service_account_name=spec.service_account,
+        min_replicas=spec.min_replicas,
+        max_replicas=spec.max_replicas,
+        canary_traffic_percent=spec.canary_percent,
+        model=V1beta1ModelSpec(
+            name=None,  # the SDK's default "" would name the container ""
+            model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
+            runtime=spec.runtime,
+            storage_uri=spec.storage_uri,
+            resources=V1ResourceRequirements(
+                requests={"cpu": spec.cpu, "memory": spec.memory},
+                limits={"cpu": spec.cpu_limit, "memory": spec.memory_limit},
+            ),
+        ),
+    )
+    service = V1beta1InferenceService(
+        api_version=API_VERSION,
+        kind="InferenceService",
+        metadata=V1ObjectMeta(
+            name=spec.name,
+            namespace=spec.namespace,
+            labels={"app.kubernetes.io/part-of": "kfp-lifecycle", **spec.labels},
+            annotations={
+                # per-revision URLs (prev-..., latest-...) to test a canary directly
+                "serving.kserve.io/enable-tag-routing": "true",
+                "serving.kserve.io/enable-prometheus-scraping": "true",
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(spec.metrics_port),
+                "prometheus.io/path": "/metrics",
+                MODEL_VERSION_ANNOTATION: spec.storage_uri,
+            },
+        ),
+        spec=V1beta1InferenceServiceSpec(predictor=predictor),
+    )
+    return ApiClient().sanitize_for_serialization(service)
+
+
+def storage_uri_of(service: dict[str, Any]) -> str:
+    return service["spec"]["predictor"]["model"]["storageUri"]
+
+
+def plan_deploy(spec: ServiceSpec, existing: dict[str, Any] | None) -> list[Request]:
+    """First deploy: create at 100%. Later: a canary of the new storageUri at N%."""
+    if existing is None:
+        first = ServiceSpec(**{**spec.__dict__, "canary_percent": None})
+        return [Request("create", spec.name, spec.namespace, build_inference_service(first))]
+    percent = check_percent(10 if spec.canary_percent is None else spec.canary_percent)
+    current = storage_uri_of(existing)
+    if current == spec.storage_uri:
+        raise LifecycleError(
+            f"{spec.namespace}/{spec.name} already serves {spec.storage_uri}; nothing to roll out"
+        )
+    body = {
+        "metadata": {
+            "annotations": {
+                PREVIOUS_STORAGE_URI: current,
+                MODEL_VERSION_ANNOTATION: spec.storage_uri,
+            }
+        },
+        "spec": {
+            "predictor": {
+                "canaryTrafficPercent": percent,
+                "model": {"storageUri": spec.storage_uri},
+            }
+        },
+    }
+    note = f"canary: {percent}% to {spec.storage_uri}, {100 - percent}% stays on {current}"
+    return [Request("patch", spec.name, spec.namespace, body, MERGE, note)]
+
+
+def plan_set_traffic(name: str, namespace: str, percent: int) -> list[Request]:
+    body = {"spec": {"predictor": {"canaryTrafficPercent": check_percent(percent)}}}
+    return [Request("patch", name, namespace, body, MERGE, f"canary at {percent}%")]
+
+
+def plan_promote(name: str, namespace: str, existing: dict[str, Any]) -> list[Request]:
+    if "canaryTrafficPercent" not in existing["spec"]["predictor"]:
+        raise LifecycleError(f"{namespace}/{name} has no canary in progress to promote")
+    # In a JSON merge patch (RFC 7386) null removes the field: the same as kubectl's
+    # --type json remove, through the one patch type the custom-objects API sends.
+    body = {"spec": {"predictor": {"canaryTrafficPercent": None}}}
+    return [Request("patch", name, namespace, body, MERGE, "promote: 100% to the latest revision")]
+
+
+def plan_rollback(name: str, namespace: str, existing: dict[str, Any]) -> list[Request]:
+    """Back to the previous storageUri, never through a state that serves the bad model more.
+
+    During a canary: traffic to the canary goes to 0 first, then the previous storageUri is
+    re-applied with the canary kept at 0. After a promotion: the previous storageUri is
+    rolled out again (the bad revision is the stable one, so 0% would change nothing).
+    """
+    previous = existing["metadata"].get("annotations", {}).get(PREVIOUS_STORAGE_URI)
+    if not previous:
+        raise LifecycleError(f"{namespace}/{name} records no previous storageUri to roll back to")
+    annotations = {MODEL_VERSION_ANNOTATION: previous, PREVIOUS_STORAGE_URI: None}
+    if "canaryTrafficPercent" in existing["spec"]["predictor"]:
+        return [
+            *plan_set_traffic(name, namespace, 0),
+            Request(
+                "patch",
+                name,
+                namespace,
+                {
+                    "metadata": {"annotations": annotations},
+                    "spec": {
+                        "predictor": {"canaryTrafficPercent": 0, "model": {"storageUri": previous}}
+                    },
+                },
+                MERGE,
+                f"re-apply the previous model {previous}, canary kept at 0%",
+            ),
+        ]
+    body = {
+        "metadata": {"annotations": annotations},
+        "spec": {"predictor": {"model": {"storageUri": previous}}},
+    }
+    return [Request("patch", name, namespace, body, MERGE, f"roll out {previous} again")]
+
+
+class KServeApi:
+    """The Kubernetes API boundary: custom-object calls for InferenceServices, nothing else."""
+
+    def __init__(self, custom_objects: Any | None = None):
+        if custom_objects is None:
+            from kubernetes import client, config
+
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            custom_objects = client.CustomObjectsApi()
+        self.api = custom_objects
+
+    def get(self, name: str, namespace: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise LifecycleError(f"reading {namespace}/{name}: {error.reason}") from None
+
+    def apply(self, request: Request) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            if request.verb == "create":
+                return self.api.create_namespaced_custom_object(
+                    GROUP, VERSION, request.namespace, PLURAL, request.body
+                )
+            return self.api.patch_namespaced_custom_object(
+                GROUP, VERSION, request.namespace, PLURAL, request.name, request.body
+            )
+        except ApiException as error:
+            raise LifecycleError(
+                f"{request.verb} {request.namespace}/{request.name} failed: "
+                f"{error.status} {error.reason}"
+            ) from None

@@ -174,6 +174,84 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kserve_api(dry_run: bool) -> Any:
+    """The cluster's API, or None in a dry run that cannot reach one."""
+    from kfp_lifecycle.deploy import KServeApi
+
+    try:
+        return KServeApi()
+    except Exception as error:  # no kubeconfig, no in-cluster config
+        if dry_run:
+            print(f"# no cluster reachable ({type(error).__name__}); showing a first deploy")
+            return None
+        raise LifecycleError(f"no Kubernetes cluster reachable: {error}") from None
+
+
+def _carry_out(api: Any, requests: list, dry_run: bool) -> None:
+    for request in requests:
+        if request.note:
+            print(f"# {request.note}")
+        if request.verb == "create" and dry_run:
+            import yaml
+
+            print(yaml.safe_dump(request.body, sort_keys=False), end="")
+        print(f"# kubectl equivalent:\n{request.kubectl()}" if not dry_run else request.kubectl())
+        if not dry_run:
+            api.apply(request)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.deploy import ServiceSpec, plan_deploy
+    from kfp_lifecycle.registry import bundle_metadata, resolve_reference
+
+    uri = resolve_reference(args.model)
+    if not uri.startswith("s3://"):
+        raise LifecycleError(
+            f"{uri} is not on S3: a cluster loads models from a registry on S3 (s3://...); "
+            "serve a local bundle with `lifecycle serve`"
+        )
+    gate = bundle_metadata(uri).get("gate", {})
+    if not gate.get("blessed") and not args.override_reason:
+        raise LifecycleError(
+            f"{uri} was not blessed by the gate "
+            f"({'; '.join(gate.get('reasons', [])) or 'no decision'}); "
+            "deploying it needs --override-reason"
+        )
+    spec = ServiceSpec(
+        name=args.name,
+        storage_uri=uri,
+        namespace=args.namespace,
+        service_account=args.service_account,
+        canary_percent=args.canary,
+    )
+    api = _kserve_api(args.dry_run)
+    existing = api.get(args.name, args.namespace) if api else None
+    _carry_out(api, plan_deploy(spec, existing), args.dry_run)
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from kfp_lifecycle import deploy
+
+    api = _kserve_api(dry_run=False)
+    existing = api.get(args.name, args.namespace)
+    if existing is None:
+        raise LifecycleError(f"InferenceService {args.namespace}/{args.name} does not exist")
+    if args.action == "status":
+        print("\n".join(deploy.describe(existing)))
+        return 0
+    if args.action == "set-traffic":
+        if args.percent is None:
+            raise LifecycleError("set-traffic needs a percentage, e.g. `rollout set-traffic 50`")
+        requests = deploy.plan_set_traffic(args.name, args.namespace, args.percent)
+    elif args.action == "promote":
+        requests = deploy.plan_promote(args.name, args.namespace, existing)
+    else:
+        requests = deploy.plan_rollback(args.name, args.namespace, existing)
+    _carry_out(api, requests, args.dry_run)
+    return 0
+
+
 def _alias_version(registry: Any, model: str, alias: str) -> int:
     from kfp_lifecycle.errors import RegistryError
 
@@ -244,6 +322,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--name", help="served model name (default: the registered name)")
     serve.set_defaults(handler=cmd_serve)
+
+    deploy = commands.add_parser("deploy", help="deploy a registered model as a KServe service")
+    deploy.add_argument("--model", required=True, help="s3:// version URI or REGISTRY/MODEL@ALIAS")
+    deploy.add_argument("--name", required=True, help="InferenceService name")
+    deploy.add_argument("--namespace", default="kfp-lifecycle")
+    deploy.add_argument("--canary", type=int, help="canary traffic percent for an update (10)")
+    deploy.add_argument("--service-account", default="kfp-lifecycle-serving")
+    deploy.add_argument("--override-reason", default="", help="deploy a model the gate refused")
+    deploy.add_argument("--dry-run", action="store_true", help="print, change nothing")
+    deploy.set_defaults(handler=cmd_deploy)
+
+    rollout = commands.add_parser("rollout", help="inspect or step a canary rollout")
+    rollout.add_argument("action", choices=["status", "set-traffic", "promote", "rollback"])
+    rollout.add_argument("percent", nargs="?", type=int, help="for set-traffic")
+    rollout.add_argument("--name", required=True)
+    rollout.add_argument("--namespace", default="kfp-lifecycle")
+    rollout.add_argument("--dry-run", action="store_true", help="print the patch, change nothing")
+    rollout.set_defaults(handler=cmd_rollout)
 
     registry = commands.add_parser("registry", help="list, inspect, promote or roll back models")
     registry.add_argument("action", choices=["list", "show", "promote", "rollback"])

@@ -130,6 +130,27 @@ def storage_uri_of(service: dict[str, Any]) -> str:
     return service["spec"]["predictor"]["model"]["storageUri"]
 
 
+def describe(service: dict[str, Any]) -> list[str]:
+    """The rollout state a person asks for: which model, what share, which revisions."""
+    predictor = service["spec"]["predictor"]
+    status = service.get("status", {}).get("components", {}).get("predictor", {})
+    canary = predictor.get("canaryTrafficPercent")
+    lines = [
+        f"model:    {storage_uri_of(service)}",
+        f"previous: {service['metadata'].get('annotations', {}).get(PREVIOUS_STORAGE_URI, '-')}",
+        f"canary:   {'none (fully rolled out)' if canary is None else f'{canary}%'}",
+    ]
+    for route in status.get("traffic", []):
+        tag = f" (tag {route['tag']})" if route.get("tag") else ""
+        lines.append(f"traffic:  {route.get('percent')}% -> {route.get('revisionName')}{tag}")
+    lines.append(
+        f"revisions: ready {status.get('latestReadyRevision', '-')}, "
+        f"created {status.get('latestCreatedRevision', '-')}, "
+        f"rolled out {status.get('latestRolledoutRevision', '-')}"
+    )
+    return lines
+
+
 def plan_deploy(spec: ServiceSpec, existing: dict[str, Any] | None) -> list[Request]:
     """First deploy: create at 100%. Later: a canary of the new storageUri at N%."""
     if existing is None:

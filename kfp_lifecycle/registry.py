@@ -205,3 +205,33 @@ def describe_versions(registry: LocalRegistry | S3Registry, model: str) -> list[
             }
         )
     return rows
+
+
+def resolve_reference(uri: str) -> str:
+    """The bundle URI behind `REGISTRY/MODEL@ALIAS` or `REGISTRY/MODEL@VERSION` (REGISTRY a
+    path or s3:// URI); any other URI (a version's own directory or prefix) is returned as is."""
+    location, at, reference = uri.removeprefix("file://").rpartition("@")
+    if not at or Path(uri).exists():
+        return uri
+    registry_uri, _, model = location.rstrip("/").rpartition("/")
+    registry = open_registry(registry_uri)
+    if reference.isdigit():
+        return registry.get(model, int(reference)).uri
+    version = registry.alias(model, reference)
+    if version is None:
+        known = ", ".join(registry.aliases(model)) or "none"
+        raise RegistryError(f"model '{model}' has no alias '{reference}'; aliases: {known}")
+    return version.uri
+
+
+def bundle_metadata(uri: str) -> dict[str, Any]:
+    """metadata.json of a bundle directory or s3:// prefix, without fetching the model file."""
+    if not uri.startswith("s3://"):
+        return read_metadata(uri.removeprefix("file://"))
+    from kfp_lifecycle.storage import parse_s3_uri, read_json, s3_client
+
+    bucket, prefix = parse_s3_uri(uri)
+    found = read_json(s3_client(), bucket, f"{prefix.rstrip('/')}/metadata.json".lstrip("/"))
+    if found is None:
+        raise RegistryError(f"{uri} is not a model bundle: metadata.json is missing")
+    return found[0]

@@ -13,8 +13,8 @@ from pathlib import Path
 from kserve import ModelServer
 
 from kfp_lifecycle.bundle import read_metadata
-from kfp_lifecycle.errors import LifecycleError, RegistryError
-from kfp_lifecycle.registry import model_name_from, open_registry
+from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.registry import model_name_from, resolve_reference
 from kfp_lifecycle.serving.model import BundleModel
 from kfp_lifecycle.storage import download_bundle
 
@@ -43,18 +43,7 @@ def resolve_model(uri: str) -> str:
 
     Remote bundles are downloaded and verified (sha256) into a temporary directory.
     """
-    location, at, reference = uri.removeprefix("file://").rpartition("@")
-    if at and not Path(uri).exists():
-        registry_uri, _, model = location.rstrip("/").rpartition("/")
-        registry = open_registry(registry_uri)
-        if reference.isdigit():
-            uri = registry.get(model, int(reference)).uri
-        else:
-            version = registry.alias(model, reference)
-            if version is None:
-                known = ", ".join(registry.aliases(model)) or "none"
-                raise RegistryError(f"model '{model}' has no alias '{reference}'; aliases: {known}")
-            uri = version.uri
+    uri = resolve_reference(uri)
     if uri.startswith("s3://"):
         local = tempfile.mkdtemp(prefix="kfp-lifecycle-bundle-")
         download_bundle(uri, local)

@@ -1,0 +1,82 @@
+"""`lifecycle deploy` and `lifecycle rollout` against a registry on S3 (moto) and a fake API."""
+
+import pytest
+from bundles import build_bundle
+from s3_server import new_bucket, running_moto
+from test_deploy import FakeCustomObjects
+
+from kfp_lifecycle import cli, deploy
+from kfp_lifecycle.components.register import register_bundle
+
+
+@pytest.fixture(scope="module")
+def s3_registry(tmp_path_factory, churn):
+    """A registry on S3 with version 1 (blessed, champion) and version 2 (not blessed)."""
+    bundle = build_bundle(tmp_path_factory.mktemp("bundle"), churn)
+    with running_moto() as moto, pytest.MonkeyPatch.context() as patch:
+        for name, value in moto.env().items():
+            patch.setenv(name, value)
+        registry = f"s3://{new_bucket(moto.client())}/registry"
+        for blessed in (True, False):
+            register_bundle(
+                str(bundle), registry, "churn", {"metrics": {"roc_auc": 0.8}},
+                {"blessed": blessed, "reasons": ["FAIL: roc_auc"] if not blessed else []},
+                {"run_id": "r"},
+            )  # fmt: skip
+        yield registry, patch
+
+
+@pytest.fixture
+def api(monkeypatch):
+    fake = FakeCustomObjects()
+    monkeypatch.setattr(deploy.KServeApi, "__init__", lambda self: setattr(self, "api", fake))
+    return fake
+
+
+def test_deploy_canary_promote_and_rollback_through_the_cli(s3_registry, api, capsys):
+    registry, _ = s3_registry
+    assert cli.main(["deploy", "--model", f"{registry}/churn@champion", "--name", "churn"]) == 0
+    (create,) = api.calls
+    assert create[0] == "create"
+    assert create[-1]["spec"]["predictor"]["model"]["storageUri"] == f"{registry}/churn/versions/1/"
+
+    assert cli.main(["deploy", "--model", f"{registry}/churn@2", "--name", "churn"]) == 2
+    assert "was not blessed by the gate (FAIL: roc_auc)" in capsys.readouterr().err
+    assert len(api.calls) == 1  # nothing sent
+
+    accepted = ["--canary", "20", "--override-reason", "hotfix"]
+    assert cli.main(["deploy", "--model", f"{registry}/churn@2", "--name", "churn", *accepted]) == 0
+    assert api.calls[-1][-1]["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    assert "kubectl -n kfp-lifecycle patch isvc churn --type merge" in capsys.readouterr().out
+
+    assert cli.main(["rollout", "set-traffic", "50", "--name", "churn"]) == 0
+    assert cli.main(["rollout", "promote", "--name", "churn"]) == 0
+    assert cli.main(["rollout", "rollback", "--name", "churn"]) == 0
+    assert [call[-1] for call in api.calls[-3:]] == [
+        {"spec": {"predictor": {"canaryTrafficPercent": 50}}},
+        {"spec": {"predictor": {"canaryTrafficPercent": None}}},
+        {
+            "metadata": {"annotations": {
+                "kfp-lifecycle.io/model-uri": f"{registry}/churn/versions/1/",
+                deploy.PREVIOUS_STORAGE_URI: None,
+            }},
+            "spec": {"predictor": {"model": {"storageUri": f"{registry}/churn/versions/1/"}}},
+        },
+    ]  # fmt: skip
+    assert cli.main(["rollout", "status", "--name", "churn"]) == 0
+    assert f"model:    {registry}/churn/versions/1/" in capsys.readouterr().out
+
+
+def test_dry_run_sends_nothing(s3_registry, api, capsys):
+    registry, _ = s3_registry
+    args = ["deploy", "--model", f"{registry}/churn@champion", "--name", "churn", "--dry-run"]
+    assert cli.main(args) == 0
+    assert api.calls == []
+    out = capsys.readouterr().out
+    assert "kind: InferenceService" in out and "kubectl -n kfp-lifecycle apply -f -" in out
+
+
+def test_local_bundles_are_not_deployable(tmp_path, churn, capsys):
+    bundle = build_bundle(tmp_path, churn)
+    assert cli.main(["deploy", "--model", str(bundle), "--name", "churn", "--dry-run"]) == 2
+    assert "is not on S3" in capsys.readouterr().err

@@ -8,11 +8,14 @@ The conversions are plain functions so they can be tested without starting a ser
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import prometheus_client
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
@@ -22,6 +25,25 @@ from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, InputS
 
 PREDICTIONS = "predictions"
 PROBABILITIES = "probabilities"
+
+# The runtime's own metrics, beside KServe's request_*_seconds. Every series carries the
+# model version, which is how a canary is told apart from the stable revision.
+REQUESTS = prometheus_client.Counter(
+    "kfp_lifecycle_requests_total",
+    "Prediction requests by outcome: ok, rejected (client error, 4xx) or error (5xx).",
+    ["model_name", "model_version", "outcome"],
+)
+LATENCY = prometheus_client.Histogram(
+    "kfp_lifecycle_request_seconds",
+    "Time to answer a prediction request, failed ones included.",
+    ["model_name", "model_version"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+PREDICTED_LABELS = prometheus_client.Counter(
+    "kfp_lifecycle_predictions_total",
+    "Predicted rows by predicted class (classifiers only: a regression has no classes).",
+    ["model_name", "model_version", "label"],
+)
 
 INTEGER_DATATYPES = frozenset(
     {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
@@ -160,12 +182,30 @@ class BundleModel(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
-        schema = self.bundle.schema
-        if isinstance(payload, InferRequest):
-            frame = records_frame(v2_records(payload, schema), schema)
-            return v2_response(self.bundle.predict(frame), self.name, self.version, payload)
-        frame = records_frame(v1_records(payload), schema)
-        return v1_response(self.bundle.predict(frame), self.version)
+        labels = {"model_name": self.name, "model_version": self.version}
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            schema = self.bundle.schema
+            if isinstance(payload, InferRequest):
+                frame = records_frame(v2_records(payload, schema), schema)
+                prediction = self.bundle.predict(frame)
+                response = v2_response(prediction, self.name, self.version, payload)
+            else:
+                frame = records_frame(v1_records(payload), schema)
+                prediction = self.bundle.predict(frame)
+                response = v1_response(prediction, self.version)
+            outcome = "ok"
+        except InvalidInput:
+            outcome = "rejected"
+            raise
+        finally:
+            REQUESTS.labels(**labels, outcome=outcome).inc()
+            LATENCY.labels(**labels).observe(time.perf_counter() - started)
+        if prediction.classes:
+            for label, count in Counter(str(v) for v in prediction.labels).items():
+                PREDICTED_LABELS.labels(**labels, label=label).inc(count)
+        return response
 
     def get_input_types(self) -> list[dict[str, Any]]:
         if self.bundle is None:

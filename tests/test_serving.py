@@ -464,3 +464,29 @@ def test_tampered_bundle_exits_nonzero_without_serving(tampered_dir: Path) -> No
     assert result.returncode != 0
     assert "sha256" in result.stderr
     assert "Uvicorn running" not in result.stdout + result.stderr
+
+
+@pytest.mark.serving
+def test_metrics_count_outcomes_and_classes_by_model_version(
+    classifier_server: Server, classifier_dir: Path
+) -> None:
+    assert _v1(classifier_server, {"instances": ROWS}).status_code == 200
+    assert _v1(classifier_server, {"instances": [{"plan": "pro"}]}).status_code == 400
+    metrics = httpx.get(f"{classifier_server.url}/metrics", timeout=10).text
+    version = model_version(load_bundle(classifier_dir).metadata)
+    prefix = f'model_name="toy",model_version="{version}"'
+    ok = _sample(metrics, f'kfp_lifecycle_requests_total{{{prefix},outcome="ok"}}')
+    rejected = _sample(metrics, f'kfp_lifecycle_requests_total{{{prefix},outcome="rejected"}}')
+    assert ok >= 1 and rejected >= 1
+    labelled = [
+        line for line in metrics.splitlines() if line.startswith("kfp_lifecycle_predictions_total{")
+    ]
+    assert labelled and all(prefix in line for line in labelled)
+    assert "request_predict_seconds" in metrics  # KServe's own
+
+
+def _sample(metrics: str, series: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} not exported")

@@ -12,6 +12,8 @@ from server_process import Server, free_port, server_command, wait_until_ready
 
 from kfp_lifecycle.demo import make_churn_dataset
 
+TESTS = Path(__file__).resolve().parent
+
 
 @pytest.fixture(scope="session")
 def churn() -> pd.DataFrame:
@@ -63,7 +65,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
                 server_command(model_dir, port),
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # tests/ on the path: bundles built from tests/faulty_models.py unpickle
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(TESTS)},
             )
         processes.append(process)
         wait_until_ready(process, server)

@@ -8,7 +8,7 @@ DEMO_OUTPUT ?= demo-output
 PORT        ?= 8080
 MODEL       ?= $(DEMO_OUTPUT)/registry/churn@champion
 
-.PHONY: help venv demo test lint compile serve clean
+.PHONY: help venv demo test lint compile serve clean system-deps
 
 help:
 	@echo "make demo     train, evaluate, gate and register a model on the built-in dataset (no cluster)"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint     ruff"
 	@echo "make compile  write pipelines/compiled/*.yaml"
 	@echo "make serve    serve the demo's champion with KServe's model server (MODEL=..., PORT=...)"
+	@echo "make system-deps  install Prometheus and Chromium (Debian) for the tests that use them"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { echo ">> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -42,6 +43,16 @@ compile: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/lifecycle serve --model $(MODEL) --port $(PORT)
+
+# Debian packages that some tests run for real (they skip, saying why, without them):
+# Prometheus for the canary analysis, Chromium to render the HTML reports.
+SYSTEM_TOOLS := prometheus chromium
+system-deps:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo ">> installing$$missing (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUTPUT) local_outputs .pytest_cache .ruff_cache

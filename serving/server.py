@@ -11,10 +11,12 @@ import tempfile
 from pathlib import Path
 
 from kserve import ModelServer
+from kserve.model_server import app
 
 from kfp_lifecycle.bundle import read_metadata
 from kfp_lifecycle.errors import LifecycleError
 from kfp_lifecycle.registry import model_name_from, resolve_reference
+from kfp_lifecycle.serving.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfp_lifecycle.serving.model import BundleModel
 from kfp_lifecycle.storage import download_bundle
 
@@ -51,7 +53,12 @@ def resolve_model(uri: str) -> str:
     return uri
 
 
-def serve(model_dir: str, port: int = 8080, name: str | None = None) -> None:
+def serve(
+    model_dir: str,
+    port: int = 8080,
+    name: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> None:
     """Load (and so verify) the bundle before binding the port, then serve until stopped.
 
     Raises BundleError for a missing or modified bundle; nothing is served then.
@@ -63,6 +70,7 @@ def serve(model_dir: str, port: int = 8080, name: str | None = None) -> None:
     for label, url in endpoints(model.name, port).items():
         print(f"  {label + ':':<13} {url}")
     sys.stdout.flush()
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     ModelServer(http_port=port, enable_grpc=False, workers=1).start([model])
 
 

@@ -490,3 +490,50 @@ def _sample(metrics: str, series: str) -> float:
         if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{series} not exported")
+
+
+@pytest.mark.serving
+def test_oversized_body_gets_413_and_the_server_stays_up(classifier_server: Server) -> None:
+    padding = "x" * (11 * 1024 * 1024)
+    body = json.dumps({"instances": ROWS, "padding": padding})
+    response = httpx.post(
+        f"{classifier_server.url}/v1/models/{classifier_server.name}:predict",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    assert "larger than the limit" in response.json()["error"]
+    assert _v1(classifier_server, {"instances": ROWS}).status_code == 200
+
+
+def test_streamed_body_over_the_limit_is_cut_off() -> None:
+    """A chunked body (no content-length) is counted as it arrives."""
+    import asyncio
+
+    from kfp_lifecycle.serving.limits import BodySizeLimit
+
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def call(chunks: list[bytes]) -> int:
+        messages = iter(
+            [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+            + [{"type": "http.request", "body": b"", "more_body": False}]
+        )
+        sent = []
+
+        async def receive():
+            return next(messages)
+
+        async def send(message):
+            sent.append(message)
+
+        await BodySizeLimit(app, max_bytes=100)({"type": "http", "headers": []}, receive, send)
+        return sent[0]["status"]
+
+    assert asyncio.run(call([b"x" * 60])) == 200
+    assert asyncio.run(call([b"x" * 60, b"x" * 60])) == 413

@@ -269,3 +269,43 @@ class KServeApi:
                 f"{request.verb} {request.namespace}/{request.name} failed: "
                 f"{error.status} {error.reason}"
             ) from None
+
+
+def is_ready(service: dict[str, Any]) -> bool:
+    """Ready, and the newest revision is the one that is ready (not an older one)."""
+    status = service.get("status", {})
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
+    )
+    predictor = status.get("components", {}).get("predictor", {})
+    latest = predictor.get("latestCreatedRevision")
+    return ready and (latest is None or latest == predictor.get("latestReadyRevision"))
+
+
+def wait_until_ready(
+    api: KServeApi,
+    name: str,
+    namespace: str,
+    timeout_seconds: float,
+    poll_seconds: float = 5.0,
+    clock: Any = None,
+) -> dict[str, Any]:
+    import time
+
+    clock = clock or time
+    deadline = clock.monotonic() + timeout_seconds
+    while True:
+        service = api.get(name, namespace)
+        if service is not None and is_ready(service):
+            return service
+        if clock.monotonic() >= deadline:
+            conditions = (service or {}).get("status", {}).get("conditions", [])
+            detail = "; ".join(
+                f"{c.get('type')}={c.get('status')} {c.get('message', '')}".strip()
+                for c in conditions
+            )
+            detail = detail or "no status"
+            raise LifecycleError(
+                f"{namespace}/{name} not ready after {timeout_seconds:.0f}s: {detail}"
+            )
+        clock.sleep(poll_seconds)

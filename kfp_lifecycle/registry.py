@@ -235,3 +235,10 @@ def bundle_metadata(uri: str) -> dict[str, Any]:
     if found is None:
         raise RegistryError(f"{uri} is not a model bundle: metadata.json is missing")
     return found[0]
+
+
+def model_version_of(metadata: dict[str, Any]) -> str:
+    """The version a server reports: the registry number, else a short content hash."""
+    if metadata.get("registry_version") is not None:
+        return str(metadata["registry_version"])
+    return str(metadata["sha256"])[:12]

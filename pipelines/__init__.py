@@ -9,9 +9,12 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 
 def pipelines() -> dict:
     """Pipeline name -> pipeline function, for every pipeline the project ships."""
-    from kfp_lifecycle.pipelines.training import PIPELINE_NAME, training_pipeline
+    from kfp_lifecycle.pipelines import deployment, training
 
-    return {PIPELINE_NAME: training_pipeline}
+    return {
+        training.PIPELINE_NAME: training.training_pipeline,
+        deployment.PIPELINE_NAME: deployment.deployment_pipeline,
+    }
 
 
 def compile_all(output_dir: Path = COMPILED_DIR) -> list[Path]:

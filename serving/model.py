@@ -21,6 +21,7 @@ from kserve.errors import InvalidInput
 
 from kfp_lifecycle.bundle import Bundle, Prediction, load_bundle
 from kfp_lifecycle.errors import SchemaError
+from kfp_lifecycle.registry import model_version_of
 from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, InputSchema
 
 PREDICTIONS = "predictions"
@@ -58,13 +59,6 @@ ACCEPTED_DATATYPES: dict[str, frozenset[str]] = {
 }
 # The datatype advertised in the V2 model metadata for each kind.
 INPUT_DATATYPE = {NUMERIC: "FP64", BOOLEAN: "BOOL", CATEGORICAL: "BYTES", DATETIME: "BYTES"}
-
-
-def model_version(metadata: dict[str, Any]) -> str:
-    """The registry version when the bundle was registered, else a short content hash."""
-    if metadata.get("registry_version") is not None:
-        return str(metadata["registry_version"])
-    return str(metadata["sha256"])[:12]
 
 
 def v1_records(payload: Any) -> list[dict[str, Any]]:
@@ -172,7 +166,7 @@ class BundleModel(Model):
     def load(self) -> bool:
         bundle = load_bundle(self.model_dir)
         self.bundle = bundle
-        self.version = model_version(bundle.metadata)
+        self.version = model_version_of(bundle.metadata)
         self.ready = True
         return self.ready
 

@@ -36,6 +36,11 @@ def test_every_step_runs_in_the_project_image_without_installing_anything():
 def test_side_effect_steps_are_never_cached():
     tasks = _documents("training")[0]["root"]["dag"]["tasks"]
     assert tasks["register"]["cachingOptions"] == {}
+    deployment = _documents("deployment")[0]
+    tasks = deployment["root"]["dag"]["tasks"]
+    assert tasks["deploy"]["cachingOptions"] == {} and tasks["wait-ready"]["cachingOptions"] == {}
+    (branch,) = [c for n, c in deployment["components"].items() if n.startswith("comp-condition")]
+    assert branch["dag"]["tasks"]["rollout"]["cachingOptions"] == {}
 
 
 def test_s3_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypatch):

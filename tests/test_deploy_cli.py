@@ -6,7 +6,9 @@ from s3_server import new_bucket, running_moto
 from test_deploy import FakeCustomObjects
 
 from kfp_lifecycle import cli, deploy
+from kfp_lifecycle.components.deploy import deploy_blessed
 from kfp_lifecycle.components.register import register_bundle
+from kfp_lifecycle.errors import LifecycleError
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +82,43 @@ def test_local_bundles_are_not_deployable(tmp_path, churn, capsys):
     bundle = build_bundle(tmp_path, churn)
     assert cli.main(["deploy", "--model", str(bundle), "--name", "churn", "--dry-run"]) == 2
     assert "is not on S3" in capsys.readouterr().err
+
+
+def test_pipeline_deploy_step_creates_then_canaries_only_blessed_versions(s3_registry):
+    registry, _ = s3_registry
+    fake = FakeCustomObjects()
+    api = deploy.KServeApi(fake)
+    first = deploy_blessed(api, deploy.ServiceSpec("churn", ""), f"{registry}/churn@champion")
+    assert first.action == "created" and first.canary_version == "1"
+    with pytest.raises(LifecycleError, match="not blessed by the gate: refusing"):
+        deploy_blessed(api, deploy.ServiceSpec("churn", ""), f"{registry}/churn@2")
+    assert len(fake.calls) == 1
+
+
+def test_wait_until_ready_needs_the_newest_revision_ready():
+    fake = FakeCustomObjects()
+    api = deploy.KServeApi(fake)
+    api.apply(deploy.plan_deploy(deploy.ServiceSpec("churn", "s3://m/v/1/"), None)[0])
+    service = fake.objects["churn"]
+    service["status"] = {
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "components": {"predictor": {"latestCreatedRevision": "r2", "latestReadyRevision": "r1"}},
+    }
+
+    class Clock:
+        now = 0.0
+
+        def monotonic(self):
+            return self.now
+
+        def sleep(self, seconds):
+            self.now += seconds
+            if self.now >= 10:  # the new revision becomes ready after 10 s
+                service["status"]["components"]["predictor"]["latestReadyRevision"] = "r2"
+
+    clock = Clock()
+    assert deploy.wait_until_ready(api, "churn", "kfp-lifecycle", 60, 5, clock)
+    assert clock.now == 10
+    service["status"]["conditions"] = [{"type": "Ready", "status": "False", "message": "pull"}]
+    with pytest.raises(LifecycleError, match="not ready after 20s: Ready=False pull"):
+        deploy.wait_until_ready(api, "churn", "kfp-lifecycle", 20, 5, Clock())

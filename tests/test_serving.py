@@ -28,11 +28,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from kfp_lifecycle.bundle import MODEL_FILE, Bundle, Prediction, load_bundle, write_bundle
 from kfp_lifecycle.errors import BundleError
+from kfp_lifecycle.registry import model_version_of
 from kfp_lifecycle.schema import InputSchema, infer_schema
 from kfp_lifecycle.serving.model import (
     INPUT_DATATYPE,
     BundleModel,
-    model_version,
     records_frame,
     v1_records,
     v1_response,
@@ -294,8 +294,8 @@ def test_bundle_model_predicts_v1_and_v2_in_process(classifier_dir: Path) -> Non
 
 
 def test_model_version_prefers_the_registry_version() -> None:
-    assert model_version({"registry_version": 4, "sha256": "ab" * 32}) == "4"
-    assert model_version({"sha256": "0123456789abcdef"}) == "0123456789ab"
+    assert model_version_of({"registry_version": 4, "sha256": "ab" * 32}) == "4"
+    assert model_version_of({"sha256": "0123456789abcdef"}) == "0123456789ab"
 
 
 def test_served_name_is_sanitized(classifier_dir: Path, regressor_dir: Path) -> None:
@@ -473,7 +473,7 @@ def test_metrics_count_outcomes_and_classes_by_model_version(
     assert _v1(classifier_server, {"instances": ROWS}).status_code == 200
     assert _v1(classifier_server, {"instances": [{"plan": "pro"}]}).status_code == 400
     metrics = httpx.get(f"{classifier_server.url}/metrics", timeout=10).text
-    version = model_version(load_bundle(classifier_dir).metadata)
+    version = model_version_of(load_bundle(classifier_dir).metadata)
     prefix = f'model_name="toy",model_version="{version}"'
     ok = _sample(metrics, f'kfp_lifecycle_requests_total{{{prefix},outcome="ok"}}')
     rejected = _sample(metrics, f'kfp_lifecycle_requests_total{{{prefix},outcome="rejected"}}')

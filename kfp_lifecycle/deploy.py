@@ -229,6 +229,10 @@ def plan_rollback(name: str, namespace: str, existing: dict[str, Any]) -> list[R
     return [Request("patch", name, namespace, body, MERGE, f"roll out {previous} again")]
 
 
+# Every call KServeApi makes; manifests/base/serving/rbac.yaml grants exactly these.
+API_VERBS = ("get", "create", "patch")
+
+
 class KServeApi:
     """The Kubernetes API boundary: custom-object calls for InferenceServices, nothing else."""
 

@@ -23,6 +23,7 @@ from kfp_lifecycle.bundle import Bundle, Prediction, load_bundle
 from kfp_lifecycle.errors import SchemaError
 from kfp_lifecycle.registry import model_version_of
 from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, InputSchema
+from kfp_lifecycle.serving.explain import NotExplainable, explain_rows
 
 PREDICTIONS = "predictions"
 PROBABILITIES = "probabilities"
@@ -200,6 +201,20 @@ class BundleModel(Model):
             for label, count in Counter(str(v) for v in prediction.labels).items():
                 PREDICTED_LABELS.labels(**labels, label=label).inc(count)
         return response
+
+    async def explain(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict:
+        """V1 `:explain`: each row's largest feature contributions, bias and raw score."""
+        schema = self.bundle.schema
+        frame = records_frame(v1_records(payload), schema)
+        try:
+            explanations = explain_rows(self.bundle, frame)
+        except NotExplainable as error:
+            raise InvalidInput(str(error)) from None
+        prediction = self.bundle.predict(frame)
+        return {
+            **v1_response(prediction, self.version),
+            "explanations": explanations,
+        }
 
     def get_input_types(self) -> list[dict[str, Any]]:
         if self.bundle is None:

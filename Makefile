@@ -8,7 +8,7 @@ DEMO_OUTPUT ?= demo-output
 PORT        ?= 8080
 MODEL       ?= $(DEMO_OUTPUT)/registry/churn@champion
 
-.PHONY: help venv demo test lint compile serve clean system-deps
+.PHONY: help venv demo test lint compile serve clean system-deps bench-serving
 
 help:
 	@echo "make demo     train, evaluate, gate and register a model on the built-in dataset (no cluster)"
@@ -43,6 +43,19 @@ compile: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/lifecycle serve --model $(MODEL) --port $(PORT)
+
+# MLServer lives in its own environment (its pins differ from KServe's); the bundle's
+# pipeline needs this package importable there, without its dependencies.
+MLSERVER_VENV := bench/.venv-mlserver
+$(MLSERVER_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install --quiet mlserver==1.7.1 mlserver-sklearn==1.7.1 \
+		scikit-learn==1.9.1 pandas==2.3.3 numpy==2.4.6 xgboost-cpu==3.2.0 kfp==2.17.0 pydantic
+	$(MLSERVER_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+bench-serving: $(STAMP) $(MLSERVER_VENV)/.installed
+	$(BIN)/python bench/serving_vs_mlserver.py --mlserver-python $(MLSERVER_VENV)/bin/python
 
 # Debian packages that some tests run for real (they skip, saying why, without them):
 # Prometheus for the canary analysis, Chromium to render the HTML reports.

@@ -74,3 +74,16 @@ def test_datetime_strings_are_expanded(parts):
     expander = fitted.named_steps["columns"].named_transformers_["datetime"].steps[0][1]
     parts_frame = expander.transform(pd.DataFrame({"signup_date": ["2024-03-05 17:30:00"]}))
     assert parts_frame.iloc[0].tolist() == [2024.0, 3.0, 1.0, 17.0]
+
+
+def test_a_bad_date_in_a_request_names_its_row(parts):
+    _, schema = fit_preprocessor(parts.train, "churned")
+    records = parts.test.drop(columns=["churned"]).head(3).to_dict(orient="records")
+    records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in records]
+    records[2]["signup_date"] = "yesterday-ish"
+    with pytest.raises(SchemaError, match="record 2, field 'signup_date': expected an ISO 8601"):
+        schema.records_to_frame(records)
+    records[2]["signup_date"] = "2025-02-03T04:05:06Z"
+    assert schema.records_to_frame(records)["signup_date"].iloc[2] == pd.Timestamp(
+        "2025-02-03 04:05:06"
+    )

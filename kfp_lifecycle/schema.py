@@ -76,6 +76,9 @@ class InputSchema:
                 if problem:
                     raise SchemaError(f"record {row}, field '{column.name}': {problem}")
         frame = pd.DataFrame.from_records(records, columns=self.names)
+        for column in self.columns:
+            if column.kind == CATEGORICAL and column.categories:
+                _check_known_categories(frame[column.name], column)
         coerced = self.coerce(frame)
         # Date-times are parsed once per column (per value is ~100x slower on a batch).
         for name in self.of_kind(DATETIME):
@@ -151,6 +154,20 @@ def _coerce_column(series: pd.Series, kind: str) -> pd.Series:
 
 def _is_missing(value: Any) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _check_known_categories(values: pd.Series, column: ColumnSpec) -> None:
+    """A category training never saw has no learned effect: refuse it rather than guess."""
+    known = set(column.categories)
+    unseen = values.notna() & ~values.astype(str).isin(known)
+    if unseen.any():
+        row = int(unseen.idxmax())
+        examples = ", ".join(repr(c) for c in column.categories[:8])
+        more = f" and {len(column.categories) - 8} more" if len(column.categories) > 8 else ""
+        raise SchemaError(
+            f"record {row}, field '{column.name}': category {values.iloc[row]!r} was never seen "
+            f"in training (known: {examples}{more})"
+        )
 
 
 def _check_value(value: Any, column: ColumnSpec) -> str | None:

@@ -537,3 +537,11 @@ def test_streamed_body_over_the_limit_is_cut_off() -> None:
 
     assert asyncio.run(call([b"x" * 60])) == 200
     assert asyncio.run(call([b"x" * 60, b"x" * 60])) == 413
+
+
+@pytest.mark.serving
+def test_unseen_category_gets_a_400_naming_it(classifier_server: Server) -> None:
+    row = {**ROWS[0], "plan": "platinum"}
+    response = _v1(classifier_server, {"instances": [ROWS[0], row]})
+    assert response.status_code == 400
+    assert "record 1, field 'plan': category 'platinum' was never seen in training" in response.text

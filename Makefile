@@ -8,7 +8,7 @@ DEMO_OUTPUT ?= demo-output
 PORT        ?= 8080
 MODEL       ?= $(DEMO_OUTPUT)/registry/churn@champion
 
-.PHONY: help venv demo test lint compile serve clean system-deps bench-serving
+.PHONY: help venv demo test lint compile serve clean system-deps bench-serving lock
 
 help:
 	@echo "make demo     train, evaluate, gate and register a model on the built-in dataset (no cluster)"
@@ -43,6 +43,15 @@ compile: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/lifecycle serve --model $(MODEL) --port $(PORT)
+
+# requirements.lock: the runtime closure of pyproject.toml's pins, resolved in a clean
+# environment; the image installs exactly this (Dockerfile).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet .
+	.lock-venv/bin/python -m pip freeze --exclude kfp-lifecycle > requirements.lock
+	rm -rf .lock-venv
+	@echo "wrote requirements.lock"
 
 # MLServer lives in its own environment (its pins differ from KServe's); the bundle's
 # pipeline needs this package importable there, without its dependencies.

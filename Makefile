@@ -1,4 +1,6 @@
 # Every target bootstraps .venv on first use, so a fresh clone needs nothing but python3.
+# Cluster targets (images, kind-*, submit, e2e) also need docker and kind.
+include versions.env
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +10,8 @@ DEMO_OUTPUT ?= demo-output
 PORT        ?= 8080
 MODEL       ?= $(DEMO_OUTPUT)/registry/churn@champion
 
-.PHONY: help venv demo test lint compile serve clean system-deps bench-serving lock
+.PHONY: help venv demo test lint compile serve clean system-deps bench-serving lock \
+	images kind-up kind-load submit e2e kind-down
 
 help:
 	@echo "make demo     train, evaluate, gate and register a model on the built-in dataset (no cluster)"
@@ -17,6 +20,7 @@ help:
 	@echo "make compile  write pipelines/compiled/*.yaml"
 	@echo "make serve    serve the demo's champion with KServe's model server (MODEL=..., PORT=...)"
 	@echo "make system-deps  install Prometheus and Chromium (Debian) for the tests that use them"
+	@echo "make images kind-up kind-load submit e2e kind-down   the kind cluster path (docs/run-on-kind.md)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { echo ">> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -75,6 +79,34 @@ system-deps:
 		echo ">> installing$$missing (Debian packages)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# --- the cluster path (docs/run-on-kind.md); versions pinned in versions.env --------------
+IMAGE = $(shell $(BIN)/python -c 'from kfp_lifecycle.image import IMAGE; print(IMAGE)')
+KFP_HOST ?= http://localhost:8080
+
+images: $(STAMP)
+	@echo ">> building $(IMAGE)"
+	docker build -t $(IMAGE) .
+
+kind-up:
+	bash cluster/kind-up.sh
+
+kind-load: $(STAMP)
+	@echo ">> loading $(IMAGE) into kind cluster kfp-lifecycle"
+	kind load docker-image $(IMAGE) --name kfp-lifecycle
+
+submit: $(STAMP)
+	$(BIN)/lifecycle submit training --host $(KFP_HOST) --wait \
+		--param data=s3://data/churn.csv --param target=churned \
+		--param registry=s3://models/registry --param model_name=churn \
+		--param 'thresholds={"roc_auc": 0.7}'
+
+e2e: $(STAMP)
+	KFP_HOST=$(KFP_HOST) $(BIN)/python -m pytest -m cluster tests/e2e -v
+
+kind-down:
+	@echo ">> deleting kind cluster kfp-lifecycle"
+	kind delete cluster --name kfp-lifecycle
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUTPUT) local_outputs .pytest_cache .ruff_cache

@@ -1,0 +1,121 @@
+"""End to end on a real cluster (kind or cloud): what `make e2e` and the e2e-kind workflow run.
+
+Needs the stack of `make kind-up` (KFP, KServe with Knative and Kourier, MinIO, the
+project's manifests) and the image loaded (`make images kind-load`). Skips, saying why, when
+no cluster is reachable. Environment: KFP_HOST (default http://localhost:8080), S3_ENDPOINT
+(default http://localhost:9000) and the MinIO credentials in AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY (default: read from manifests/overlays/kind/minio.env), INGRESS
+(default http://localhost:8081).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parents[2]
+KFP_HOST = os.environ.get("KFP_HOST", "http://localhost:8080")
+INGRESS = os.environ.get("INGRESS", "http://localhost:8081")
+NAMESPACE = "kfp-lifecycle"
+SERVICE = "churn"
+
+
+def _cluster_reason() -> str | None:
+    """Why the suite cannot run here, or None when a cluster and KFP answer."""
+    try:
+        from kubernetes import client, config
+
+        config.load_kube_config()
+        client.VersionApi().get_code(_request_timeout=5)
+    except Exception as error:
+        return f"no Kubernetes cluster reachable ({type(error).__name__}): run `make kind-up`"
+    try:
+        httpx.get(f"{KFP_HOST}/apis/v2beta1/healthz", timeout=5).raise_for_status()
+    except httpx.HTTPError as error:
+        return f"Kubeflow Pipelines not reachable at {KFP_HOST} ({error})"
+    return None
+
+
+REASON = _cluster_reason()
+if REASON:
+    pytest.skip(REASON, allow_module_level=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def s3_environment():
+    env_file = ROOT / "manifests" / "overlays" / "kind" / "minio.env"
+    if "AWS_ACCESS_KEY_ID" not in os.environ and env_file.exists():
+        for line in env_file.read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() and not name.startswith("#"):
+                os.environ.setdefault(name.strip(), value.strip())
+    os.environ.setdefault("S3_ENDPOINT", "http://localhost:9000")
+
+
+def lifecycle(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "kfp_lifecycle.cli", *args], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def predict(rows: list[dict]) -> dict:
+    from kfp_lifecycle.deploy import KServeApi
+
+    service = KServeApi().get(SERVICE, NAMESPACE)
+    host = service["status"]["url"].split("://", 1)[1]
+    response = httpx.post(
+        f"{INGRESS}/v1/models/{SERVICE}:predict",
+        json={"instances": rows},
+        headers={"Host": host},
+        timeout=60,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def test_train_deploy_and_canary_through_the_ingress(tmp_path):
+    from kfp_lifecycle.demo import make_churn_dataset
+    from kfp_lifecycle.storage import s3_client, upload_file
+
+    table = make_churn_dataset()
+    table.to_csv(tmp_path / "churn.csv", index=False)
+    upload_file(s3_client(), tmp_path / "churn.csv", "data", "churn.csv")
+    training = [
+        "--param", "data=s3://data/churn.csv", "--param", "target=churned",
+        "--param", "registry=s3://models/registry", "--param", "model_name=churn",
+        "--param", 'thresholds={"roc_auc": 0.7}',
+    ]  # fmt: skip
+    lifecycle("submit", "training", "--host", KFP_HOST, "--wait", *training)
+    deployment = [
+        "--param", "registry=s3://models/registry", "--param", "model_name=churn",
+        "--param", f"service_name={SERVICE}", "--param", f"namespace={NAMESPACE}",
+    ]  # fmt: skip
+    lifecycle("submit", "deployment", "--host", KFP_HOST, "--wait", *deployment)
+
+    rows = json.loads(table.drop(columns=["churned"]).head(3).to_json(orient="records"))
+    first = predict(rows)
+    assert len(first["predictions"]) == 3 and set(first["predictions"]) <= {"yes", "no"}
+
+    # a second champion, then a canary stepped by hand and promoted
+    lifecycle("submit", "training", "--host", KFP_HOST, "--wait", *training)
+    lifecycle(
+        "deploy", "--model", "s3://models/registry/churn@champion", "--name", SERVICE,
+        "--namespace", NAMESPACE, "--canary", "20",
+    )  # fmt: skip
+    from kfp_lifecycle.deploy import KServeApi, wait_until_ready
+
+    wait_until_ready(KServeApi(), SERVICE, NAMESPACE, timeout_seconds=600)
+    lifecycle("rollout", "set-traffic", "50", "--name", SERVICE, "--namespace", NAMESPACE)
+    versions = {predict(rows)["model_version"] for _ in range(30)}
+    assert len(versions) == 2, f"both revisions should answer at 50%, saw {versions}"
+    lifecycle("rollout", "promote", "--name", SERVICE, "--namespace", NAMESPACE)
+    time.sleep(10)
+    assert len({predict(rows)["model_version"] for _ in range(10)}) == 1

@@ -1,32 +1,166 @@
-"""Preprocess: the feature transform, fitted on training rows only and shipped in the bundle.
+"""Preprocess: cleaning and encoding, fitted on training rows only and shipped in the bundle.
 
 The fitted transform becomes the first half of the model's scikit-learn Pipeline, so the
 server applies exactly what training applied to raw feature rows (no train/serve skew).
+Everything decided from data (dropped columns, encodings, clipping bounds, outlier rows) is
+decided on training rows and written to the step's report.
 """
 
 import json
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import joblib
 import numpy as np
 import pandas as pd
 from kfp.dsl import Artifact, Dataset, Input, Output
-from sklearn.base import BaseEstimator, TransformerMixin
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
+from sklearn.ensemble import IsolationForest
+from sklearn.impute import MissingIndicator, SimpleImputer
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import (
+    MinMaxScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
+    RobustScaler,
+    StandardScaler,
+    TargetEncoder,
+)
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from kfp_lifecycle.component import component
+from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, InputSchema, infer_schema
+from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION, TASKS
 
 PREPROCESSOR_FILE = "preprocessor.joblib"
 SCHEMA_FILE = "schema.json"
 
-# One-hot columns per categorical feature; rarer categories are grouped as "infrequent".
-MAX_CATEGORIES = 30
 MISSING_CATEGORY = "__missing__"
+RANDOM_STATE = 0
+TARGET_ENCODER_FOLDS = 5
+# ID-like columns: text with at least this share of distinct values, or whole numbers that
+# are all distinct, among at least ID_MIN_VALUES training values (fewer proves nothing).
+ID_DISTINCT_SHARE = 0.95
+ID_MIN_VALUES = 50
+# Period and first value of each cyclical date-time part.
+CYCLES = {
+    "month": (12.0, 1.0),
+    "weekday": (7.0, 0.0),
+    "hour": (24.0, 0.0),
+    "dayofyear": (365.25, 1.0),
+}
+
+DatetimePart = Literal["year", "month", "weekday", "hour", "dayofyear"]
+SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
+
+
+class PreprocessOptions(BaseModel):
+    """How the preprocess step cleans and encodes; the defaults are a sound general baseline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    numeric_imputation: Literal["median", "mean", "constant"] = Field(
+        "median",
+        description="Fill for missing numbers and date-time parts: the training median, "
+        "mean, or 0 (constant).",
+    )
+    categorical_imputation: Literal["most_frequent", "constant"] = Field(
+        "constant",
+        description="Fill for missing categories: the training mode, or its own category "
+        f"'{MISSING_CATEGORY}' (constant), which keeps missingness as information.",
+    )
+    missing_indicators: bool = Field(
+        True,
+        description="Add a 0/1 column for each feature that had missing training values.",
+    )
+    outliers: Literal["none", "iqr_clip", "isolation_forest"] = Field(
+        "none",
+        description="iqr_clip: clip numbers to IQR fences learned on training rows; "
+        "isolation_forest: remove the most isolated training rows before fitting.",
+    )
+    iqr_factor: float = Field(
+        3.0,
+        gt=0,
+        description="iqr_clip fences: Q1 - f*IQR and Q3 + f*IQR (3 is Tukey's 'far out'). "
+        "Columns whose IQR is 0 are not clipped.",
+    )
+    isolation_contamination: float = Field(
+        0.01, gt=0, le=0.5, description="isolation_forest: share of training rows removed."
+    )
+    encoding: Literal["auto", "onehot", "ordinal", "target"] = Field(
+        "auto",
+        description="Categorical encoding; auto: one-hot, or cross-fitted target encoding "
+        "for columns with more than high_cardinality distinct training values.",
+    )
+    rare_category_share: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="Categories rarer than this share of training rows are grouped as "
+        "'infrequent' (one-hot, ordinal); 0 keeps every category apart.",
+    )
+    high_cardinality: int = Field(
+        30,
+        ge=2,
+        description="auto encoding: more distinct values than this means target encoding; "
+        "also the most one-hot columns a single feature may produce.",
+    )
+    scaling: Literal["standard", "minmax", "robust", "none"] = Field(
+        "standard",
+        description="Scaler for numbers, date-time parts and target encodings "
+        "(one-hot, ordinal and boolean columns are left as they are).",
+    )
+    datetime_parts: list[DatetimePart] = Field(
+        default_factory=lambda: ["year", "month", "weekday", "hour"],
+        description="Parts each date-time column is expanded into; empty drops date-times.",
+    )
+    datetime_cyclical: bool = Field(
+        True,
+        description="Also encode month, weekday, hour and dayofyear as sin/cos, so that "
+        "December sits next to January.",
+    )
+    drop_constant: bool = Field(
+        True, description="Drop columns holding a single value in every training row."
+    )
+    drop_id_like: bool = Field(
+        True,
+        description="Drop identifier columns (almost all values distinct), which cannot "
+        "generalise to new rows.",
+    )
+
+    @field_validator("datetime_parts")
+    @classmethod
+    def _parts_are_distinct(cls, parts: list[str]) -> list[str]:
+        repeated = sorted({part for part in parts if parts.count(part) > 1})
+        if repeated:
+            raise ValueError(f"repeated part(s): {', '.join(repeated)}")
+        return parts
+
+
+@dataclass
+class PreprocessReport:
+    """What preprocessing decided from the training rows, and why."""
+
+    input_columns: list[str]
+    dropped_columns: dict[str, str]  # column -> reason
+    encodings: dict[str, str]  # categorical column -> onehot | ordinal | target
+    distinct_values: dict[str, int]  # categorical column -> distinct training values
+    outliers: str
+    outlier_rows: list[int]  # positions in the training table, removed before fitting
+    clip_bounds: dict[str, list[float | None]]  # column -> [lower, upper]; None: not clipped
+    features: list[str]  # the transform's output columns
+    training_rows: int
+    fitted_rows: int
+    options: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class SchemaCoercer(TransformerMixin, BaseEstimator):
@@ -41,81 +175,336 @@ class SchemaCoercer(TransformerMixin, BaseEstimator):
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         return InputSchema.from_dict(self.schema).coerce(X)
 
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray(InputSchema.from_dict(self.schema).names, dtype=object)
+
+
+class IQRClipper(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Clip each column to Tukey fences learned on training rows; missing values pass through.
+
+    A column whose IQR is 0 (mostly one value, e.g. counts that are usually 0) is left
+    unclipped: its fences would collapse every other value onto the common one.
+    """
+
+    def __init__(self, factor: float = 3.0):
+        self.factor = factor
+
+    def fit(self, X: Any, y: Any = None) -> "IQRClipper":
+        values = validate_data(self, X, dtype="float64", ensure_all_finite="allow-nan")
+        with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # all-NaN
+            q1, q3 = np.nanpercentile(values, [25, 75], axis=0)
+        spread = q3 - q1
+        clipped = np.nan_to_num(spread, nan=0.0) > 0
+        self.lower_ = np.where(clipped, q1 - self.factor * spread, -np.inf)
+        self.upper_ = np.where(clipped, q3 + self.factor * spread, np.inf)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "lower_")
+        values = validate_data(self, X, dtype="float64", ensure_all_finite="allow-nan", reset=False)
+        return np.clip(values, self.lower_, self.upper_)
+
 
 class DatetimeFeatures(TransformerMixin, BaseEstimator):
-    """Turn each timestamp into year, month, day of week and hour, which models can split on."""
+    """Expand each timestamp into parts models can split on, with optional sin/cos cycles.
 
-    PARTS = ("year", "month", "dayofweek", "hour")
+    With `missing_indicator`, a column that had missing training values also gets a 0/1
+    `<column>_missing` feature (one per column, not one per part).
+    """
+
+    def __init__(
+        self,
+        parts: tuple[str, ...] = ("year", "month", "weekday", "hour"),
+        cyclical: bool = True,
+        missing_indicator: bool = False,
+    ):
+        self.parts = parts
+        self.cyclical = cyclical
+        self.missing_indicator = missing_indicator
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> "DatetimeFeatures":
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = len(X.columns)
+        self.flagged_ = [
+            name
+            for name in X.columns
+            if self.missing_indicator and _timestamps(X[name]).isna().any()
+        ]
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        columns = {}
-        for name in X.columns:
-            values = pd.to_datetime(X[name], errors="coerce")
-            for part in self.PARTS:
-                columns[f"{name}_{part}"] = getattr(values.dt, part).astype("float64")
+        check_is_fitted(self, "flagged_")
+        columns: dict[str, pd.Series] = {}
+        for name in self.feature_names_in_:
+            values = _timestamps(X[name])
+            for part in self.parts:
+                number = getattr(values.dt, part).astype("float64")
+                columns[f"{name}_{part}"] = number
+                if self.cyclical and part in CYCLES:
+                    period, first = CYCLES[part]
+                    angle = 2 * np.pi * (number - first) / period
+                    columns[f"{name}_{part}_sin"] = np.sin(angle)
+                    columns[f"{name}_{part}_cos"] = np.cos(angle)
+            if name in self.flagged_:
+                columns[f"{name}_missing"] = values.isna().astype("float64")
         return pd.DataFrame(columns, index=X.index)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.asarray(
-            [f"{name}_{part}" for name in self.feature_names_in_ for part in self.PARTS],
-            dtype=object,
-        )
+        check_is_fitted(self, "flagged_")
+        names = []
+        for name in self.feature_names_in_:
+            for part in self.parts:
+                names.append(f"{name}_{part}")
+                if self.cyclical and part in CYCLES:
+                    names += [f"{name}_{part}_sin", f"{name}_{part}_cos"]
+            if name in self.flagged_:
+                names.append(f"{name}_missing")
+        return np.asarray(names, dtype=object)
 
 
-def build_preprocessor(schema: InputSchema) -> Pipeline:
-    numeric = schema.of_kind(NUMERIC) + schema.of_kind(BOOLEAN)
+def _timestamps(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, errors="coerce")
+
+
+def columns_to_drop(
+    frame: pd.DataFrame, schema: InputSchema, options: PreprocessOptions
+) -> dict[str, str]:
+    """Columns that cannot help a model, each with the reason, judged on training rows."""
+    dropped = {}
+    for column in schema.columns:
+        values = frame[column.name]
+        reason = None
+        if options.drop_constant:
+            reason = _constant_reason(values)
+        if reason is None and options.drop_id_like:
+            reason = _id_like_reason(values, column.kind)
+        if reason is None and column.kind == DATETIME and not options.datetime_parts:
+            reason = "date-time with no datetime_parts configured"
+        if reason is not None:
+            dropped[column.name] = reason
+    return dropped
+
+
+def _constant_reason(values: pd.Series) -> str | None:
+    if values.nunique(dropna=False) > 1:
+        return None
+    if values.isna().all():
+        return "constant: missing in every training row"
+    return f"constant: every training row holds {values.iloc[0]!r}"
+
+
+def _id_like_reason(values: pd.Series, kind: str) -> str | None:
+    present = values.dropna()
+    if len(present) < ID_MIN_VALUES or kind not in (CATEGORICAL, NUMERIC):
+        return None
+    distinct = present.nunique()
+    if kind == CATEGORICAL and distinct < ID_DISTINCT_SHARE * len(present):
+        return None
+    if kind == NUMERIC and (distinct < len(present) or not (present == present.round()).all()):
+        return None
+    return f"ID-like: {distinct} distinct values in {len(present)} training rows"
+
+
+def choose_encodings(frame: pd.DataFrame, options: PreprocessOptions) -> dict[str, str]:
+    """Encoding per categorical column; auto counts distinct training values."""
+    if options.encoding != "auto":
+        return {name: options.encoding for name in frame.columns}
+    return {
+        name: "target" if frame[name].nunique() > options.high_cardinality else "onehot"
+        for name in frame.columns
+    }
+
+
+def isolation_outliers(frame: pd.DataFrame, contamination: float) -> np.ndarray:
+    """Positions of the rows an IsolationForest fitted on these (numeric) rows isolates."""
+    if frame.shape[1] == 0:
+        return np.empty(0, dtype=int)
+    forest = IsolationForest(contamination=contamination, random_state=RANDOM_STATE)
+    return np.flatnonzero(forest.fit_predict(frame.to_numpy(dtype="float64")) == -1)
+
+
+def build_preprocessor(
+    schema: InputSchema, encodings: dict[str, str], options: PreprocessOptions, target_type: str
+) -> Pipeline:
+    """The unfitted transform: coerce raw rows to the schema, then one branch per treatment."""
+    numeric_fill = 0.0 if options.numeric_imputation == "constant" else None
     branches = []
+
+    numeric = schema.of_kind(NUMERIC)
     if numeric:
-        branches.append(
-            (
-                "numeric",
-                make_pipeline(
-                    SimpleImputer(strategy="median", add_indicator=True), StandardScaler()
-                ),
-                numeric,
-            )
+        clip = [IQRClipper(options.iqr_factor)] if options.outliers == "iqr_clip" else []
+        imputer = SimpleImputer(
+            strategy=options.numeric_imputation,
+            fill_value=numeric_fill,
+            add_indicator=options.missing_indicators,
         )
-    if schema.of_kind(CATEGORICAL):
-        branches.append(
-            (
-                "categorical",
-                make_pipeline(
-                    SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY),
-                    OneHotEncoder(
-                        handle_unknown="infrequent_if_exist",
-                        max_categories=MAX_CATEGORIES,
-                        sparse_output=False,
-                    ),
-                ),
-                schema.of_kind(CATEGORICAL),
+        branches.append(("numeric", make_pipeline(*clip, imputer, *_scaler(options)), numeric))
+    if schema.of_kind(BOOLEAN):  # a missing flag takes the usual value, never a fraction
+        imputer = SimpleImputer(strategy="most_frequent", add_indicator=options.missing_indicators)
+        branches.append(("boolean", imputer, schema.of_kind(BOOLEAN)))
+
+    for encoding in ("onehot", "ordinal", "target"):
+        columns = [name for name, chosen in encodings.items() if chosen == encoding]
+        if columns:
+            imputer = SimpleImputer(
+                strategy=options.categorical_imputation,
+                missing_values=None,
+                fill_value=MISSING_CATEGORY,
             )
-        )
+            encoder = _encoder(encoding, options, target_type)
+            branches.append((encoding, make_pipeline(imputer, *encoder), columns))
+    if encodings and options.missing_indicators and options.categorical_imputation != "constant":
+        indicator = MissingIndicator(missing_values=None, error_on_new=False)
+        branches.append(("categorical_missing", indicator, list(encodings)))
+
     if schema.of_kind(DATETIME):
-        branches.append(
-            (
-                "datetime",
-                make_pipeline(
-                    DatetimeFeatures(),
-                    SimpleImputer(strategy="median", keep_empty_features=True),
-                    StandardScaler(),
-                ),
-                schema.of_kind(DATETIME),
-            )
+        expand = DatetimeFeatures(
+            tuple(options.datetime_parts), options.datetime_cyclical, options.missing_indicators
         )
+        imputer = SimpleImputer(
+            strategy=options.numeric_imputation, fill_value=numeric_fill, keep_empty_features=True
+        )
+        steps = make_pipeline(expand, imputer, *_scaler(options))
+        branches.append(("datetime", steps, schema.of_kind(DATETIME)))
+
     columns = ColumnTransformer(branches, remainder="drop", verbose_feature_names_out=True)
     return Pipeline([("coerce", SchemaCoercer(schema.to_dict())), ("columns", columns)])
 
 
-def fit_preprocessor(train: pd.DataFrame, target: str) -> tuple[Pipeline, InputSchema]:
-    """Infer the input schema and fit the transform, both from training rows alone."""
-    schema = infer_schema(train, target)
-    preprocessor = build_preprocessor(schema)
-    preprocessor.fit(train.drop(columns=[target]))
-    return preprocessor, schema
+def _scaler(options: PreprocessOptions) -> list[Any]:
+    return [SCALERS[options.scaling]()] if options.scaling in SCALERS else []
+
+
+def _encoder(encoding: str, options: PreprocessOptions, target_type: str) -> list[Any]:
+    """Encoder steps; rare categories share one code.
+
+    Unseen categories get the infrequent column (one-hot; all zeros when nothing was rare),
+    -1 (ordinal), or the training mean of the target (target).
+    """
+    rare = options.rare_category_share or None
+    if encoding == "onehot":
+        return [
+            OneHotEncoder(
+                handle_unknown="infrequent_if_exist",
+                min_frequency=rare,
+                max_categories=options.high_cardinality,
+                sparse_output=False,
+            )
+        ]
+    if encoding == "ordinal":
+        return [
+            OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=rare)
+        ]
+    # Cross-fitted: each training row's encoding comes from the other folds' targets.
+    return [TargetEncoder(target_type=target_type, cv=_folds(target_type)), *_scaler(options)]
+
+
+def _folds(target_type: str) -> KFold:
+    """Cross-fitting folds for the target encoder: stratified for classes, seeded."""
+    folds = KFold if target_type == "continuous" else StratifiedKFold
+    return folds(TARGET_ENCODER_FOLDS, shuffle=True, random_state=RANDOM_STATE)
+
+
+def fit_preprocessor(
+    train: pd.DataFrame,
+    target: str,
+    task: str,
+    options: PreprocessOptions | None = None,
+) -> tuple[Pipeline, InputSchema, PreprocessReport]:
+    """Decide and fit every cleaning and encoding step from training rows alone.
+
+    The returned Pipeline takes raw feature rows. Rows an IsolationForest removes cannot be
+    removed inside a predict-time Pipeline: they are listed in the report (`outlier_rows`),
+    and `drop_outlier_rows` gives the training rows the transform was fitted on.
+    """
+    options = options or PreprocessOptions()
+    check_training_rows(train, target, task)
+    full_schema = infer_schema(train, target)
+    coerced = full_schema.coerce(train)
+    dropped = columns_to_drop(coerced, full_schema, options)
+    schema = InputSchema([c for c in full_schema.columns if c.name not in dropped])
+    if not schema.columns:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in dropped.items())
+        raise DataError(f"no usable feature columns left after cleaning ({reasons})")
+
+    outlier_rows = np.empty(0, dtype=int)
+    if options.outliers == "isolation_forest":
+        outlier_rows = isolation_outliers(
+            coerced[schema.of_kind(NUMERIC) + schema.of_kind(BOOLEAN)],
+            options.isolation_contamination,
+        )
+    features, labels = coerced[schema.names], train[target]
+    del coerced  # one copy of a large table at a time
+    if outlier_rows.size:
+        kept = np.ones(len(train), dtype=bool)
+        kept[outlier_rows] = False
+        features, labels = features.iloc[kept], labels.iloc[kept]
+    categorical = features[schema.of_kind(CATEGORICAL)]
+    encodings = choose_encodings(categorical, options)
+
+    target_type = "continuous"
+    if task == CLASSIFICATION:
+        target_type = "binary" if labels.nunique() == 2 else "multiclass"
+    preprocessor = build_preprocessor(schema, encodings, options, target_type)
+    # The rows are coerced already: fit what follows the (stateless) coercion step.
+    preprocessor.named_steps["columns"].fit(features, labels)
+
+    report = PreprocessReport(
+        input_columns=schema.names,
+        dropped_columns=dropped,
+        encodings=encodings,
+        distinct_values={name: int(categorical[name].nunique()) for name in encodings},
+        outliers=options.outliers,
+        outlier_rows=outlier_rows.tolist(),
+        clip_bounds=_clip_bounds(preprocessor),
+        features=preprocessor.get_feature_names_out().tolist(),
+        training_rows=len(train),
+        fitted_rows=len(features),
+        options=options.model_dump(),
+    )
+    return preprocessor, schema, report
+
+
+def check_training_rows(train: pd.DataFrame, target: str, task: str) -> None:
+    """Refuse what a fit on these rows could only get wrong: unknown task, no target, no rows."""
+    if task not in TASKS:
+        raise DataError(f"unknown task '{task}'; choose one of: {', '.join(TASKS)}")
+    if target not in train.columns:
+        raise DataError(
+            f"target column '{target}' not found; columns are: {', '.join(map(str, train.columns))}"
+        )
+    if train.empty:
+        raise DataError("the training table has no rows")
+    unlabelled = int(train[target].isna().sum())
+    if unlabelled:
+        raise DataError(f"target '{target}' is missing in {unlabelled} training row(s)")
+    if task == REGRESSION and not pd.api.types.is_numeric_dtype(train[target]):
+        raise DataError(
+            f"task 'regression' needs a numeric target; '{target}' is {train[target].dtype}"
+        )
+
+
+def _clip_bounds(preprocessor: Pipeline) -> dict[str, list[float | None]]:
+    columns = preprocessor.named_steps["columns"]
+    numeric = columns.named_transformers_.get("numeric")
+    if numeric is None or "iqrclipper" not in numeric.named_steps:
+        return {}
+    clipper = numeric.named_steps["iqrclipper"]
+    return {
+        str(name): [_finite(lower), _finite(upper)]
+        for name, lower, upper in zip(
+            clipper.feature_names_in_, clipper.lower_, clipper.upper_, strict=True
+        )
+    }
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def drop_outlier_rows(train: pd.DataFrame, report: PreprocessReport) -> pd.DataFrame:
+    """The training rows the transform was fitted on (all of them unless rows were removed)."""
+    return train.drop(index=train.index[report.outlier_rows])
 
 
 def save_preprocessor(directory: str | Path, preprocessor: Pipeline, schema: InputSchema) -> None:
@@ -132,20 +521,57 @@ def load_preprocessor(directory: str | Path) -> tuple[Pipeline, InputSchema]:
 
 
 @component
-def preprocess(train: Input[Dataset], target: str, preprocessor: Output[Artifact]):
-    """Fit imputation, scaling and one-hot encoding on the training rows.
+def preprocess(
+    train: Input[Dataset],
+    target: str,
+    task: str,
+    preprocessor: Output[Artifact],
+    train_clean: Output[Dataset],
+    report: Output[Artifact],
+    options: dict = {},  # noqa: B006 (KFP default, never mutated)
+):
+    """Clean, impute, encode and scale, all fitted on the training rows.
 
     Args:
         train: Training rows (the only rows the transform ever sees while fitting).
         target: Name of the column to predict (excluded from the features).
+        task: classification or regression (the validate step's resolved task).
         preprocessor: Directory with the fitted transform and the input schema.
+        train_clean: The training rows the transform was fitted on: without the rows
+            outlier removal took out, identical to `train` otherwise.
+        report: JSON: dropped columns with reasons, encoding per categorical column,
+            clipping bounds, outlier rows removed, output features.
+        options: PreprocessOptions (components/preprocess.py): numeric_imputation,
+            categorical_imputation, missing_indicators, outliers, iqr_factor,
+            isolation_contamination, encoding, rare_category_share, high_cardinality,
+            scaling, datetime_parts, datetime_cyclical, drop_constant, drop_id_like.
     """
+    import json
+
     import pandas as pd
 
-    from kfp_lifecycle.components.preprocess import fit_preprocessor, save_preprocessor
+    from kfp_lifecycle.components.ingest import to_parquet
+    from kfp_lifecycle.components.preprocess import (
+        PreprocessOptions,
+        drop_outlier_rows,
+        fit_preprocessor,
+        save_preprocessor,
+    )
 
-    fitted, schema = fit_preprocessor(pd.read_parquet(train.path), target)
+    settings = PreprocessOptions.model_validate(options)
+    rows = pd.read_parquet(train.path)
+    fitted, schema, found = fit_preprocessor(rows, target, task, settings)
     save_preprocessor(preprocessor.path, fitted, schema)
-    features = fitted.named_steps["columns"].get_feature_names_out()
-    preprocessor.metadata.update({"inputs": schema.names, "features": len(features)})
-    print(f"preprocessor: {len(schema.names)} input columns -> {len(features)} features")
+    to_parquet(drop_outlier_rows(rows, found), train_clean.path)
+    with open(report.path, "w") as handle:
+        json.dump(found.to_dict(), handle, indent=2)
+    preprocessor.metadata.update({"inputs": schema.names, "features": len(found.features)})
+    train_clean.metadata["rows"] = found.fitted_rows
+    report.metadata.update(
+        {"dropped_columns": len(found.dropped_columns), "outlier_rows": len(found.outlier_rows)}
+    )
+    print(
+        f"preprocessor: {len(schema.names)} input columns -> {len(found.features)} features; "
+        f"dropped {sorted(found.dropped_columns) or 'none'}; "
+        f"{len(found.outlier_rows)} outlier row(s) removed"
+    )

@@ -1,14 +1,89 @@
-"""Split: seeded train/validation/test partitions, stratified on the target for classification."""
+"""Split: train/validation/test partitions that never share a row, a group or a future.
 
-from dataclasses import dataclass
+Four strategies: stratified on the target (classification; regression falls back to random),
+random, by group (no group on two sides) and by time (train before validation before test).
+After every split a guard hashes each row (features and target) and fails when the same row
+sits in two partitions, which would grade the model on rows it was trained on.
+"""
 
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
 import pandas as pd
-from kfp.dsl import Dataset, Input, Output
-from sklearn.model_selection import train_test_split
+from kfp.dsl import Artifact, Dataset, Input, Output
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.model_selection import (
+    GroupKFold,
+    GroupShuffleSplit,
+    KFold,
+    StratifiedKFold,
+    TimeSeriesSplit,
+    train_test_split,
+)
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.tasks import CLASSIFICATION
+
+STRATIFIED, RANDOM, GROUP, TIME = "stratified", "random", "group", "time"
+PARTITIONS = ("train", "validation", "test")
+MAX_EXAMPLES = 5
+# Training needs the sum of the held-out shares to leave at least this much.
+MIN_TRAIN_FRACTION = 0.1
+
+
+class SplitOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["stratified", "random", "group", "time"] = Field(
+        STRATIFIED,
+        description="stratified on the target (random for regression), random, group (needs "
+        "group_column) or time (needs time_column).",
+    )
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of rows (of groups, for a group split) for validation."
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of rows (of groups, for a group split) for test."
+    )
+    seed: int = Field(42, description="Random seed, so a rerun gives the same split.")
+    group_column: str | None = Field(
+        None, description="Column whose values (e.g. customer id) never span two partitions."
+    )
+    time_column: str | None = Field(
+        None, description="Timestamp column: train is oldest, test newest."
+    )
+    cv_folds: int = Field(5, ge=2, description="Folds of the cross-validation used by tuning.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SplitOptions":
+        if self.validation_fraction + self.test_fraction > 1 - MIN_TRAIN_FRACTION:
+            raise ValueError(
+                f"validation_fraction ({self.validation_fraction}) + test_fraction "
+                f"({self.test_fraction}) leave too little for training; keep their sum at most "
+                f"{1 - MIN_TRAIN_FRACTION}"
+            )
+        if self.strategy == GROUP and not self.group_column:
+            raise ValueError("strategy 'group' needs group_column")
+        if self.strategy == TIME and not self.time_column:
+            raise ValueError("strategy 'time' needs time_column")
+        return self
+
+
+@dataclass
+class SplitReport:
+    strategy: str  # the one applied: stratified falls back to random for regression
+    rows: dict[str, int]
+    shares: dict[str, float]
+    dropped_missing_target: int = 0
+    class_shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
+    boundaries: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -16,41 +91,245 @@ class Splits:
     train: pd.DataFrame
     validation: pd.DataFrame
     test: pd.DataFrame
+    report: SplitReport
+
+    def partitions(self) -> dict[str, pd.DataFrame]:
+        return {name: getattr(self, name) for name in PARTITIONS}
 
 
 def split_table(
     frame: pd.DataFrame,
     target: str,
     task: str,
-    validation_fraction: float = 0.2,
-    test_fraction: float = 0.2,
-    seed: int = 42,
+    options: SplitOptions | None = None,
+    **overrides: Any,
 ) -> Splits:
-    """Rows without a target are dropped; each row lands in exactly one partition."""
-    for name, fraction in (("validation", validation_fraction), ("test", test_fraction)):
-        if not 0 < fraction < 1:
-            raise DataError(f"{name} fraction must be between 0 and 1, got {fraction}")
-    if validation_fraction + test_fraction >= 0.9:
-        raise DataError(
-            f"validation ({validation_fraction}) and test ({test_fraction}) fractions leave "
-            "too little for training; keep their sum below 0.9"
-        )
-    frame = frame[frame[target].notna()].reset_index(drop=True)
-    stratify = frame[target] if task == CLASSIFICATION else None
+    """Rows without a target are dropped; each row lands in exactly one partition.
+
+    Keyword overrides (``seed=3``, ``test_fraction=0.3``) are SplitOptions fields, validated
+    like the options themselves.
+    """
+    options = options or SplitOptions()
+    if overrides:
+        options = SplitOptions.model_validate({**options.model_dump(), **overrides})
+    if target not in frame.columns:
+        raise DataError(f"target column '{target}' not found in the table to split")
+    labelled = frame[frame[target].notna()].reset_index(drop=True)
+    strategy = options.strategy
+    if strategy == STRATIFIED and task != CLASSIFICATION:
+        strategy = RANDOM
+
+    boundaries: dict[str, str] = {}
+    if strategy == GROUP:
+        train, validation, test = _group_split(labelled, options)
+    elif strategy == TIME:
+        train, validation, test, boundaries = _time_split(labelled, options)
+    else:
+        train, validation, test = _shuffled_split(labelled, target, strategy, options)
+
+    splits = Splits(
+        train,
+        validation,
+        test,
+        SplitReport(strategy=strategy, rows={}, shares={}, boundaries=boundaries),
+    )
+    guard_against_leaks(splits, target, options.group_column if strategy == GROUP else None)
+    _describe(splits, target, task, options, len(frame) - len(labelled))
+    return splits
+
+
+def _shuffled_split(
+    frame: pd.DataFrame, target: str, strategy: str, options: SplitOptions
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    stratify = frame[target] if strategy == STRATIFIED else None
     try:
         rest, test = train_test_split(
-            frame, test_size=test_fraction, random_state=seed, stratify=stratify
+            frame, test_size=options.test_fraction, random_state=options.seed, stratify=stratify
         )
-        stratify_rest = rest[target] if task == CLASSIFICATION else None
         train, validation = train_test_split(
             rest,
-            test_size=validation_fraction / (1 - test_fraction),
-            random_state=seed,
-            stratify=stratify_rest,
+            test_size=options.validation_fraction / (1 - options.test_fraction),
+            random_state=options.seed,
+            stratify=rest[target] if strategy == STRATIFIED else None,
         )
     except ValueError as error:
         raise DataError(f"cannot split {len(frame)} rows on '{target}': {error}") from None
-    return Splits(train, validation, test)
+    return train, validation, test
+
+
+def _group_split(
+    frame: pd.DataFrame, options: SplitOptions
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    groups = _required_column(frame, options.group_column, "group_column")
+    if groups.isna().any():
+        raise DataError(
+            f"group_column '{options.group_column}' is missing in {int(groups.isna().sum())} "
+            f"row(s) (e.g. row {int(groups.isna().idxmax())}); every row needs a group"
+        )
+    if groups.nunique() < 3:
+        raise DataError(
+            f"group_column '{options.group_column}' has {groups.nunique()} distinct value(s); "
+            "a group split needs at least 3 (one per partition)"
+        )
+    first = GroupShuffleSplit(
+        n_splits=1, test_size=options.test_fraction, random_state=options.seed
+    )
+    rest_rows, test_rows = next(first.split(frame, groups=groups))
+    rest = frame.iloc[rest_rows]
+    second = GroupShuffleSplit(
+        n_splits=1,
+        test_size=options.validation_fraction / (1 - options.test_fraction),
+        random_state=options.seed,
+    )
+    try:
+        train_rows, validation_rows = next(second.split(rest, groups=groups.iloc[rest_rows]))
+    except ValueError as error:
+        raise DataError(
+            f"cannot split the groups of '{options.group_column}' three ways: {error}"
+        ) from None
+    return rest.iloc[train_rows], rest.iloc[validation_rows], frame.iloc[test_rows]
+
+
+def _time_split(
+    frame: pd.DataFrame, options: SplitOptions
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """Oldest rows train, newest test; rows sharing a timestamp stay on one side."""
+    name = options.time_column
+    times = _as_time(_required_column(frame, name, "time_column"), name)
+    order = times.sort_values(kind="stable").index
+    frame, times = frame.loc[order], times.loc[order]
+    n = len(frame)
+    validation_start = times.iloc[
+        round(n * (1 - options.validation_fraction - options.test_fraction))
+    ]
+    test_start = times.iloc[min(round(n * (1 - options.test_fraction)), n - 1)]
+    train = frame[times < validation_start]
+    validation = frame[(times >= validation_start) & (times < test_start)]
+    test = frame[times >= test_start]
+    if train.empty or validation.empty:
+        raise DataError(
+            f"time_column '{name}' has too few distinct times to make three partitions "
+            f"({times.nunique()} distinct value(s) in {n} rows)"
+        )
+    boundaries = {
+        "train_end": str(times.loc[train.index].max()),
+        "validation_start": str(times.loc[validation.index].min()),
+        "validation_end": str(times.loc[validation.index].max()),
+        "test_start": str(times.loc[test.index].min()),
+    }
+    return train, validation, test, boundaries
+
+
+def _required_column(frame: pd.DataFrame, name: str | None, option: str) -> pd.Series:
+    if name not in frame.columns:
+        raise DataError(
+            f"{option} '{name}' is not a column; columns are: {', '.join(map(str, frame.columns))}"
+        )
+    return frame[name]
+
+
+def _as_time(values: pd.Series, name: str) -> pd.Series:
+    """Numbers (epochs, years) order as they are; anything else must parse as a date-time."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values
+    else:
+        parsed = pd.to_datetime(values, errors="coerce", format="mixed", utc=True)
+    bad = parsed.isna()
+    if bad.any():
+        row = int(bad.idxmax())
+        raise DataError(
+            f"time_column '{name}' has {int(bad.sum())} missing or unreadable value(s), "
+            f"e.g. row {row}: {values.loc[row]!r}"
+        )
+    return parsed
+
+
+def guard_against_leaks(splits: Splits, target: str, group_column: str | None = None) -> None:
+    """Fail when one row (all features and the target equal) or one group is in two partitions."""
+    parts = splits.partitions()
+    columns = list(splits.train.columns)
+    hashes = {
+        name: pd.util.hash_pandas_object(part[columns], index=False) for name, part in parts.items()
+    }
+    for index, left in enumerate(PARTITIONS):
+        for right in PARTITIONS[index + 1 :]:
+            shared = hashes[left].isin(set(hashes[right]))
+            if shared.any():
+                examples = ", ".join(str(row) for row in parts[left].index[shared][:MAX_EXAMPLES])
+                raise DataError(
+                    f"{int(shared.sum())} row(s) of {left} also appear in {right} (identical "
+                    f"features and '{target}'), e.g. row(s) {examples} of the table being split; "
+                    "the model would be graded on rows it saw in training. Enable duplicate "
+                    "removal in the clean step (clean options: drop_duplicates: true)"
+                )
+            if group_column is not None:
+                overlap = set(parts[left][group_column]) & set(parts[right][group_column])
+                if overlap:
+                    listed = ", ".join(map(repr, sorted(overlap, key=str)[:MAX_EXAMPLES]))
+                    raise DataError(
+                        f"{len(overlap)} group(s) of '{group_column}' are in both {left} and "
+                        f"{right}, e.g. {listed}"
+                    )
+
+
+def _describe(splits: Splits, target: str, task: str, options: SplitOptions, dropped: int) -> None:
+    report = splits.report
+    parts = splits.partitions()
+    total = sum(len(part) for part in parts.values())
+    report.rows = {name: len(part) for name, part in parts.items()}
+    report.shares = {name: round(len(part) / total, 4) for name, part in parts.items()}
+    report.dropped_missing_target = dropped
+    if report.strategy == GROUP:
+        report.groups = {
+            name: int(part[options.group_column].nunique()) for name, part in parts.items()
+        }
+    if task != CLASSIFICATION:
+        return
+    classes = sorted(splits.train[target].astype(str).unique().tolist())
+    all_classes = set()
+    for name, part in parts.items():
+        shares = part[target].astype(str).value_counts(normalize=True)
+        report.class_shares[name] = {
+            label: round(float(shares.get(label, 0.0)), 4) for label in classes
+        }
+        all_classes |= set(shares.index)
+    missing_in_train = sorted(all_classes - set(classes))
+    if missing_in_train:
+        raise DataError(
+            f"class(es) {', '.join(missing_in_train)} of '{target}' have no training rows "
+            f"after the {report.strategy} split; the model could never predict them"
+        )
+    for name in ("validation", "test"):
+        absent = [label for label in classes if report.class_shares[name][label] == 0]
+        if absent:
+            report.warnings.append(
+                f"{name} has no rows of class(es) {', '.join(absent)}; its metrics ignore them"
+            )
+
+
+def cv_splitter(
+    task: str, options: SplitOptions | None = None, groups: pd.Series | np.ndarray | None = None
+) -> StratifiedKFold | KFold | GroupKFold | TimeSeriesSplit:
+    """The cross-validation that respects the same rules as the train/validation/test split.
+
+    Time: TimeSeriesSplit (rows must be in time order, as a time split writes them). Groups:
+    GroupKFold (pass the same groups to its split()). Otherwise stratified folds for
+    classification, plain shuffled folds for regression.
+    """
+    options = options or SplitOptions()
+    folds = options.cv_folds
+    if options.strategy == TIME:
+        return TimeSeriesSplit(n_splits=folds)
+    if groups is not None or options.strategy == GROUP:
+        if groups is not None and pd.Series(groups).nunique() < folds:
+            raise DataError(
+                f"{pd.Series(groups).nunique()} distinct group(s) cannot make cv_folds={folds} "
+                "folds; lower cv_folds"
+            )
+        return GroupKFold(n_splits=folds, shuffle=True, random_state=options.seed)
+    if task == CLASSIFICATION:
+        return StratifiedKFold(n_splits=folds, shuffle=True, random_state=options.seed)
+    return KFold(n_splits=folds, shuffle=True, random_state=options.seed)
 
 
 @component
@@ -61,35 +340,44 @@ def split(
     train: Output[Dataset],
     validation: Output[Dataset],
     test: Output[Dataset],
-    validation_fraction: float = 0.2,
-    test_fraction: float = 0.2,
-    seed: int = 42,
+    report: Output[Artifact],
+    options: dict = {},  # noqa: B006
 ):
-    """Split the table into train, validation and test partitions.
+    """Split the table into train, validation and test partitions that share no row.
 
     Args:
-        dataset: The validated table.
+        dataset: The cleaned table.
         target: Name of the column to predict.
-        task: classification (stratified split) or regression.
-        train: Rows used to fit preprocessing and models.
+        task: classification or regression (a stratified split needs classes).
+        train: Rows used to fit preprocessing, balancing and models (time order for a time
+            split).
         validation: Rows used to pick the champion and stop boosting early.
         test: Rows held out for the final, honest evaluation.
-        validation_fraction: Share of rows for validation.
-        test_fraction: Share of rows for test.
-        seed: Random seed, so a rerun gives the same split.
+        report: JSON: strategy applied, rows and shares, class shares per partition, groups
+            per partition (group split), time boundaries (time split), warnings.
+        options: SplitOptions: strategy (stratified, random, group, time),
+            validation_fraction, test_fraction, seed, group_column, time_column, cv_folds.
     """
+    import json
+
     import pandas as pd
 
-    from kfp_lifecycle.components.split import split_table
+    from kfp_lifecycle.components.ingest import to_parquet
+    from kfp_lifecycle.components.split import SplitOptions, split_table
 
     parts = split_table(
-        pd.read_parquet(dataset.path), target, task, validation_fraction, test_fraction, seed
+        pd.read_parquet(dataset.path), target, task, SplitOptions.model_validate(options)
     )
     for name, artifact in (("train", train), ("validation", validation), ("test", test)):
         frame = getattr(parts, name)
-        frame.to_parquet(artifact.path, index=False)
+        to_parquet(frame, artifact.path)
         artifact.metadata["rows"] = len(frame)
+    with open(report.path, "w") as handle:
+        json.dump(parts.report.to_dict(), handle, indent=2)
+    for warning in parts.report.warnings:
+        print(f"WARNING: {warning}")
+    rows = parts.report.rows
     print(
-        f"split: {len(parts.train)} train, {len(parts.validation)} validation, "
-        f"{len(parts.test)} test"
+        f"split ({parts.report.strategy}): {rows['train']} train, {rows['validation']} "
+        f"validation, {rows['test']} test"
     )

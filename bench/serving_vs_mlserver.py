@@ -48,7 +48,7 @@ def free_port() -> int:
 def build_bundle(directory: Path) -> tuple[Path, pd.DataFrame, InputSchema]:
     frame = make_churn_dataset()
     parts = split_table(frame, "churned", CLASSIFICATION)
-    fitted, schema = fit_preprocessor(parts.train, "churned")
+    fitted, schema, _ = fit_preprocessor(parts.train, "churned", CLASSIFICATION)
     bundle = train_model(
         parts.train, parts.validation, "churned", CLASSIFICATION, "xgboost", fitted, schema
     )

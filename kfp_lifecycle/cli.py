@@ -26,23 +26,29 @@ def _thresholds(pairs: list[str] | None) -> dict[str, float] | None:
     return thresholds
 
 
-def _training_options(args: argparse.Namespace) -> Any:
-    from kfp_lifecycle.local_run import TrainingOptions
+def training_config(args: argparse.Namespace) -> Any:
+    """The config file (if any) with the command-line flags on top."""
+    from kfp_lifecycle.config import LifecycleConfig, load_config, with_overrides
 
-    return TrainingOptions(
-        data=args.data,
-        target=args.target,
-        output=args.output,
-        task=args.task,
-        metric=args.metric,
-        families=[f.strip() for f in args.families.split(",") if f.strip()],
-        thresholds=_thresholds(args.gate),
-        primary_threshold=args.threshold,
-        registry=args.registry,
-        model_name=args.model_name,
-        validation_fraction=args.validation_fraction,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
+    config = load_config(args.config) if args.config else LifecycleConfig()
+    families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
+    return with_overrides(
+        config,
+        {
+            "data.source": args.data,
+            "data.target": args.target,
+            "data.task": args.task,
+            "data.metric": args.metric,
+            "output": args.output,
+            "registry": args.registry,
+            "model_name": args.model_name,
+            "models.families": families,
+            "gate.thresholds": _thresholds(args.gate),
+            "gate.primary_threshold": args.threshold,
+            "split.validation_fraction": args.validation_fraction,
+            "split.test_fraction": args.test_fraction,
+            "split.seed": args.seed,
+        },
     )
 
 
@@ -82,21 +88,27 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from kfp_lifecycle.local_run import run_training
 
-    summary = run_training(_training_options(args))
-    print_summary(summary, args.output)
+    config = training_config(args)
+    summary = run_training(config)
+    print_summary(summary, config.output)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.config import parse_config
     from kfp_lifecycle.demo import DEMO_MODEL_NAME, DEMO_TARGET, write_demo_dataset
-    from kfp_lifecycle.local_run import TrainingOptions, run_training
+    from kfp_lifecycle.local_run import run_training
 
     data = write_demo_dataset(Path(args.output) / "data" / "churn.csv")
     print(f"demo data: {data} (generated, deterministic)")
-    options = TrainingOptions(
-        data=str(data), target=DEMO_TARGET, output=args.output, model_name=DEMO_MODEL_NAME
+    config = parse_config(
+        {
+            "data": {"source": str(data), "target": DEMO_TARGET},
+            "output": args.output,
+            "model_name": DEMO_MODEL_NAME,
+        }
     )
-    summary = run_training(options)
+    summary = run_training(config)
     print_summary(summary, args.output)
     port = 8080
     name = summary["model_name"]
@@ -252,6 +264,26 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from kfp_lifecycle import submit
+
+    params = submit.parse_params(args.param)
+    kfp_client = submit.client(args.host, args.namespace)
+    if args.command == "schedule":
+        run_id = submit.schedule(
+            kfp_client, args.pipeline, params, args.experiment, args.namespace, args.cron, args.name
+        )
+        print(f"recurring run {run_id}: {args.pipeline} on '{args.cron}'")
+        return 0
+    result = submit.submit(
+        kfp_client, args.host, args.pipeline, params, args.experiment, args.namespace, args.wait
+    )
+    print(
+        f"run {result['run_id']}: {result['url']}" + (f" ({result['state']})" if args.wait else "")
+    )
+    return 0
+
+
 def _alias_version(registry: Any, model: str, alias: str) -> int:
     from kfp_lifecycle.errors import RegistryError
 
@@ -272,19 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a pipeline locally through kfp.local")
     run_pipelines = run.add_subparsers(dest="pipeline", required=True)
     training = run_pipelines.add_parser("training", help="train, evaluate, gate and register")
-    training.add_argument("--data", required=True, help="CSV or Parquet file")
-    training.add_argument("--target", required=True, help="column to predict")
     training.add_argument(
-        "--task", default="auto", choices=["auto", "classification", "regression"]
+        "--config", help="pipeline configuration (YAML; see examples/); flags override it"
     )
-    training.add_argument(
-        "--metric", default="auto", help="primary metric (default: roc_auc or rmse)"
-    )
-    training.add_argument("--output", default="lifecycle-output", help="output directory")
+    training.add_argument("--data", help="CSV or Parquet file (a path, file:// or s3:// URI)")
+    training.add_argument("--target", help="column to predict")
+    training.add_argument("--task", choices=["auto", "classification", "regression"])
+    training.add_argument("--metric", help="primary metric (default: roc_auc or rmse)")
+    training.add_argument("--output", help="output directory (default: lifecycle-output)")
     training.add_argument(
         "--families",
-        default=",".join(DEFAULT_FAMILIES),
-        help="comma-separated model families: " + ", ".join(FAMILIES),
+        help=f"comma-separated model families (default: {','.join(DEFAULT_FAMILIES)}); "
+        "known: " + ", ".join(FAMILIES),
     )
     training.add_argument(
         "--threshold",
@@ -299,9 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument("--registry", help="model registry directory (default: OUTPUT/registry)")
     training.add_argument("--model-name", help="registered model name (default: from the target)")
-    training.add_argument("--validation-fraction", type=float, default=0.2)
-    training.add_argument("--test-fraction", type=float, default=0.2)
-    training.add_argument("--seed", type=int, default=42)
+    training.add_argument("--validation-fraction", type=float)
+    training.add_argument("--test-fraction", type=float)
+    training.add_argument("--seed", type=int)
     training.set_defaults(handler=cmd_run)
 
     demo = commands.add_parser("demo", help="run the training pipeline on the built-in dataset")
@@ -340,6 +371,23 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--namespace", default="kfp-lifecycle")
     rollout.add_argument("--dry-run", action="store_true", help="print the patch, change nothing")
     rollout.set_defaults(handler=cmd_rollout)
+
+    for verb, text in (("submit", "run a compiled pipeline on a Kubeflow cluster"),
+                       ("schedule", "run a compiled pipeline on a schedule")):  # fmt: skip
+        command = commands.add_parser(verb, help=text)
+        command.add_argument("pipeline", help="training, deployment, ...")
+        command.add_argument(
+            "--host", required=True, help="KFP API/UI URL, e.g. http://localhost:8080"
+        )
+        command.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+        command.add_argument("--experiment", default="kfp-lifecycle")
+        command.add_argument("--param", action="append", metavar="NAME=VALUE", help="repeatable")
+        if verb == "submit":
+            command.add_argument("--wait", action="store_true", help="wait for the run to end")
+        else:
+            command.add_argument("--cron", required=True, help="six fields, e.g. '0 0 3 * * *'")
+            command.add_argument("--name", required=True, help="recurring run name")
+        command.set_defaults(handler=cmd_submit)
 
     registry = commands.add_parser("registry", help="list, inspect, promote or roll back models")
     registry.add_argument("action", choices=["list", "show", "promote", "rollback"])

@@ -4,76 +4,67 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kfp_lifecycle.components.gate import check_thresholds
 from kfp_lifecycle.components.ingest import read_table
-from kfp_lifecycle.components.train import DEFAULT_FAMILIES, make_estimator
+from kfp_lifecycle.components.train import make_estimator
 from kfp_lifecycle.components.validate import validate_table
+from kfp_lifecycle.config import LifecycleConfig
+from kfp_lifecycle.errors import LifecycleError
 from kfp_lifecycle.registry import model_name_from
 from kfp_lifecycle.tasks import DEFAULT_THRESHOLDS
 
 SUMMARY_FILE = "summary.json"
 
 
-@dataclass
-class TrainingOptions:
-    data: str
-    target: str
-    output: str = "lifecycle-output"
-    task: str = "auto"
-    metric: str = "auto"
-    families: list[str] = field(default_factory=lambda: list(DEFAULT_FAMILIES))
-    thresholds: dict[str, float] | None = None  # None: the task's defaults
-    primary_threshold: float | None = None
-    registry: str | None = None  # default: <output>/registry
-    model_name: str | None = None  # default: derived from the target
-    validation_fraction: float = 0.2
-    test_fraction: float = 0.2
-    seed: int = 42
-
-
-def pipeline_arguments(options: TrainingOptions) -> dict[str, Any]:
+def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     """Check the inputs in-process first (same functions the components use), so a bad
     column name or threshold fails in a second with a one-line reason, not mid-pipeline."""
-    data = options.data
+    data, target = config.data.source, config.data.target
+    if not data:
+        raise LifecycleError("no data source: pass --data or set data.source in the config")
+    if not target:
+        raise LifecycleError("no target column: pass --target or set data.target in the config")
     if not data.startswith("s3://"):
         data = str(Path(data.removeprefix("file://")).absolute())
-    checked = validate_table(read_table(data), options.target, options.task, options.metric)
-    for family in options.families:
+    checked = validate_table(read_table(data), target, config.data.task, config.data.metric)
+    for family in config.models.families:
         make_estimator(family, checked.task)
+    gate = config.gate
     thresholds = dict(
-        DEFAULT_THRESHOLDS[checked.task] if options.thresholds is None else options.thresholds
+        DEFAULT_THRESHOLDS[checked.task] if gate.thresholds is None else gate.thresholds
     )
-    if options.primary_threshold is not None:
-        thresholds[checked.primary_metric] = options.primary_threshold
+    if gate.primary_threshold is not None:
+        thresholds[checked.primary_metric] = gate.primary_threshold
     check_thresholds(thresholds, checked.task)
-    output = Path(options.output).absolute()
+    output = Path(config.output).absolute()
     return {
         "data": data,
-        "target": options.target,
-        "registry": options.registry or str(output / "registry"),
-        "model_name": options.model_name or model_name_from(options.target),
+        "target": target,
+        "registry": config.registry or str(output / "registry"),
+        "model_name": config.model_name or model_name_from(target),
         "task": checked.task,
         "metric": checked.primary_metric,
-        "families": options.families,
+        "families": config.models.families,
         "thresholds": thresholds,
-        "validation_fraction": options.validation_fraction,
-        "test_fraction": options.test_fraction,
-        "seed": options.seed,
+        "clean_options": config.cleaning.model_dump(mode="json", exclude_none=True),
+        "split_options": config.split.model_dump(mode="json", exclude_none=True),
+        "preprocess_options": config.preprocessing.model_dump(mode="json", exclude_none=True),
+        "features_options": config.features.model_dump(mode="json", exclude_none=True),
+        "balance_options": config.imbalance.model_dump(mode="json", exclude_none=True),
     }
 
 
-def run_training(options: TrainingOptions) -> dict[str, Any]:
+def run_training(config: LifecycleConfig) -> dict[str, Any]:
     """Run the pipeline with kfp.local; write and return <output>/summary.json."""
     from kfp import local
 
     from kfp_lifecycle.pipelines.training import training_pipeline
 
-    arguments = pipeline_arguments(options)
-    output = Path(options.output).absolute()
+    arguments = pipeline_arguments(config)
+    output = Path(config.output).absolute()
     output.mkdir(parents=True, exist_ok=True)
     # Locally, each step runs in this environment, which is the project image's own: kfp's
     # warning that the step's image may differ does not apply.

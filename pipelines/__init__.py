@@ -21,7 +21,12 @@ def compile_all(output_dir: Path = COMPILED_DIR) -> list[Path]:
     from kfp import compiler
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    from kfp_lifecycle.config import reference_yaml
+
     written = []
+    reference = Path(__file__).resolve().parent.parent / "examples" / "reference.yaml"
+    if output_dir == COMPILED_DIR and reference.parent.is_dir():  # in a source checkout
+        reference.write_text(reference_yaml())
     for name, function in pipelines().items():
         path = output_dir / f"{name}.yaml"
         compiler.Compiler().compile(function, str(path))

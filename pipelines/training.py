@@ -3,7 +3,10 @@
 from kfp import dsl
 
 from kfp_lifecycle.cluster import with_s3_access
+from kfp_lifecycle.components.balance import balance
+from kfp_lifecycle.components.clean import clean
 from kfp_lifecycle.components.evaluate import evaluate
+from kfp_lifecycle.components.features import select_features
 from kfp_lifecycle.components.gate import gate
 from kfp_lifecycle.components.ingest import ingest
 from kfp_lifecycle.components.preprocess import preprocess
@@ -30,32 +33,48 @@ def training_pipeline(
     metric: str = "auto",
     families: list = DEFAULT_FAMILIES,
     thresholds: dict = {},  # noqa: B006
-    validation_fraction: float = 0.2,
-    test_fraction: float = 0.2,
-    seed: int = 42,
+    clean_options: dict = {},  # noqa: B006
+    split_options: dict = {},  # noqa: B006
+    preprocess_options: dict = {},  # noqa: B006
+    features_options: dict = {},  # noqa: B006
+    balance_options: dict = {},  # noqa: B006
 ) -> dsl.Artifact:
     ingested = with_s3_access(ingest(source=data))
     checked = validate(dataset=ingested.outputs["dataset"], target=target, task=task, metric=metric)
     resolved_task = checked.outputs["task"]
+    cleaned = clean(dataset=ingested.outputs["dataset"], target=target, options=clean_options)
     parts = split(
-        dataset=ingested.outputs["dataset"],
+        dataset=cleaned.outputs["cleaned"],
         target=target,
         task=resolved_task,
-        validation_fraction=validation_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
+        options=split_options,
     )
-    prepared = preprocess(train=parts.outputs["train"], target=target)
+    # Preprocessing is fitted on real training rows; balancing only adds rows for the models.
+    prepared = preprocess(
+        train=parts.outputs["train"], target=target, task=resolved_task, options=preprocess_options
+    )
+    selected = select_features(
+        train=prepared.outputs["train_clean"],
+        preprocessor=prepared.outputs["preprocessor"],
+        target=target,
+        task=resolved_task,
+        options=features_options,
+    )
+    balanced = balance(
+        train=prepared.outputs["train_clean"],
+        target=target,
+        task=resolved_task,
+        options=balance_options,
+    )
 
     with dsl.ParallelFor(items=families, name="model-families") as family:
         candidate = train(
-            train=parts.outputs["train"],
+            train=balanced.outputs["balanced"],
             validation=parts.outputs["validation"],
-            preprocessor=prepared.outputs["preprocessor"],
+            preprocessor=selected.outputs["selected"],
             validation_report=checked.outputs["report"],
             target=target,
             family=family,
-            seed=seed,
         )
 
     chosen = select(

@@ -14,7 +14,7 @@ from kfp_lifecycle.tasks import CLASSIFICATION
 def build_bundle(directory: Path, churn: pd.DataFrame, family: str = "linear") -> Path:
     """A registered-ready bundle of `family` trained on the churn table."""
     parts = split_table(churn, "churned", CLASSIFICATION, seed=0)
-    fitted, schema = fit_preprocessor(parts.train, "churned")
+    fitted, schema, _ = fit_preprocessor(parts.train, "churned", CLASSIFICATION)
     bundle = train_model(
         parts.train, parts.validation, "churned", CLASSIFICATION, family, fitted, schema
     )

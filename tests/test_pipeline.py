@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from kfp_lifecycle.bundle import load_bundle
-from kfp_lifecycle.local_run import TrainingOptions, run_training
+from kfp_lifecycle.config import parse_config
+from kfp_lifecycle.local_run import run_training
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry
 
 pytestmark = pytest.mark.pipeline
@@ -31,12 +32,17 @@ def churn_runs(tmp_path_factory, churn):
     """Two runs into one registry: the first passes a lenient gate, the second an impossible one."""
     root = tmp_path_factory.mktemp("churn-runs")
     data = write_csv(churn, root)
-    common = dict(data=str(data), target="churned", registry=str(root / "registry"))
+    common = {
+        "data": {"source": str(data), "target": "churned"},
+        "registry": str(root / "registry"),
+    }
     first = run_training(
-        TrainingOptions(output=str(root / "run1"), primary_threshold=0.6, **common)
+        parse_config({**common, "output": str(root / "run1"), "gate": {"primary_threshold": 0.6}})
     )
     second = run_training(
-        TrainingOptions(output=str(root / "run2"), thresholds={"roc_auc": 0.99}, **common)
+        parse_config(
+            {**common, "output": str(root / "run2"), "gate": {"thresholds": {"roc_auc": 0.99}}}
+        )
     )
     return root, first, second
 
@@ -80,11 +86,12 @@ def test_unblessed_run_is_registered_but_does_not_move_the_champion(churn_runs):
 
 def test_regression_pipeline(tmp_path, regression):
     summary = run_training(
-        TrainingOptions(
-            data=str(write_csv(regression, tmp_path)),
-            target="price",
-            output=str(tmp_path / "out"),
-            families=["linear", "xgboost"],
+        parse_config(
+            {
+                "data": {"source": str(write_csv(regression, tmp_path)), "target": "price"},
+                "output": str(tmp_path / "out"),
+                "models": {"families": ["linear", "xgboost"]},
+            }
         )
     )
     assert (summary["task"], summary["primary_metric"]) == ("regression", "rmse")

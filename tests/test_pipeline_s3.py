@@ -5,8 +5,9 @@ from s3_server import new_bucket, running_moto
 
 from kfp_lifecycle.bundle import load_bundle
 from kfp_lifecycle.components.ingest import read_table
+from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.errors import LifecycleError
-from kfp_lifecycle.local_run import TrainingOptions, run_training
+from kfp_lifecycle.local_run import run_training
 from kfp_lifecycle.registry import CHAMPION, open_registry
 from kfp_lifecycle.serving.server import resolve_model
 from kfp_lifecycle.storage import download_bundle, upload_file
@@ -25,13 +26,14 @@ def test_training_reads_and_registers_on_s3(tmp_path, monkeypatch, churn):
         registry = f"s3://{model_bucket}/registry"
 
         summary = run_training(
-            TrainingOptions(
-                data=f"s3://{data_bucket}/tables/churn.csv",
-                target="churned",
-                output=str(tmp_path / "out"),
-                registry=registry,
-                families=["linear"],
-                primary_threshold=0.6,
+            parse_config(
+                {
+                    "data": {"source": f"s3://{data_bucket}/tables/churn.csv", "target": "churned"},
+                    "output": str(tmp_path / "out"),
+                    "registry": registry,
+                    "models": {"families": ["linear"]},
+                    "gate": {"primary_threshold": 0.6},
+                }
             )
         )
 

@@ -1,0 +1,138 @@
+"""The pipeline configuration file: every option of the lifecycle, validated on load.
+
+Each step owns its options (a pydantic model beside the step's code); this file only
+composes them, so a step's defaults and descriptions live in one place. A bad key or value
+is reported with its dotted path in the file: `split.strategy: Input should be ...`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kfp_lifecycle.components.balance import BalanceOptions
+from kfp_lifecycle.components.clean import CleanOptions
+from kfp_lifecycle.components.features import FeaturesOptions
+from kfp_lifecycle.components.preprocess import PreprocessOptions
+from kfp_lifecycle.components.split import SplitOptions
+from kfp_lifecycle.components.train import DEFAULT_FAMILIES
+from kfp_lifecycle.errors import LifecycleError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Section):
+    source: str | None = Field(None, description="CSV or Parquet: a path, file:// or s3:// URI.")
+    target: str | None = Field(None, description="The column to predict.")
+    task: Literal["auto", "classification", "regression"] = Field(
+        "auto", description="auto detects it from the target."
+    )
+    metric: str = Field("auto", description="Primary metric (auto: roc_auc or rmse).")
+
+
+class ModelsConfig(Section):
+    families: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FAMILIES),
+        description="Model families trained in parallel; the best on validation wins.",
+    )
+
+
+class GateConfig(Section):
+    thresholds: dict[str, float] | None = Field(
+        None,
+        description="Metric -> bound (a floor, or a ceiling for errors like rmse). Unset: "
+        "roc_auc >= 0.70 or r2 >= 0.10. Empty ({}): nothing is blessed.",
+    )
+    primary_threshold: float | None = Field(
+        None, description="A bound on the primary metric, added to the thresholds."
+    )
+
+
+class LifecycleConfig(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model_name: str | None = Field(None, description="Registered model name (default: target).")
+    registry: str | None = Field(None, description="Registry: a directory or s3:// URI.")
+    output: str = Field("lifecycle-output", description="Local run's output directory.")
+    cleaning: CleanOptions = Field(default_factory=CleanOptions)
+    split: SplitOptions = Field(default_factory=SplitOptions)
+    preprocessing: PreprocessOptions = Field(default_factory=PreprocessOptions)
+    features: FeaturesOptions = Field(default_factory=FeaturesOptions)
+    imbalance: BalanceOptions = Field(default_factory=BalanceOptions)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+
+def describe_errors(error: ValidationError, source: str) -> str:
+    """One line per problem, each naming the dotted key and the value given."""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        given = problem.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"{source}: {key}: {problem['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "config") -> LifecycleConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise LifecycleError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return LifecycleConfig.model_validate(data)
+    except ValidationError as error:
+        raise LifecycleError(describe_errors(error, source)) from None
+
+
+def load_config(path: str | Path) -> LifecycleConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise LifecycleError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise LifecycleError(f"{path} is not valid YAML: {error}") from None
+    return parse_config(data, str(path))
+
+
+def with_overrides(config: LifecycleConfig, overrides: dict[str, Any]) -> LifecycleConfig:
+    """Apply dotted-key overrides (from command-line flags) and validate the result again."""
+    data = config.model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_config(data, "command line")
+
+
+def reference_yaml() -> str:
+    """Every option with its default and description: examples/reference.yaml (`make compile`)."""
+    lines = [
+        "# Every option of the lifecycle with its default and what it does. Generated from the",
+        "# steps' option models by `make compile`; do not edit by hand. Copy what you need.",
+        "",
+    ]
+
+    def emit(model: type[BaseModel], values: dict[str, Any], depth: int) -> None:
+        for name, field in model.model_fields.items():
+            comment = f"  # {field.description}" if field.description else ""
+            nested = field.annotation if isinstance(values[name], dict) else None
+            if nested is not None and hasattr(nested, "model_fields"):
+                lines.append(f"{'  ' * depth}{name}:{comment}")
+                emit(nested, values[name], depth + 1)
+                continue
+            value = yaml.safe_dump(values[name], default_flow_style=True).strip()
+            value = value.removesuffix("...").strip()
+            lines.append(f"{'  ' * depth}{name}: {value}{comment}")
+
+    emit(LifecycleConfig, LifecycleConfig().model_dump(mode="json"), 0)
+    return "\n".join(lines) + "\n"

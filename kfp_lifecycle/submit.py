@@ -1,0 +1,89 @@
+"""Submit the compiled pipelines to a Kubeflow Pipelines cluster, once or on a schedule."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.pipelines import COMPILED_DIR, pipelines
+
+RUN_TIMEOUT_SECONDS = 3 * 60 * 60
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, Any]:
+    """`k=v` pairs; a value that reads as JSON (number, list, object) is passed as such."""
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise LifecycleError(f"--param expects NAME=VALUE, got '{pair}'")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return params
+
+
+def package_path(pipeline: str) -> str:
+    if pipeline not in pipelines():
+        known = ", ".join(pipelines())
+        raise LifecycleError(f"unknown pipeline '{pipeline}'; choose from: {known}")
+    return str(COMPILED_DIR / f"{pipeline}.yaml")
+
+
+def client(host: str, namespace: str | None) -> Any:
+    import kfp
+
+    return kfp.Client(host=host, namespace=namespace)
+
+
+def submit(
+    kfp_client: Any,
+    host: str,
+    pipeline: str,
+    params: dict[str, Any],
+    experiment: str,
+    namespace: str | None,
+    wait: bool,
+) -> dict[str, Any]:
+    result = kfp_client.create_run_from_pipeline_package(
+        package_path(pipeline),
+        arguments=params,
+        experiment_name=experiment,
+        namespace=namespace,
+    )
+    url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
+    summary = {"run_id": result.run_id, "url": url}
+    if wait:
+        run = kfp_client.wait_for_run_completion(result.run_id, timeout=RUN_TIMEOUT_SECONDS)
+        summary["state"] = str(run.state)
+        if summary["state"] != "SUCCEEDED":
+            raise LifecycleError(f"run {result.run_id} ended {summary['state']}: {summary['url']}")
+    return summary
+
+
+def schedule(
+    kfp_client: Any,
+    pipeline: str,
+    params: dict[str, Any],
+    experiment: str,
+    namespace: str | None,
+    cron: str,
+    name: str,
+) -> str:
+    """A recurring run (KFP cron: six fields, seconds first, e.g. `0 0 3 * * *`)."""
+    if len(cron.split()) != 6:
+        raise LifecycleError(
+            f"--cron '{cron}' needs six fields (seconds first), e.g. '0 0 3 * * *' for 03:00 daily"
+        )
+    experiment_id = kfp_client.create_experiment(experiment, namespace=namespace).experiment_id
+    recurring = kfp_client.create_recurring_run(
+        experiment_id=experiment_id,
+        job_name=name,
+        cron_expression=cron,
+        pipeline_package_path=package_path(pipeline),
+        params=params,
+        no_catchup=True,
+    )
+    return recurring.recurring_run_id

@@ -77,7 +77,7 @@ def baseline(parts, target, task):
 
 
 def ours(parts, target, task):
-    fitted, schema = fit_preprocessor(parts.train, target)
+    fitted, schema, _ = fit_preprocessor(parts.train, target, task)
     bundles = [
         train_model(parts.train, parts.validation, target, task, f, fitted, schema)
         for f in DEFAULT_FAMILIES

@@ -24,6 +24,9 @@ from kfp_lifecycle.tasks import CLASSIFICATION
 
 # The training step passes this column as `sample_weight` and never as a feature.
 SAMPLE_WEIGHT_COLUMN = "__sample_weight__"
+# Each balanced row's position among the input rows (-1 for a synthetic row): the training
+# step needs it to give real rows their cross-fitted encodings (see components/train.py).
+ORIGIN_COLUMN = "__origin_row__"
 
 AUTO, NONE, SMOTE_FAMILY = "auto", "none", "smote"
 OVERSAMPLE, UNDERSAMPLE, CLASS_WEIGHT = "oversample", "undersample", "class_weight"
@@ -97,7 +100,8 @@ def balance_training_rows(
                 f"balance strategy '{options.strategy}' needs classes; for {task} use "
                 "'none' or 'auto'"
             )
-        return train, BalanceReport(options.strategy, NONE, None, len(train), len(train))
+        unchanged = train.assign(**{ORIGIN_COLUMN: np.arange(len(train))})
+        return unchanged, BalanceReport(options.strategy, NONE, None, len(train), len(train))
 
     counts = train[target].value_counts()
     if len(counts) < 2:
@@ -124,6 +128,7 @@ def balance_training_rows(
             strategy = OVERSAMPLE
             report.notes.append("auto: a class has one row, too few for SMOTE; oversampling")
 
+    origins = np.arange(len(train))
     if strategy == NONE:
         balanced = train
     elif strategy == CLASS_WEIGHT:
@@ -131,9 +136,11 @@ def balance_training_rows(
         balanced = train.assign(**{SAMPLE_WEIGHT_COLUMN: train[target].map(weights)})
         report.class_weights = {str(label): round(float(w), 6) for label, w in weights.items()}
     elif strategy in (OVERSAMPLE, UNDERSAMPLE):
-        balanced = _resample_rows(train, target, strategy, options)
+        balanced, origins = _resample_rows(train, target, strategy, options)
     else:
         balanced, strategy = _smote(train, target, counts, options, report)
+        origins = np.concatenate([origins, np.full(len(balanced) - len(train), -1)])
+    balanced = balanced.assign(**{ORIGIN_COLUMN: origins})
     report.applied = strategy
     report.rows_after = len(balanced)
     report.synthetic_rows = len(balanced) - len(train) if strategy.startswith("smote") else 0
@@ -147,7 +154,7 @@ def _plain_counts(counts: pd.Series) -> dict[str, int]:
 
 def _resample_rows(
     train: pd.DataFrame, target: str, strategy: str, options: BalanceOptions
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Random over/under-sampling picks whole raw rows, so no value is ever altered."""
     sampler_class = RandomOverSampler if strategy == OVERSAMPLE else RandomUnderSampler
     # imbalanced-learn's "auto" is "not majority" when over-sampling and "not minority" when
@@ -158,7 +165,7 @@ def _resample_rows(
     rows = sampler.sample_indices_
     if strategy == UNDERSAMPLE:
         rows = np.sort(rows)
-    return train.iloc[rows].reset_index(drop=True)
+    return train.iloc[rows].reset_index(drop=True), rows
 
 
 def _call(fit_resample: Any, features: np.ndarray, labels: np.ndarray) -> Any:
@@ -293,11 +300,15 @@ def _holds_integers(series: pd.Series) -> bool:
     )
 
 
-def split_sample_weight(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """Separate the balance step's weights from the features (None when it added none)."""
-    if SAMPLE_WEIGHT_COLUMN not in frame.columns:
-        return frame, None
-    return frame.drop(columns=[SAMPLE_WEIGHT_COLUMN]), frame[SAMPLE_WEIGHT_COLUMN].to_numpy()
+def split_balance_columns(
+    frame: pd.DataFrame,
+) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None]:
+    """The rows without the balance step's columns, its weights and the rows' origins
+    (None for what it did not add)."""
+    extra = [c for c in (SAMPLE_WEIGHT_COLUMN, ORIGIN_COLUMN) if c in frame.columns]
+    weights = frame[SAMPLE_WEIGHT_COLUMN].to_numpy() if SAMPLE_WEIGHT_COLUMN in extra else None
+    origins = frame[ORIGIN_COLUMN].to_numpy() if ORIGIN_COLUMN in extra else None
+    return frame.drop(columns=extra), weights, origins
 
 
 @component

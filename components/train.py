@@ -6,8 +6,10 @@ The pipeline runs this component once per family in parallel (dsl.ParallelFor).
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from sklearn.base import clone
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
@@ -20,6 +22,7 @@ from xgboost import XGBClassifier, XGBRegressor
 
 from kfp_lifecycle.bundle import Bundle
 from kfp_lifecycle.component import component
+from kfp_lifecycle.components.balance import split_balance_columns
 from kfp_lifecycle.components.evaluate import compute_metrics
 from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.schema import InputSchema
@@ -95,10 +98,16 @@ def train_model(
     preprocessor: Pipeline,
     schema: InputSchema,
     seed: int = 42,
+    fitted_rows: pd.DataFrame | None = None,
 ) -> Bundle:
-    """Fit one family on the fitted preprocessor's output; return an in-memory bundle."""
+    """Fit one family on the fitted preprocessor's output; return an in-memory bundle.
+
+    `train` may come from the balance step (its weight and origin columns are honoured);
+    `fitted_rows` are the rows the preprocessor was fitted on (default: `train` itself).
+    """
     estimator = make_estimator(family, task, seed)
-    x_train = preprocessor.transform(train.drop(columns=[target]))
+    train, sample_weight, origins = split_balance_columns(train)
+    x_train = training_matrix(preprocessor, train, target, origins, fitted_rows)
     x_valid = preprocessor.transform(validation.drop(columns=[target]))
     classes = class_labels(train[target]) if task == CLASSIFICATION else None
     if classes is not None:
@@ -107,9 +116,11 @@ def train_model(
     else:
         y_train, y_valid = train[target], validation[target]
 
-    fit_options = {}
+    fit_options: dict[str, Any] = {}
+    if sample_weight is not None:
+        fit_options["sample_weight"] = sample_weight
     if family == "xgboost":
-        fit_options = {"eval_set": [(x_valid, y_valid)], "verbose": False}
+        fit_options.update({"eval_set": [(x_valid, y_valid)], "verbose": False})
     estimator.fit(x_train, y_train, **fit_options)
 
     pipeline = Pipeline([*preprocessor.steps, ("model", estimator)])
@@ -132,6 +143,36 @@ def train_model(
     return bundle
 
 
+def training_matrix(
+    preprocessor: Pipeline,
+    train: pd.DataFrame,
+    target: str,
+    origins: np.ndarray | None,
+    fitted_rows: pd.DataFrame | None,
+) -> np.ndarray:
+    """Features for the training rows, with no row's own label in its encoding.
+
+    A target encoder's transform() uses labels of all the rows it was fitted on, the row's
+    own included: a model trained on that learns a leak. Refitting a copy on the same rows
+    with fit_transform() gives the cross-fitted encodings (and the same fitted state).
+    Rows the balance step synthesised were never fitted on: their plain transform is honest.
+    """
+    fitted_rows = train if fitted_rows is None else fitted_rows
+    honest = clone(preprocessor).fit_transform(
+        fitted_rows.drop(columns=[target]), fitted_rows[target]
+    )
+    honest = np.asarray(honest, dtype="float64")
+    if origins is None:
+        return honest
+    matrix = np.empty((len(train), honest.shape[1]), dtype="float64")
+    real = origins >= 0
+    matrix[real] = honest[origins[real]]
+    if (~real).any():
+        synthetic = train.loc[~real].drop(columns=[target])
+        matrix[~real] = np.asarray(preprocessor.transform(synthetic), dtype="float64")
+    return matrix
+
+
 def _plain_params(estimator: Any) -> dict[str, Any]:
     return {
         k: v
@@ -145,6 +186,7 @@ def train(
     train: Input[Dataset],
     validation: Input[Dataset],
     preprocessor: Input[Artifact],
+    fitted_rows: Input[Dataset],
     validation_report: Input[Artifact],
     target: str,
     family: str,
@@ -154,9 +196,10 @@ def train(
     """Train one model family and bundle it with the fitted preprocessing.
 
     Args:
-        train: Training rows.
+        train: Training rows, as the balance step left them (weights and synthetic rows).
         validation: Validation rows (early stopping and the leaderboard).
         preprocessor: The transform fitted on the training rows.
+        fitted_rows: The rows the transform was fitted on (for cross-fitted encodings).
         target: Name of the column to predict.
         validation_report: The validate step's report: the resolved task and primary metric.
         family: linear, random_forest, hist_gradient_boosting or xgboost.
@@ -184,6 +227,7 @@ def train(
         fitted,
         schema,
         seed,
+        fitted_rows=pd.read_parquet(fitted_rows.path),
     )
     bundle.metadata["primary_metric"] = primary_metric
     write_bundle(model.path, bundle.pipeline, bundle.metadata)

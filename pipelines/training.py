@@ -72,6 +72,7 @@ def training_pipeline(
             train=balanced.outputs["balanced"],
             validation=parts.outputs["validation"],
             preprocessor=selected.outputs["selected"],
+            fitted_rows=prepared.outputs["train_clean"],
             validation_report=checked.outputs["report"],
             target=target,
             family=family,

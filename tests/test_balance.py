@@ -7,11 +7,12 @@ from kfp.dsl import Artifact, Dataset
 from pydantic import ValidationError
 
 from kfp_lifecycle.components.balance import (
+    ORIGIN_COLUMN,
     SAMPLE_WEIGHT_COLUMN,
     BalanceOptions,
     balance,
     balance_training_rows,
-    split_sample_weight,
+    split_balance_columns,
 )
 from kfp_lifecycle.components.split import Splits, guard_against_leaks, split_table
 from kfp_lifecycle.errors import DataError
@@ -38,8 +39,16 @@ def _row_hashes(frame: pd.DataFrame) -> set:
 BALANCE_CHURN = BalanceOptions(minority_share_threshold=0.2)
 
 
+def rows_only(balanced: pd.DataFrame) -> pd.DataFrame:
+    return split_balance_columns(balanced)[0]
+
+
 def test_auto_uses_smote_nc_below_the_threshold_and_evens_the_classes(parts):
     balanced, report = balance_training_rows(parts.train, "churned", CLASSIFICATION, BALANCE_CHURN)
+    origins = balanced[ORIGIN_COLUMN]
+    assert (origins[: len(parts.train)] == range(len(parts.train))).all()
+    assert (origins[len(parts.train) :] == -1).all()
+    balanced = rows_only(balanced)
     counts = balanced["churned"].value_counts()
     assert report.applied == "smote_nc" and report.minority_share < 0.2
     assert counts["yes"] == counts["no"] == (parts.train["churned"] == "no").sum()
@@ -55,6 +64,7 @@ def test_auto_leaves_balanced_enough_classes_alone(parts):
 
 def test_synthetic_rows_look_like_raw_training_rows(parts):
     balanced, _ = balance_training_rows(parts.train, "churned", CLASSIFICATION, BALANCE_CHURN)
+    balanced = rows_only(balanced)
     synthetic = balanced.iloc[len(parts.train) :]
     raw_kinds = {c.name: c.kind for c in infer_schema(parts.train, "churned").columns}
     assert {c.name: c.kind for c in infer_schema(synthetic, "churned").columns} == raw_kinds
@@ -73,8 +83,10 @@ def test_synthetic_rows_look_like_raw_training_rows(parts):
 
 def test_resampled_rows_never_reach_validation_or_test(parts):
     validation, test = parts.validation.copy(), parts.test.copy()
-    balanced, _ = balance_training_rows(parts.train, "churned", CLASSIFICATION)
+    balanced, _ = balance_training_rows(parts.train, "churned", CLASSIFICATION, BALANCE_CHURN)
+    balanced = rows_only(balanced)
     synthetic = balanced.iloc[len(parts.train) :]
+    assert len(synthetic) > 0
     held_out = _row_hashes(validation) | _row_hashes(test)
     assert not _row_hashes(synthetic) & held_out
     assert not _row_hashes(synthetic) & _row_hashes(parts.train)  # new rows, not copies
@@ -112,8 +124,9 @@ def test_random_sampling_only_repeats_or_drops_real_rows(parts):
     )
     assert over["churned"].value_counts().tolist() == [counts.max()] * 2
     assert under["churned"].value_counts().tolist() == [counts.min()] * 2
-    assert _row_hashes(over) == _row_hashes(train)
-    assert _row_hashes(under) <= _row_hashes(train)
+    assert (train.iloc[over[ORIGIN_COLUMN]]["churned"].to_numpy() == over["churned"]).all()
+    assert _row_hashes(rows_only(over)) == _row_hashes(train)
+    assert _row_hashes(rows_only(under)) <= _row_hashes(train)
 
 
 def test_a_ratio_sampling_strategy_stops_short_of_parity(parts):
@@ -135,9 +148,11 @@ def test_class_weights_balance_the_total_weight_of_each_class(parts):
     assert weights["yes"] == pytest.approx(weights["no"])
     assert weights.sum() == pytest.approx(len(parts.train))
     assert report.class_weights["yes"] > 1 > report.class_weights["no"]
-    features, sample_weight = split_sample_weight(balanced)
-    assert SAMPLE_WEIGHT_COLUMN not in features and len(sample_weight) == len(features)
-    assert split_sample_weight(parts.train)[1] is None
+    features, sample_weight, origins = split_balance_columns(balanced)
+    assert SAMPLE_WEIGHT_COLUMN not in features and ORIGIN_COLUMN not in features
+    assert len(sample_weight) == len(features)
+    assert (origins == range(len(parts.train))).all()
+    assert split_balance_columns(parts.train)[1:] == (None, None)
 
 
 def test_a_tiny_class_lowers_k_or_falls_back_to_oversampling(multiclass):

@@ -1,12 +1,14 @@
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from kfp_lifecycle.bundle import load_bundle, write_bundle
 from kfp_lifecycle.components.evaluate import evaluate_bundle
-from kfp_lifecycle.components.preprocess import fit_preprocessor
+from kfp_lifecycle.components.preprocess import PreprocessOptions, fit_preprocessor
 from kfp_lifecycle.components.select import leaderboard, rank_candidates
 from kfp_lifecycle.components.split import split_table
-from kfp_lifecycle.components.train import FAMILIES, train_model
+from kfp_lifecycle.components.train import FAMILIES, make_estimator, train_model, training_matrix
 from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION, metrics_for
 
@@ -20,7 +22,7 @@ CASES = {
 
 def _train(frame, target, task, family):
     parts = split_table(frame, target, task, seed=0)
-    fitted, schema = fit_preprocessor(parts.train, target)
+    fitted, schema, _ = fit_preprocessor(parts.train, target, task)
     return train_model(parts.train, parts.validation, target, task, family, fitted, schema), parts
 
 
@@ -82,3 +84,32 @@ def test_ranking_follows_the_metric_direction():
     assert [c["family"] for c in rank_candidates(candidates, "rmse")] == ["b", "c", "a"]
     ranked = rank_candidates(candidates, "roc_auc")
     assert list(leaderboard(ranked, "roc_auc")) == ["b", "c", "a"]
+
+
+def test_target_encoded_training_rows_do_not_see_their_own_labels():
+    """A 600-value category of pure noise, target-encoded: with the encoder's plain
+    transform the forest memorises the noise; with cross-fitted encodings it does not."""
+    rng = np.random.default_rng(0)
+    rows = 3000
+    signal = rng.normal(size=rows)
+    frame = pd.DataFrame(
+        {
+            "signal": signal,
+            "noise_id": rng.integers(0, 600, size=rows).astype(str),
+            "y": np.where(signal + rng.normal(scale=1.0, size=rows) > 0, "a", "b"),
+        }
+    )
+    parts = split_table(frame, "y", CLASSIFICATION, seed=0)
+    options = PreprocessOptions(encoding="target", drop_id_like=False)
+    fitted, schema, _ = fit_preprocessor(parts.train, "y", CLASSIFICATION, options)
+    honest = train_model(
+        parts.train, parts.validation, "y", CLASSIFICATION, "random_forest", fitted, schema
+    )
+    leaky_matrix = fitted.transform(parts.train.drop(columns=["y"]))
+    assert not np.allclose(leaky_matrix, training_matrix(fitted, parts.train, "y", None, None))
+    forest = make_estimator("random_forest", CLASSIFICATION)
+    forest.fit(leaky_matrix, parts.train["y"] == "b")
+    x_valid = fitted.transform(parts.validation.drop(columns=["y"]))
+    leaky_auc = roc_auc_score(parts.validation["y"] == "b", forest.predict_proba(x_valid)[:, 1])
+    honest_auc = honest.metadata["metrics"]["validation"]["roc_auc"]
+    assert honest_auc > leaky_auc + 0.03, (honest_auc, leaky_auc)

@@ -49,4 +49,11 @@ if [ ! -f manifests/overlays/kind/minio.env ]; then
   exit 1
 fi
 kubectl kustomize manifests/overlays/kind | kubectl apply -f -
+# KFP standalone runs pipeline pods in namespace kubeflow: the same S3 settings there.
+kubectl -n kubeflow create secret generic kfp-lifecycle-s3 \
+  --from-env-file=manifests/overlays/kind/minio.env --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n kubeflow create configmap kfp-lifecycle-s3 \
+  --from-literal=S3_ENDPOINT=http://minio-service.kfp-lifecycle:9000 \
+  --from-literal=S3_USE_HTTPS=0 --from-literal=AWS_REGION=us-east-1 \
+  --dry-run=client -o yaml | kubectl apply -f -
 say "ready: KFP UI http://localhost:8080, inference http://localhost:8081, MinIO console http://localhost:9001"

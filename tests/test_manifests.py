@@ -21,6 +21,7 @@ CRDS = ROOT / "schemas" / "crds"
 CRD_SCHEMAS = {
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): "servingruntime_v1alpha1.json",
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice_v1beta1.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor_v1.json",
 }
 KUBERNETES_VERSION = "1.33.0"
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
@@ -51,7 +52,7 @@ def test_every_object_validates(objects):
     for obj in rendered:
         key = (obj["apiVersion"], obj["kind"])
         if key in CRD_SCHEMAS:
-            schema = CRDS / "serving.kserve.io" / CRD_SCHEMAS[key]
+            schema = CRDS / key[0].split("/")[0] / CRD_SCHEMAS[key]
             jsonschema.validate(obj, json.loads(schema.read_text()))
         else:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -110,3 +111,9 @@ def test_no_secret_value_is_committed():
         if path.endswith((".yaml", ".yml")):
             for doc in yaml.safe_load_all((ROOT / path).read_text()):
                 assert not (doc and doc.get("kind") == "Secret"), f"{path} commits a Secret"
+
+
+def test_the_cloud_overlay_scrapes_the_model_servers(tmp_path):
+    (monitor,) = [o for o in render("cloud", tmp_path) if o["kind"] == "PodMonitor"]
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert (endpoint["targetPort"], endpoint["path"]) == (8080, "/metrics")

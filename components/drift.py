@@ -1,0 +1,269 @@
+"""Drift: has the data the model sees moved away from the data it was trained on?
+
+Per feature, the test suited to its kind and the sample size: for small samples a
+two-sample test with a p-value (Kolmogorov-Smirnov for numbers, chi-square for categories),
+for large ones a distance with a threshold (Wasserstein distance in units of the reference's
+standard deviation, Jensen-Shannon divergence), where any p-value would flag negligible
+shifts. Population stability index on request. Categories never seen in the reference and a
+changed share of missing values are findings of their own. The dataset drifts when the
+share of drifted features reaches `drift_share`.
+"""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from kfp_lifecycle.component import component
+from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, InputSchema, infer_schema
+
+MISSING = "__missing__"
+
+
+class DriftOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    small_sample: int = Field(
+        1000, ge=10, description="Up to this many rows (the smaller side): p-value tests."
+    )
+    p_value: float = Field(0.05, gt=0, lt=1, description="Small samples: drift when p < this.")
+    wasserstein_threshold: float = Field(
+        0.1, gt=0, description="Large samples, numbers: Wasserstein / reference std above this."
+    )
+    jensen_shannon_threshold: float = Field(
+        0.1, gt=0, le=1, description="Large samples, categories: JS divergence (base 2) above this."
+    )
+    psi: bool = Field(False, description="Also compute the population stability index.")
+    psi_threshold: float = Field(0.2, gt=0, description="PSI above this is drift (when psi).")
+    psi_bins: int = Field(10, ge=2, description="Quantile bins of the reference for PSI.")
+    new_category_share: float = Field(
+        0.01, ge=0, lt=1, description="Rows with categories the reference never had: drift above."
+    )
+    null_rate_change: float = Field(
+        0.05, ge=0, lt=1, description="Absolute change in the share of missing values: drift above."
+    )
+    drift_share: float = Field(
+        0.5, gt=0, le=1, description="The dataset drifts when this share of features drift."
+    )
+
+
+@dataclass
+class FeatureDrift:
+    column: str
+    kind: str
+    test: str
+    statistic: float
+    threshold: float
+    drifted: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DriftResult:
+    features: list[FeatureDrift]
+    drifted_share: float
+    dataset_drift: bool
+    reference_rows: int
+    current_rows: int
+
+    @property
+    def drifted(self) -> list[str]:
+        return [f.column for f in self.features if f.drifted]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "drifted_features": self.drifted}
+
+
+def detect_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    options: DriftOptions | None = None,
+    schema: InputSchema | None = None,
+) -> DriftResult:
+    """Compare every schema column of `current` with `reference` (schema: inferred if absent)."""
+    options = options or DriftOptions()
+    schema = schema or infer_schema(reference, target="")
+    missing = [name for name in schema.names if name not in current.columns]
+    if missing:
+        raise DataError(f"current data lacks column(s) the reference has: {', '.join(missing)}")
+    if reference.empty or current.empty:
+        raise DataError("drift needs rows on both sides: the reference or current data is empty")
+    reference, current = schema.coerce(reference), schema.coerce(current)
+    small = min(len(reference), len(current)) <= options.small_sample
+    features = [
+        _column_drift(reference[c.name], current[c.name], c.kind, small, options)
+        for c in schema.columns
+    ]
+    share = sum(f.drifted for f in features) / len(features)
+    return DriftResult(
+        features, round(share, 4), share >= options.drift_share, len(reference), len(current)
+    )
+
+
+def _column_drift(
+    reference: pd.Series, current: pd.Series, kind: str, small: bool, options: DriftOptions
+) -> FeatureDrift:
+    reasons = []
+    null_change = current.isna().mean() - reference.isna().mean()
+    if abs(null_change) > options.null_rate_change:
+        reasons.append(
+            f"missing values {reference.isna().mean():.1%} -> {current.isna().mean():.1%}"
+        )
+    if kind in (CATEGORICAL, BOOLEAN):
+        found = _categorical(reference, current, small, options, reasons)
+    else:
+        if kind == DATETIME:
+            reference, current = _epoch(reference), _epoch(current)
+        found = _numeric(reference.dropna(), current.dropna(), small, options)
+    test, statistic, threshold, drifted = found
+    if drifted:
+        reasons.insert(0, f"{test} {statistic:.4g} (threshold {threshold:g})")
+    if options.psi and kind not in (CATEGORICAL, BOOLEAN):
+        value = psi(reference.dropna(), current.dropna(), options.psi_bins)
+        if value > options.psi_threshold:
+            reasons.append(f"PSI {value:.3f} (threshold {options.psi_threshold:g})")
+    name = str(reference.name)
+    return FeatureDrift(name, kind, test, float(statistic), threshold, bool(reasons), reasons)
+
+
+def _numeric(
+    reference: pd.Series, current: pd.Series, small: bool, options: DriftOptions
+) -> tuple[str, float, float, bool]:
+    if reference.empty or current.empty:
+        return "no values", 0.0, 0.0, False
+    if small:
+        p = float(stats.ks_2samp(reference, current).pvalue)
+        return "KS p-value", p, options.p_value, p < options.p_value
+    scale = float(reference.std()) or 1.0
+    distance = float(stats.wasserstein_distance(reference, current)) / scale
+    return (
+        "Wasserstein/std",
+        distance,
+        options.wasserstein_threshold,
+        (distance > options.wasserstein_threshold),
+    )
+
+
+def _categorical(
+    reference: pd.Series,
+    current: pd.Series,
+    small: bool,
+    options: DriftOptions,
+    reasons: list[str],
+) -> tuple[str, float, float, bool]:
+    ref = reference.astype(object).fillna(MISSING).astype(str)
+    cur = current.astype(object).fillna(MISSING).astype(str)
+    new = sorted(set(cur) - set(ref))
+    new_share = float(cur.isin(new).mean()) if new else 0.0
+    if new and new_share > options.new_category_share:
+        shown = ", ".join(repr(v) for v in new[:5])
+        reasons.append(f"categories never seen in the reference ({new_share:.1%} of rows): {shown}")
+    categories = sorted(set(ref) | set(cur))
+    ref_counts = ref.value_counts().reindex(categories, fill_value=0).to_numpy()
+    cur_counts = cur.value_counts().reindex(categories, fill_value=0).to_numpy()
+    if small:
+        if len(categories) < 2:
+            return "chi-square p-value", 1.0, options.p_value, False
+        table = np.vstack([ref_counts, cur_counts]) + 0.5  # no empty cell
+        p = float(stats.chi2_contingency(table).pvalue)
+        return "chi-square p-value", p, options.p_value, p < options.p_value
+    divergence = float(
+        jensenshannon(ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum(), base=2) ** 2
+    )
+    return (
+        "Jensen-Shannon",
+        divergence,
+        options.jensen_shannon_threshold,
+        (divergence > options.jensen_shannon_threshold),
+    )
+
+
+def psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
+    """Population stability index over the reference's quantile bins."""
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 3:
+        return 0.0
+    edges[0], edges[-1] = -np.inf, np.inf
+    expected = np.histogram(reference, edges)[0] / len(reference)
+    actual = np.histogram(current, edges)[0] / len(current)
+    expected, actual = np.clip(expected, 1e-6, None), np.clip(actual, 1e-6, None)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def _epoch(values: pd.Series) -> pd.Series:
+    return pd.Series(
+        values.astype("datetime64[ns]").astype("int64").where(values.notna()) / 86400e9,
+        name=values.name,
+    )
+
+
+def render_report(result: DriftResult) -> str:
+    from kfp_lifecycle.html_report import Section, render_page, table
+
+    verdict = "DRIFT" if result.dataset_drift else "no dataset drift"
+    overview = Section("overview", "Verdict").text(
+        f"{verdict}: {len(result.drifted)} of {len(result.features)} features drifted "
+        f"({result.drifted_share:.0%}); reference {result.reference_rows} rows, "
+        f"current {result.current_rows} rows."
+    )
+    rows = [
+        [f.column, f.kind, f.test, f.statistic, f.threshold, "yes" if f.drifted else "no",
+         "; ".join(f.reasons)]
+        for f in sorted(result.features, key=lambda f: not f.drifted)
+    ]  # fmt: skip
+    features = Section("features", "Per feature").add(
+        table(["feature", "kind", "test", "statistic", "threshold", "drifted", "why"], rows)
+    )
+    return render_page("Drift report", verdict, [overview, features])
+
+
+@component
+def drift(
+    reference: Input[Dataset],
+    current: Input[Dataset],
+    metrics: Output[Metrics],
+    report: Output[HTML],
+    verdict: Output[Artifact],
+    options: dict = {},  # noqa: B006 (KFP default, never mutated)
+) -> bool:
+    """Compare current data with the training reference, feature by feature.
+
+    Args:
+        reference: Rows the model was trained on (or a sample of them).
+        current: Rows the model sees now (a file, an S3 prefix read by ingest, logged requests).
+        metrics: Drifted share and one drift statistic per feature (dashboard).
+        report: Self-contained HTML: verdict and a table of every feature's test.
+        verdict: JSON: dataset_drift, drifted_features, and every feature's finding.
+        options: DriftOptions: small_sample, p_value, wasserstein_threshold,
+            jensen_shannon_threshold, psi, psi_threshold, new_category_share,
+            null_rate_change, drift_share.
+
+    Returns:
+        Whether the dataset drifted.
+    """
+    import json
+
+    import pandas as pd
+
+    from kfp_lifecycle.components.drift import DriftOptions, detect_drift, render_report
+
+    result = detect_drift(
+        pd.read_parquet(reference.path),
+        pd.read_parquet(current.path),
+        DriftOptions.model_validate(options),
+    )
+    metrics.log_metric("drifted_share", result.drifted_share)
+    for finding in result.features:
+        metrics.log_metric(f"drift_{finding.column}", finding.statistic)
+    with open(report.path, "w") as handle:
+        handle.write(render_report(result))
+    with open(verdict.path, "w") as handle:
+        json.dump(result.to_dict(), handle, indent=2)
+    print(f"drifted features: {', '.join(result.drifted) or 'none'}")
+    return result.dataset_drift

@@ -10,7 +10,7 @@ DEMO_OUTPUT ?= demo-output
 PORT        ?= 8080
 MODEL       ?= $(DEMO_OUTPUT)/registry/churn@champion
 
-.PHONY: help venv demo test lint compile serve clean system-deps bench-serving lock \
+.PHONY: help venv demo test lint compile serve clean system-deps bench-serving bench-drift lock \
 	images kind-up kind-load submit e2e kind-down
 
 help:
@@ -69,6 +69,17 @@ $(MLSERVER_VENV)/.installed: pyproject.toml
 
 bench-serving: $(STAMP) $(MLSERVER_VENV)/.installed
 	$(BIN)/python bench/serving_vs_mlserver.py --mlserver-python $(MLSERVER_VENV)/bin/python
+
+# Evidently in its own environment too: drift verdicts compared on the same data.
+EVIDENTLY_VENV := bench/.venv-evidently
+$(EVIDENTLY_VENV)/.installed:
+	$(PYTHON) -m venv $(EVIDENTLY_VENV)
+	$(EVIDENTLY_VENV)/bin/python -m pip install --quiet evidently==0.7.23 pandas==2.3.3 \
+		numpy==2.4.6 scikit-learn==1.9.1 pyarrow==26.0.1
+	@touch $@
+
+bench-drift: $(STAMP) $(EVIDENTLY_VENV)/.installed
+	$(BIN)/python bench/drift_vs_evidently.py --evidently-python $(EVIDENTLY_VENV)/bin/python
 
 # Debian packages that some tests run for real (they skip, saying why, without them):
 # Prometheus for the canary analysis, Chromium to render the HTML reports.

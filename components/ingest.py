@@ -62,6 +62,14 @@ def _read_local(path: Path) -> pd.DataFrame:
         raise DataError(f"cannot read {path}: expected a .csv or .parquet file")
     if frame.empty:
         raise DataError(f"data file {path} has a header but no rows")
+    if frame.shape[1] == 1 and suffix in CSV_SUFFIXES:
+        header = str(frame.columns[0])
+        suspects = [c for c in ":; \t|," if c in header]
+        if suspects:
+            raise DataError(
+                f"{path} reads as one column named {header!r}: the delimiter looks wrong "
+                f"(found {suspects[0]!r} in the header; supported: , ; tab |)"
+            )
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 

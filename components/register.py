@@ -16,6 +16,7 @@ def register_bundle(
     evaluation: dict[str, Any],
     blessing: dict[str, Any],
     lineage: dict[str, Any],
+    contract: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Register the bundle with its test metrics and gate decision; return the run summary."""
     registry = open_registry(registry_uri)
@@ -27,6 +28,7 @@ def register_bundle(
             "metrics_test": evaluation["metrics"],
             "gate": blessing,
             "lineage": lineage,
+            "contract": contract,
         },
     )
     if blessing["blessed"]:
@@ -52,6 +54,7 @@ def register(
     champion: Input[Model],
     evaluation: Input[Artifact],
     blessing: Input[Artifact],
+    contract: Input[Artifact],
     registry: str,
     model_name: str,
     data_source: str,
@@ -68,6 +71,7 @@ def register(
         champion: The selected bundle.
         evaluation: Its test-set evaluation.
         blessing: The gate's decision.
+        contract: The data contract inferred by validate, kept with the model.
         registry: Registry location (a local directory or file:// URI).
         model_name: Registered model name (lowercase letters, digits, dashes).
         data_source: Where the training data came from (lineage).
@@ -83,9 +87,11 @@ def register(
         test_evaluation = json.load(handle)
     with open(blessing.path) as handle:
         decision = json.load(handle)
+    with open(contract.path) as handle:
+        data_contract = json.load(handle)
     lineage = {"data_source": data_source, "data_sha256": data_sha256, "run_id": run_id}
     result = register_bundle(
-        champion.path, registry, model_name, test_evaluation, decision, lineage
+        champion.path, registry, model_name, test_evaluation, decision, lineage, data_contract
     )
     with open(summary.path, "w") as handle:
         json.dump(result, handle, indent=2)

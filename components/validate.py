@@ -63,7 +63,167 @@ def validate_table(
                 f"class(es) of '{target}' with fewer than {MIN_ROWS_PER_CLASS} rows: {listed}; "
                 "a stratified split needs more examples, or use --task regression"
             )
+    warnings += column_warnings(frame, target)
     return ValidationResult(resolved_task, resolve_metric(metric, resolved_task), warnings)
+
+
+# --- the data contract -------------------------------------------------------------------
+# Inferred from the first training table, kept in the bundle's metadata ("contract"), and
+# checked (with pandera) against every later table: an error stops the run, a warning is
+# reported. Values may stray a little past the training range before it is worth a warning.
+RANGE_MARGIN = 0.1
+NULL_RATE_INCREASE = 0.1
+ERROR, WARNING = "error", "warning"
+
+
+@dataclass
+class Finding:
+    severity: str
+    column: str
+    check: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: '{self.column}' {self.check}: {self.message}"
+
+
+def infer_contract(frame: pd.DataFrame, target: str) -> dict:
+    """Types, ranges, allowed categories, null rates and uniqueness of the training table."""
+    from kfp_lifecycle.schema import CATEGORICAL, NUMERIC, infer_kind
+
+    columns = {}
+    for name in frame.columns:
+        values = frame[name]
+        kind = infer_kind(values)
+        spec = {
+            "kind": kind,
+            "null_rate": round(float(values.isna().mean()), 6),
+            "unique": bool(values.dropna().is_unique and values.notna().sum() > 1),
+        }
+        present = values.dropna()
+        if kind == NUMERIC and len(present):
+            spec.update(min=float(present.min()), max=float(present.max()))
+        if kind == CATEGORICAL:
+            spec["categories"] = sorted(present.astype(str).unique().tolist())[:1000]
+        columns[str(name)] = spec
+    return {"target": target, "rows": len(frame), "columns": columns}
+
+
+def check_contract(frame: pd.DataFrame, contract: dict) -> list[Finding]:
+    """Every way the table breaks the contract; pandera runs the value checks."""
+    import pandera.pandas as pa
+
+    from kfp_lifecycle.schema import CATEGORICAL, NUMERIC, infer_kind
+
+    findings: list[Finding] = []
+    checks: dict[str, pa.Column] = {}
+    for name, spec in contract["columns"].items():
+        if name not in frame.columns:
+            findings.append(Finding(ERROR, name, "present", "the column is missing"))
+            continue
+        values = frame[name]
+        kind = infer_kind(values) if values.notna().any() else spec["kind"]
+        if kind != spec["kind"] and not (spec["kind"] == NUMERIC and kind == "boolean"):
+            findings.append(
+                Finding(ERROR, name, "type", f"was {spec['kind']} in training, is now {kind}")
+            )
+            continue
+        null_rate = float(values.isna().mean())
+        if null_rate > spec["null_rate"] + NULL_RATE_INCREASE:
+            findings.append(
+                Finding(
+                    WARNING, name, "null rate",
+                    f"{null_rate:.1%} missing, {spec['null_rate']:.1%} in training",
+                )
+            )  # fmt: skip
+        if spec["unique"] and not values.dropna().is_unique:
+            findings.append(Finding(WARNING, name, "unique", "values repeat; in training none did"))
+        if kind == NUMERIC and "min" in spec:
+            margin = RANGE_MARGIN * (spec["max"] - spec["min"] or 1.0)
+            low, high = spec["min"] - margin, spec["max"] + margin
+            checks[name] = pa.Column(checks=pa.Check.in_range(low, high), nullable=True)
+        elif kind == CATEGORICAL and spec.get("categories"):
+            checks[name] = pa.Column(checks=pa.Check.isin(spec["categories"]), nullable=True)
+    if checks:
+        columns = list(checks)
+        table = frame[columns].copy()
+        for name in columns:
+            if contract["columns"][name]["kind"] == CATEGORICAL:
+                table[name] = table[name].map(lambda v: v if pd.isna(v) else str(v))
+        try:
+            pa.DataFrameSchema(checks).validate(table, lazy=True)
+        except pa.errors.SchemaErrors as errors:
+            cases = errors.failure_cases
+            for name, group in cases.groupby("column"):
+                shown = ", ".join(repr(v) for v in group["failure_case"].head(3))
+                numeric = contract["columns"][name]["kind"] == NUMERIC
+                what = "outside the training range" if numeric else "categories training never saw"
+                findings.append(
+                    Finding(WARNING, str(name), what, f"{len(group)} row(s), e.g. {shown}")
+                )
+    return findings
+
+
+def column_warnings(frame: pd.DataFrame, target: str) -> list[str]:
+    """What preprocessing will handle, said out loud: constant, ID-like, mixed-type, dates."""
+    from kfp_lifecycle.schema import DATETIME, infer_kind
+
+    warnings = []
+    for name in frame.columns:
+        if name == target:
+            continue
+        values = frame[name].dropna()
+        if values.empty:
+            continue
+        if values.nunique() == 1:
+            value = values.iloc[0]
+            value = value.item() if hasattr(value, "item") else value  # numpy -> Python
+            warnings.append(f"column '{name}' is constant ({value!r}): no information, dropped")
+            continue
+        kind = infer_kind(frame[name])
+        textual = not pd.api.types.is_numeric_dtype(values)
+        if kind == DATETIME and textual:
+            warnings.append(f"column '{name}' holds date-times as text: parsed as dates")
+        elif textual:
+            as_numbers = pd.to_numeric(values.astype(str), errors="coerce")
+            share = float(as_numbers.notna().mean())
+            if 0.05 < share < 0.95:
+                examples = values[as_numbers.isna()].astype(str).unique()[:3].tolist()
+                warnings.append(
+                    f"column '{name}' mixes numbers ({share:.0%}) and text (e.g. {examples}): "
+                    "treated as categories"
+                )
+        unique = values.nunique() / len(values)
+        integral = not textual and bool((values == values.round()).all())
+        if len(values) >= 20 and unique >= 0.95 and (textual or integral) and kind != DATETIME:
+            warnings.append(
+                f"column '{name}' looks like an identifier ({unique:.0%} distinct): dropped"
+            )
+    return warnings
+
+
+def champion_contract(registry: str, model_name: str) -> dict | None:
+    """The contract kept with the registry's current champion, if there is one."""
+    if not registry or not model_name:
+        return None
+    from kfp_lifecycle.registry import CHAMPION, open_registry
+
+    store = open_registry(registry)
+    champion = store.alias(model_name, CHAMPION)
+    return (
+        None if champion is None else store.metadata(model_name, champion.version).get("contract")
+    )
+
+
+def enforce_contract(frame: pd.DataFrame, contract: dict | None) -> list[Finding]:
+    """Raise on the contract's errors (naming each); return its warnings."""
+    if contract is None:
+        return []
+    findings = check_contract(frame, contract)
+    errors = [str(f) for f in findings if f.severity == ERROR]
+    if errors:
+        raise DataError("the data breaks the champion's data contract: " + "; ".join(errors))
+    return findings
 
 
 @component
@@ -71,8 +231,11 @@ def validate(
     dataset: Input[Dataset],
     target: str,
     report: Output[Artifact],
+    contract: Output[Artifact],
     task: str = "auto",
     metric: str = "auto",
+    registry: str = "",
+    model_name: str = "",
 ) -> NamedTuple("ValidateOutputs", task=str, primary_metric=str):
     """Check the table can train a model and resolve the task and primary metric.
 
@@ -82,8 +245,12 @@ def validate(
         report: JSON with the resolved task, primary metric and warnings. Steps inside a
             ParallelFor read it instead of the parameters below (kfp.local 2.17 replaces
             upstream task outputs passed into a loop with the loop item).
+        contract: JSON data contract inferred from this table, kept with the new model.
         task: classification, regression, or auto (detected from the target).
         metric: Primary metric used to pick the champion, or auto (ROC-AUC / RMSE).
+        registry: Model registry; when it has a champion of model_name, the table is
+            checked against that champion's contract (errors stop the run).
+        model_name: Registered model name.
 
     Returns:
         task: The resolved task.
@@ -94,12 +261,21 @@ def validate(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.validate import validate_table
+    from kfp_lifecycle.components.validate import (
+        champion_contract,
+        enforce_contract,
+        infer_contract,
+        validate_table,
+    )
 
-    result = validate_table(pd.read_parquet(dataset.path), target, task, metric)
+    frame = pd.read_parquet(dataset.path)
+    result = validate_table(frame, target, task, metric)
+    findings = enforce_contract(frame, champion_contract(registry, model_name))
     with open(report.path, "w") as handle:
-        json.dump(asdict(result), handle, indent=2)
-    for warning in result.warnings:
+        json.dump({**asdict(result), "findings": [asdict(f) for f in findings]}, handle, indent=2)
+    with open(contract.path, "w") as handle:
+        json.dump(infer_contract(frame, target), handle, indent=2)
+    for warning in [*result.warnings, *map(str, findings)]:
         print(f"WARNING: {warning}")
     print(f"task: {result.task}, primary metric: {result.primary_metric}")
     return (result.task, result.primary_metric)

@@ -1,0 +1,102 @@
+"""The data contract: inferred on the first training table, kept with the model, checked
+against later tables (errors stop, warnings are reported)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kfp.dsl import Artifact, Dataset
+
+from kfp_lifecycle.components.validate import (
+    ERROR,
+    WARNING,
+    check_contract,
+    enforce_contract,
+    infer_contract,
+    validate,
+)
+from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.registry import CHAMPION, LocalRegistry
+from tests.bundles import build_bundle
+
+
+@pytest.fixture(scope="module")
+def contract(churn):
+    return infer_contract(churn, "churned")
+
+
+def _findings(frame, contract):
+    return {(f.severity, f.column, f.check) for f in check_contract(frame, contract)}
+
+
+def test_contract_records_types_ranges_categories_nulls_and_uniqueness(churn, contract):
+    columns = contract["columns"]
+    assert contract["target"] == "churned" and contract["rows"] == len(churn)
+    assert columns["tenure_months"]["kind"] == "numeric"
+    assert columns["tenure_months"]["min"] == churn["tenure_months"].min()
+    assert columns["tenure_months"]["max"] == churn["tenure_months"].max()
+    assert columns["contract"]["categories"] == ["month-to-month", "one-year", "two-year"]
+    assert columns["age"]["null_rate"] == pytest.approx(churn["age"].isna().mean(), abs=1e-6)
+    assert columns["region"]["unique"] is False
+    json.dumps(contract)  # it travels as JSON in the bundle's metadata
+
+
+def test_data_like_the_training_data_keeps_the_contract(churn, contract):
+    assert check_contract(churn.sample(frac=0.5, random_state=1), contract) == []
+
+
+def test_each_breach_is_named_with_its_severity(churn, contract):
+    changed = churn.copy()
+    changed["support_calls"] = changed["support_calls"].astype(str) + " calls"  # type changed
+    changed = changed.drop(columns=["payment_method"])  # column gone
+    changed.loc[:9, "plan"] = "platinum"  # unseen category
+    changed.loc[:4, "tenure_months"] = 10_000  # far outside the training range
+    changed.loc[: len(changed) // 2, "monthly_charges"] = np.nan  # null rate jumped
+
+    assert _findings(changed, contract) == {
+        (ERROR, "support_calls", "type"),
+        (ERROR, "payment_method", "present"),
+        (WARNING, "plan", "categories training never saw"),
+        (WARNING, "tenure_months", "outside the training range"),
+        (WARNING, "monthly_charges", "null rate"),
+    }
+    with pytest.raises(DataError, match="'support_calls' type: was numeric in training"):
+        enforce_contract(changed, contract)
+
+
+def test_values_just_past_the_training_range_are_tolerated(churn, contract):
+    nudged = churn.copy()
+    nudged.loc[:4, "age"] = churn["age"].max() + 1
+    assert _findings(nudged, contract) == set()
+
+
+def test_validate_checks_new_data_against_the_champions_contract(tmp_path, churn, contract):
+    registry = LocalRegistry(tmp_path / "registry")
+    bundle = build_bundle(tmp_path / "bundle", churn)
+    version = registry.register("churn", bundle, {"contract": contract})
+    registry.set_alias("churn", CHAMPION, version.version)
+
+    def run(frame, name):
+        dataset = Dataset(uri=str(tmp_path / f"{name}.parquet"))
+        frame.to_parquet(dataset.path)
+        report = Artifact(uri=str(tmp_path / f"{name}-report.json"))
+        kept = Artifact(uri=str(tmp_path / f"{name}-contract.json"))
+        validate.python_func(
+            dataset=dataset,
+            target="churned",
+            report=report,
+            contract=kept,
+            registry=str(tmp_path / "registry"),
+            model_name="churn",
+        )
+        return json.loads(Path(report.path).read_text())
+
+    shifted = churn.copy()
+    shifted.loc[:9, "plan"] = "platinum"
+    findings = run(shifted, "shifted")["findings"]
+    assert [(f["severity"], f["column"]) for f in findings] == [(WARNING, "plan")]
+
+    broken = churn.drop(columns=["age"])
+    with pytest.raises(DataError, match="breaks the champion's data contract: error: 'age'"):
+        run(broken, "broken")

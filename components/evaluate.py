@@ -1,80 +1,436 @@
-"""Evaluate: the task's metrics on held-out rows, logged where the Kubeflow dashboard draws them."""
+"""Evaluate: the task's metrics on held-out rows, logged where the Kubeflow dashboard draws them.
 
-from typing import Any
+Also home of the binary decision threshold: it is chosen on validation rows (never test rows)
+and saved in the bundle's metadata, where Bundle.predict and so serving read it.
+"""
+
+import shutil
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn import metrics as skm
 
-from kfp_lifecycle.bundle import Bundle, Prediction
+from kfp_lifecycle.bundle import (
+    DEFAULT_DECISION_THRESHOLD,
+    Bundle,
+    Prediction,
+    load_bundle,
+    verify_bundle,
+    write_metadata,
+)
 from kfp_lifecycle.component import component
-from kfp_lifecycle.tasks import CLASSIFICATION
+from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.tasks import CLASSIFICATION, PRIMARY_METRIC
 
 ROC_POINTS = 200  # the dashboard draws a curve; thousands of points only slow it down
+CALIBRATION_BINS = 10
+SCATTER_POINTS = 500  # regression: predicted against actual, for the report's plot
 
 
 def compute_metrics(task: str, y_true: list[Any], prediction: Prediction) -> dict[str, float]:
     """Every metric of tasks.METRICS for this task, by name."""
     if task != CLASSIFICATION:
-        y_pred = np.asarray(prediction.labels, dtype=float)
         y = np.asarray(y_true, dtype=float)
+        y_pred = np.asarray(prediction.labels, dtype=float)
         return {
             "rmse": float(np.sqrt(skm.mean_squared_error(y, y_pred))),
             "mae": float(skm.mean_absolute_error(y, y_pred)),
             "r2": float(skm.r2_score(y, y_pred)),
+            "mape": mean_absolute_percentage_error(y, y_pred),
         }
     classes = prediction.classes
-    binary = len(classes) == 2
-    average = "binary" if binary else "macro"
-    options = {"pos_label": classes[1]} if binary else {}
     probabilities = prediction.probabilities
+    labels = prediction.labels
+    binary = len(classes) == 2
+    roc_auc = pr_auc = float("nan")  # undefined unless every class has a row (a slice may not)
+    if set(classes) <= set(y_true):
+        if binary:
+            is_positive = np.asarray(y_true) == classes[1]
+            roc_auc = skm.roc_auc_score(is_positive, probabilities[:, 1])
+            pr_auc = skm.average_precision_score(is_positive, probabilities[:, 1])
+        else:
+            roc_auc = skm.roc_auc_score(y_true, probabilities, multi_class="ovr", labels=classes)
+            pr_auc = skm.average_precision_score(
+                one_hot(y_true, classes), probabilities, average="macro"
+            )
+    average = "binary" if binary else "macro"
+    options = {"average": average, "zero_division": 0}
     if binary:
-        roc_auc = skm.roc_auc_score(np.asarray(y_true) == classes[1], probabilities[:, 1])
-    else:
-        roc_auc = skm.roc_auc_score(y_true, probabilities, multi_class="ovr", labels=classes)
+        options["pos_label"] = classes[1]
     return {
         "roc_auc": float(roc_auc),
-        "accuracy": float(skm.accuracy_score(y_true, prediction.labels)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, prediction.labels)),
-        "f1": float(skm.f1_score(y_true, prediction.labels, average=average, **options)),
-        "precision": float(
-            skm.precision_score(
-                y_true, prediction.labels, average=average, zero_division=0, **options
-            )
-        ),
-        "recall": float(skm.recall_score(y_true, prediction.labels, average=average, **options)),
+        "accuracy": float(skm.accuracy_score(y_true, labels)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, labels)),
+        "f1": float(skm.f1_score(y_true, labels, **options)),
+        "f1_macro": float(skm.f1_score(y_true, labels, average="macro", zero_division=0)),
+        "f1_weighted": float(skm.f1_score(y_true, labels, average="weighted", zero_division=0)),
+        "precision": float(skm.precision_score(y_true, labels, **options)),
+        "recall": float(skm.recall_score(y_true, labels, **options)),
+        "pr_auc": float(pr_auc),
         "log_loss": float(skm.log_loss(y_true, probabilities, labels=classes)),
+        # scikit-learn halves the binary score (0..1) and keeps the multi-class one (0..2).
+        "brier": float(skm.brier_score_loss(y_true, probabilities, labels=classes)),
+        "calibration_error": calibration(y_true, prediction)["expected_calibration_error"],
     }
+
+
+def mean_absolute_percentage_error(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """MAPE over the rows whose target is not zero, as a fraction.
+
+    A zero target has no percentage error; scikit-learn divides by machine epsilon there, so
+    one such row turns the mean into ~1e15. Those rows are left out (RMSE and MAE still see
+    them); with no row left the result is NaN, which fails any gate bound on it.
+    """
+    nonzero = y_true != 0
+    if not nonzero.any():
+        return float("nan")
+    return float(np.mean(np.abs((y_pred[nonzero] - y_true[nonzero]) / y_true[nonzero])))
+
+
+def one_hot(y_true: list[Any], classes: list[Any]) -> np.ndarray:
+    y = np.asarray(y_true)
+    return np.column_stack([y == c for c in classes]).astype(int)
+
+
+def reliability_curve(
+    outcomes: np.ndarray, confidence: np.ndarray, bins: int = CALIBRATION_BINS
+) -> dict[str, Any]:
+    """Observed frequency against mean predicted probability per equal-width bin.
+
+    The expected calibration error is the row-weighted mean gap between the two; empty bins
+    are left out of the curve.
+    """
+    outcomes = np.asarray(outcomes, dtype=float)
+    confidence = np.asarray(confidence, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1).round(12)
+    index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    filled = count > 0
+    mean_predicted = np.bincount(index, confidence, bins)[filled] / count[filled]
+    observed = np.bincount(index, outcomes, bins)[filled] / count[filled]
+    gap = float(np.sum(count[filled] * np.abs(observed - mean_predicted)) / len(confidence))
+    return {
+        "bin_lower": edges[:-1][filled].tolist(),
+        "bin_upper": edges[1:][filled].tolist(),
+        "mean_predicted": mean_predicted.tolist(),
+        "observed": observed.tolist(),
+        "count": count[filled].tolist(),
+        "expected_calibration_error": gap,
+    }
+
+
+def calibration(y_true: list[Any], prediction: Prediction) -> dict[str, Any]:
+    """Binary: the positive class's probability; multiclass: the top class's (confidence)."""
+    classes, probabilities = prediction.classes, prediction.probabilities
+    y = np.asarray(y_true)
+    if len(classes) == 2:
+        curve = reliability_curve(y == classes[1], probabilities[:, 1])
+        return {"kind": f"probability of '{classes[1]}'", **curve}
+    top = probabilities.argmax(axis=1)
+    correct = y == np.asarray(classes, dtype=object)[top]
+    return {"kind": "top-class probability", **reliability_curve(correct, probabilities.max(1))}
+
+
+def _thin_to(count: int, most: int) -> np.ndarray:
+    """At most `most` indices spread evenly over `count` points, both ends included."""
+    return np.unique(np.linspace(0, count - 1, min(count, most)).astype(int))
 
 
 def roc_points(y_true: list[Any], scores: np.ndarray, positive: Any) -> dict[str, list[float]]:
     fpr, tpr, thresholds = skm.roc_curve(np.asarray(y_true) == positive, scores)
-    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), ROC_POINTS)).astype(int))
+    keep = _thin_to(len(fpr), ROC_POINTS)
     thresholds = np.clip(thresholds[keep], 0.0, 1.0)  # the first threshold is +inf
-    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "thresholds": thresholds.tolist()}
+    return {
+        "fpr": fpr[keep].tolist(),
+        "tpr": tpr[keep].tolist(),
+        "thresholds": thresholds.tolist(),
+        "auc": float(skm.auc(fpr, tpr)),
+    }
+
+
+def pr_points(y_true: list[Any], scores: np.ndarray, positive: Any) -> dict[str, Any]:
+    is_positive = np.asarray(y_true) == positive
+    precision, recall, thresholds = skm.precision_recall_curve(is_positive, scores)
+    thresholds = np.append(thresholds, 1.0)  # the last point (recall 0) has no threshold
+    keep = _thin_to(len(precision), ROC_POINTS)
+    return {
+        "precision": precision[keep].tolist(),
+        "recall": recall[keep].tolist(),
+        "thresholds": np.clip(thresholds[keep], 0.0, 1.0).tolist(),
+        "prevalence": float(is_positive.mean()),
+        "average_precision": float(skm.average_precision_score(is_positive, scores)),
+    }
 
 
 def evaluate_bundle(bundle: Bundle, frame: pd.DataFrame) -> dict[str, Any]:
-    """Metrics, and for classifiers the confusion matrix and (binary) ROC curve."""
+    """Metrics; for classifiers also the confusion matrix, ROC and precision-recall curves
+    (one-vs-rest per class for multiclass) and the reliability (calibration) curve."""
     target = bundle.metadata["target"]
     task = bundle.metadata["task"]
+    if target not in frame.columns:
+        raise DataError(f"target column '{target}' not found in the evaluation rows")
+    if frame.empty:
+        raise DataError("no rows to evaluate on")
     y_true = frame[target].tolist()
     prediction = bundle.predict(frame.drop(columns=[target]))
     result: dict[str, Any] = {
         "rows": len(frame),
+        "task": task,
+        "target": target,
+        "primary_metric": bundle.metadata.get("primary_metric", PRIMARY_METRIC[task]),
         "metrics": compute_metrics(task, y_true, prediction),
+        "notes": [],
     }
-    if task == CLASSIFICATION:
-        classes = prediction.classes
-        matrix = skm.confusion_matrix(y_true, prediction.labels, labels=classes)
-        result["confusion_matrix"] = {
-            "labels": [str(c) for c in classes],
-            "matrix": matrix.tolist(),
+    if task != CLASSIFICATION:
+        zero_targets = int((frame[target] == 0).sum())
+        if zero_targets:
+            result["notes"].append(f"mape leaves out {zero_targets} row(s) whose target is 0")
+        sample = _thin_to(len(frame), SCATTER_POINTS)
+        result["predicted_vs_actual"] = {
+            "actual": np.asarray(y_true, dtype=float)[sample].tolist(),
+            "predicted": np.asarray(prediction.labels, dtype=float)[sample].tolist(),
         }
-        if len(classes) == 2:
-            result["roc_curve"] = roc_points(y_true, prediction.probabilities[:, 1], classes[1])
+        return result
+    classes = prediction.classes
+    matrix = skm.confusion_matrix(y_true, prediction.labels, labels=classes)
+    result["confusion_matrix"] = {"labels": [str(c) for c in classes], "matrix": matrix.tolist()}
+    result["calibration"] = calibration(y_true, prediction)
+    probabilities = prediction.probabilities
+    if len(classes) == 2:
+        threshold = bundle.metadata.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)
+        result["decision_threshold"] = threshold
+        result["roc_curve"] = roc_points(y_true, probabilities[:, 1], classes[1])
+        result["pr_curve"] = pr_points(y_true, probabilities[:, 1], classes[1])
+        return result
+    present = set(y_true)
+    result["roc_curves"], result["pr_curves"] = {}, {}
+    for index, label in enumerate(classes):
+        if label not in present:  # no positive row: the class has no curve on these rows
+            result["notes"].append(f"class '{label}' has no test row: no curve for it")
+            continue
+        result["roc_curves"][str(label)] = roc_points(y_true, probabilities[:, index], label)
+        result["pr_curves"][str(label)] = pr_points(y_true, probabilities[:, index], label)
     return result
+
+
+class ThresholdOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["f1", "cost", "fixed"] = Field(
+        "f1",
+        description="f1: the threshold with the best F1 of the positive class on validation "
+        "rows; cost: the lowest total cost of errors (cost_false_positive, "
+        "cost_false_negative); fixed: fixed_threshold as given. Binary classifiers only.",
+    )
+    cost_false_positive: float = Field(
+        1.0, ge=0, description="Cost of labelling a negative row positive (strategy cost)."
+    )
+    cost_false_negative: float = Field(
+        1.0, ge=0, description="Cost of missing a positive row (strategy cost)."
+    )
+    fixed_threshold: float = Field(
+        DEFAULT_DECISION_THRESHOLD,
+        ge=0,
+        le=1,
+        description="The threshold for strategy fixed: a row is positive when its "
+        "positive-class probability is at least this.",
+    )
+
+    @model_validator(mode="after")
+    def _costs_weigh_something(self) -> "ThresholdOptions":
+        if self.strategy == "cost" and self.cost_false_positive + self.cost_false_negative == 0:
+            raise ValueError(
+                "cost_false_positive and cost_false_negative are both 0: strategy 'cost' "
+                "needs at least one positive cost"
+            )
+        return self
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def choose_threshold(
+    y_true: list[Any] | np.ndarray,
+    scores: np.ndarray,
+    positive: Any,
+    strategy: str = "f1",
+    costs: dict[str, float] | None = None,
+    fixed: float = DEFAULT_DECISION_THRESHOLD,
+) -> tuple[float, dict[str, Any]]:
+    """The threshold on positive-class scores (a row is positive when score >= threshold).
+
+    Candidates lie midway between consecutive distinct scores (plus 0, 1 and 0.5), so the
+    chosen one does not sit on a validation row's own score. Ties go to the candidate
+    nearest 0.5. `costs`: {"false_positive": c, "false_negative": c} (default 1 each, i.e.
+    the number of errors). The evidence holds the outcome at the threshold and at 0.5, and
+    a thinned curve of precision, recall, F1 and cost.
+    """
+    if strategy not in ("f1", "cost", "fixed"):
+        raise DataError(f"unknown threshold strategy '{strategy}'; choose one of: f1, cost, fixed")
+    scores = np.asarray(scores, dtype=float)
+    is_positive = np.asarray(y_true) == positive
+    if len(scores) != len(is_positive) or not len(scores):
+        raise DataError(f"{len(is_positive)} label(s) but {len(scores)} score(s)")
+    if not np.all(np.isfinite(scores)) or scores.min() < 0 or scores.max() > 1:
+        raise DataError("threshold scores must be probabilities in [0, 1]")
+    positives = int(is_positive.sum())
+    if positives in (0, len(is_positive)):
+        raise DataError(
+            f"the validation rows hold {'no' if positives == 0 else 'only'} '{positive}' "
+            "rows: a threshold needs both classes"
+        )
+    costs = {"false_positive": 1.0, "false_negative": 1.0, **(costs or {})}
+    distinct = np.unique(scores)
+    candidates = np.unique(
+        np.concatenate(
+            [[0.0, 1.0, DEFAULT_DECISION_THRESHOLD, fixed], distinct[:-1] + np.diff(distinct) / 2]
+        )
+    )
+    outcome = _outcomes(candidates, scores[is_positive], scores[~is_positive], costs)
+    if strategy == "fixed":
+        chosen = int(np.flatnonzero(candidates == fixed)[0])
+    else:
+        objective = outcome["f1"] if strategy == "f1" else -outcome["cost"]
+        best = np.flatnonzero(objective == objective.max())
+        chosen = int(best[np.argmin(np.abs(candidates[best] - DEFAULT_DECISION_THRESHOLD))])
+    default = int(np.flatnonzero(candidates == DEFAULT_DECISION_THRESHOLD)[0])
+    threshold = float(candidates[chosen])
+    keep = _thin_to(len(candidates), ROC_POINTS)
+    evidence = {
+        "strategy": strategy,
+        "threshold": threshold,
+        "positive_class": _plain(positive),
+        "rows": len(scores),
+        "positives": positives,
+        "costs": costs,
+        "at_threshold": {k: _plain(v[chosen]) for k, v in outcome.items()},
+        "at_default": {
+            "threshold": DEFAULT_DECISION_THRESHOLD,
+            **{k: _plain(v[default]) for k, v in outcome.items()},
+        },
+        "curve": {"thresholds": candidates[keep].tolist()}
+        | {k: v[keep].tolist() for k, v in outcome.items()},
+    }
+    return threshold, evidence
+
+
+def _outcomes(
+    thresholds: np.ndarray, positive_scores: np.ndarray, negative_scores: np.ndarray, costs: dict
+) -> dict[str, np.ndarray]:
+    """Counts and rates at every threshold at once (rows with score >= threshold are positive)."""
+    positives, negatives = len(positive_scores), len(negative_scores)
+    true_positives = positives - np.searchsorted(np.sort(positive_scores), thresholds, "left")
+    false_positives = negatives - np.searchsorted(np.sort(negative_scores), thresholds, "left")
+    false_negatives = positives - true_positives
+    flagged = true_positives + false_positives
+    precision = np.divide(true_positives, flagged, out=np.zeros(len(thresholds)), where=flagged > 0)
+    return {
+        "precision": precision,
+        "recall": true_positives / positives,
+        "f1": 2 * true_positives / (2 * true_positives + false_positives + false_negatives),
+        "false_positives": false_positives,
+        "false_negatives": false_negatives,
+        "cost": costs["false_positive"] * false_positives
+        + costs["false_negative"] * false_negatives,
+    }
+
+
+def calibrate_bundle_threshold(
+    bundle_dir: str, validation: pd.DataFrame, output_dir: str, options: ThresholdOptions
+) -> dict[str, Any]:
+    """Copy the bundle to `output_dir` with metadata["decision_threshold"] chosen on the
+    validation rows; other tasks are copied unchanged. Returns the report (evidence).
+
+    Only metadata.json changes, so the recorded sha256 of model.joblib stays valid.
+    """
+    bundle = load_bundle(bundle_dir)
+    task, target, classes = bundle.metadata["task"], bundle.metadata["target"], bundle.classes
+    if task != CLASSIFICATION or len(classes) != 2:
+        shutil.copytree(bundle_dir, output_dir, dirs_exist_ok=True)
+        what = task if task != CLASSIFICATION else f"{len(classes)}-class classification"
+        return {
+            "applied": False,
+            "reason": f"a decision threshold applies to binary "
+            f"classification only; this is {what}: the bundle is passed on unchanged",
+        }
+    if target not in validation.columns:
+        raise DataError(f"target column '{target}' not found in the validation rows")
+    unknown = validation.loc[~validation[target].isin(classes), target]
+    if len(unknown):
+        raise DataError(
+            f"validation row {unknown.index[0]} has '{target}' = {unknown.iloc[0]!r}, not one "
+            f"of the model's classes ({', '.join(map(str, classes))})"
+        )
+    prediction = bundle.predict(validation.drop(columns=[target]))
+    threshold, evidence = choose_threshold(
+        validation[target].to_numpy(),
+        prediction.probabilities[:, 1],
+        classes[1],
+        options.strategy,
+        {
+            "false_positive": options.cost_false_positive,
+            "false_negative": options.cost_false_negative,
+        },
+        options.fixed_threshold,
+    )
+    summary = {k: v for k, v in evidence.items() if k != "curve"}
+    shutil.copytree(bundle_dir, output_dir, dirs_exist_ok=True)
+    write_metadata(
+        output_dir,
+        {**bundle.metadata, "decision_threshold": threshold, "threshold_selection": summary},
+    )
+    verify_bundle(output_dir)
+    return {"applied": True, **evidence}
+
+
+@component
+def calibrate_threshold(
+    model: Input[Model],
+    validation: Input[Dataset],
+    tuned: Output[Model],
+    report: Output[Artifact],
+    options: dict = {},  # noqa: B006
+):
+    """Choose a binary classifier's decision threshold on validation rows; save it in the bundle.
+
+    Args:
+        model: The selected bundle.
+        validation: Validation rows (the test rows stay untouched for evaluation).
+        tuned: The same bundle, metadata["decision_threshold"] set (binary classification);
+            any other task's bundle is passed on unchanged. Serving uses the threshold.
+        report: JSON: strategy, threshold, precision/recall/F1/cost at it and at 0.5, and the
+            curve the choice was made on.
+        options: ThresholdOptions: strategy (f1, cost, fixed), cost_false_positive,
+            cost_false_negative, fixed_threshold.
+    """
+    import json
+
+    import pandas as pd
+
+    from kfp_lifecycle.components.evaluate import ThresholdOptions, calibrate_bundle_threshold
+
+    result = calibrate_bundle_threshold(
+        model.path,
+        pd.read_parquet(validation.path),
+        tuned.path,
+        ThresholdOptions.model_validate(options),
+    )
+    with open(report.path, "w") as handle:
+        json.dump(result, handle, indent=2)
+    if not result["applied"]:
+        print(result["reason"])
+        return
+    tuned.metadata["decision_threshold"] = result["threshold"]
+    chosen, default = result["at_threshold"], result["at_default"]
+    print(
+        f"decision threshold {result['threshold']:.4f} ({result['strategy']}): validation F1 "
+        f"{chosen['f1']:.4f}, cost {chosen['cost']:.4g} (at 0.5: F1 {default['f1']:.4f}, "
+        f"cost {default['cost']:.4g})"
+    )
 
 
 @component
@@ -88,13 +444,17 @@ def evaluate(
     """Score the champion on the held-out test rows.
 
     Args:
-        model: The champion's bundle directory.
+        model: The champion's bundle directory (with its decision threshold, if any).
         test: Held-out rows that no earlier step has looked at.
         metrics: Scalar test metrics (shown in the run's dashboard).
-        classification_metrics: Confusion matrix and ROC curve (classification only).
-        evaluation: All of the above as JSON, read by the gate and the registry.
+        classification_metrics: Confusion matrix and ROC curve (binary classification).
+        evaluation: JSON read by the gate, the report and the registry: rows, task, target,
+            primary_metric, metrics, notes; for classifiers confusion_matrix and
+            calibration (reliability curve); binary: decision_threshold, roc_curve,
+            pr_curve; multiclass: roc_curves and pr_curves per class (one-vs-rest).
     """
     import json
+    import math
 
     import pandas as pd
 
@@ -103,7 +463,8 @@ def evaluate(
 
     result = evaluate_bundle(load_bundle(model.path), pd.read_parquet(test.path))
     for name, value in result["metrics"].items():
-        metrics.log_metric(name, value)
+        if math.isfinite(value):  # the dashboard's metadata store refuses NaN
+            metrics.log_metric(name, value)
     if "confusion_matrix" in result:
         matrix = result["confusion_matrix"]
         classification_metrics.log_confusion_matrix(matrix["labels"], matrix["matrix"])
@@ -113,3 +474,5 @@ def evaluate(
     with open(evaluation.path, "w") as handle:
         json.dump(result, handle, indent=2)
     print("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items()))
+    for note in result["notes"]:
+        print(f"note: {note}")

@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from kfp_lifecycle.config import parse_config
-    from kfp_lifecycle.demo import DEMO_MODEL_NAME, DEMO_TARGET, write_demo_dataset
+    from kfp_lifecycle.demo import DEMO_GATE, DEMO_MODEL_NAME, DEMO_TARGET, write_demo_dataset
     from kfp_lifecycle.local_run import run_training
 
     data = write_demo_dataset(Path(args.output) / "data" / "churn.csv")
@@ -106,6 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "data": {"source": str(data), "target": DEMO_TARGET},
             "output": args.output,
             "model_name": DEMO_MODEL_NAME,
+            "gate": DEMO_GATE,
         }
     )
     summary = run_training(config)
@@ -326,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--gate",
         action="append",
         metavar="METRIC=VALUE",
-        help="gate threshold on any metric; repeatable; replaces the default thresholds",
+        help="gate threshold on any metric; repeatable; replaces the config's thresholds "
+        "(with none at all the gate blesses nothing)",
     )
     training.add_argument("--registry", help="model registry directory (default: OUTPUT/registry)")
     training.add_argument("--model-name", help="registered model name (default: from the target)")

@@ -15,8 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kfp_lifecycle.components.balance import BalanceOptions
 from kfp_lifecycle.components.clean import CleanOptions
+from kfp_lifecycle.components.evaluate import ThresholdOptions
 from kfp_lifecycle.components.features import FeaturesOptions
+from kfp_lifecycle.components.gate import GateOptions
 from kfp_lifecycle.components.preprocess import PreprocessOptions
+from kfp_lifecycle.components.profile import ProfileOptions
 from kfp_lifecycle.components.split import SplitOptions
 from kfp_lifecycle.components.train import DEFAULT_FAMILIES
 from kfp_lifecycle.errors import LifecycleError
@@ -42,29 +45,20 @@ class ModelsConfig(Section):
     )
 
 
-class GateConfig(Section):
-    thresholds: dict[str, float] | None = Field(
-        None,
-        description="Metric -> bound (a floor, or a ceiling for errors like rmse). Unset: "
-        "roc_auc >= 0.70 or r2 >= 0.10. Empty ({}): nothing is blessed.",
-    )
-    primary_threshold: float | None = Field(
-        None, description="A bound on the primary metric, added to the thresholds."
-    )
-
-
 class LifecycleConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model_name: str | None = Field(None, description="Registered model name (default: target).")
     registry: str | None = Field(None, description="Registry: a directory or s3:// URI.")
     output: str = Field("lifecycle-output", description="Local run's output directory.")
+    profile: ProfileOptions = Field(default_factory=ProfileOptions)
     cleaning: CleanOptions = Field(default_factory=CleanOptions)
     split: SplitOptions = Field(default_factory=SplitOptions)
     preprocessing: PreprocessOptions = Field(default_factory=PreprocessOptions)
     features: FeaturesOptions = Field(default_factory=FeaturesOptions)
     imbalance: BalanceOptions = Field(default_factory=BalanceOptions)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
+    decision_threshold: ThresholdOptions = Field(default_factory=ThresholdOptions)
+    gate: GateOptions = Field(default_factory=GateOptions)
 
 
 def describe_errors(error: ValidationError, source: str) -> str:

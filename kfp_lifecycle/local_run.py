@@ -14,7 +14,6 @@ from kfp_lifecycle.components.validate import validate_table
 from kfp_lifecycle.config import LifecycleConfig
 from kfp_lifecycle.errors import LifecycleError
 from kfp_lifecycle.registry import model_name_from
-from kfp_lifecycle.tasks import DEFAULT_THRESHOLDS
 
 SUMMARY_FILE = "summary.json"
 
@@ -32,13 +31,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     checked = validate_table(read_table(data), target, config.data.task, config.data.metric)
     for family in config.models.families:
         make_estimator(family, checked.task)
-    gate = config.gate
-    thresholds = dict(
-        DEFAULT_THRESHOLDS[checked.task] if gate.thresholds is None else gate.thresholds
-    )
-    if gate.primary_threshold is not None:
-        thresholds[checked.primary_metric] = gate.primary_threshold
-    check_thresholds(thresholds, checked.task)
+    check_thresholds(config.gate.thresholds, checked.task)
     output = Path(config.output).absolute()
     return {
         "data": data,
@@ -48,7 +41,9 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "task": checked.task,
         "metric": checked.primary_metric,
         "families": config.models.families,
-        "thresholds": thresholds,
+        "threshold_options": config.decision_threshold.model_dump(mode="json"),
+        "gate_options": config.gate.model_dump(mode="json", exclude_none=True),
+        "profile_options": config.profile.model_dump(mode="json", exclude_none=True),
         "clean_options": config.cleaning.model_dump(mode="json", exclude_none=True),
         "split_options": config.split.model_dump(mode="json", exclude_none=True),
         "preprocess_options": config.preprocessing.model_dump(mode="json", exclude_none=True),
@@ -78,6 +73,5 @@ def run_training(config: LifecycleConfig) -> dict[str, Any]:
     )
     task = training_pipeline(**arguments)
     summary = json.loads(Path(task.output.path).read_text())
-    summary["thresholds"] = arguments["thresholds"]
     (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary

@@ -22,32 +22,101 @@ class MetricSpec:
     task: str
     greater_is_better: bool
     needs_probabilities: bool = False
+    description: str = ""
 
 
+# Binary precision, recall and F1 are those of the positive class (the second of the sorted
+# classes); for multiclass they are macro averages. Threshold-dependent metrics use the
+# bundle's decision threshold, exactly as serving does.
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
-        MetricSpec("roc_auc", CLASSIFICATION, True, needs_probabilities=True),
-        MetricSpec("accuracy", CLASSIFICATION, True),
-        MetricSpec("balanced_accuracy", CLASSIFICATION, True),
-        MetricSpec("f1", CLASSIFICATION, True),
-        MetricSpec("precision", CLASSIFICATION, True),
-        MetricSpec("recall", CLASSIFICATION, True),
-        MetricSpec("log_loss", CLASSIFICATION, False, needs_probabilities=True),
-        MetricSpec("rmse", REGRESSION, False),
-        MetricSpec("mae", REGRESSION, False),
-        MetricSpec("r2", REGRESSION, True),
+        MetricSpec(
+            "roc_auc",
+            CLASSIFICATION,
+            True,
+            needs_probabilities=True,
+            description="Area under the ROC curve (multiclass: one-vs-rest, macro average).",
+        ),
+        MetricSpec("accuracy", CLASSIFICATION, True, description="Share of rows labelled right."),
+        MetricSpec(
+            "balanced_accuracy",
+            CLASSIFICATION,
+            True,
+            description="Mean recall over the classes; chance is 1 / classes.",
+        ),
+        MetricSpec(
+            "f1",
+            CLASSIFICATION,
+            True,
+            description="F1 of the positive class (multiclass: macro average).",
+        ),
+        MetricSpec(
+            "f1_macro", CLASSIFICATION, True, description="F1 averaged over classes, unweighted."
+        ),
+        MetricSpec(
+            "f1_weighted",
+            CLASSIFICATION,
+            True,
+            description="F1 averaged over classes, weighted by their number of rows.",
+        ),
+        MetricSpec(
+            "precision",
+            CLASSIFICATION,
+            True,
+            description="Precision of the positive class (multiclass: macro average).",
+        ),
+        MetricSpec(
+            "recall",
+            CLASSIFICATION,
+            True,
+            description="Recall of the positive class (multiclass: macro average).",
+        ),
+        MetricSpec(
+            "pr_auc",
+            CLASSIFICATION,
+            True,
+            needs_probabilities=True,
+            description="Average precision: area under the precision-recall curve of the "
+            "positive class (multiclass: one-vs-rest, macro average).",
+        ),
+        MetricSpec(
+            "log_loss",
+            CLASSIFICATION,
+            False,
+            needs_probabilities=True,
+            description="Cross-entropy of the predicted probabilities.",
+        ),
+        MetricSpec(
+            "brier",
+            CLASSIFICATION,
+            False,
+            needs_probabilities=True,
+            description="Brier score: mean squared error of the probabilities (binary: of the "
+            "positive class, 0 to 1; multiclass: summed over classes, 0 to 2).",
+        ),
+        MetricSpec(
+            "calibration_error",
+            CLASSIFICATION,
+            False,
+            needs_probabilities=True,
+            description="Expected calibration error over 10 equal-width probability bins "
+            "(binary: positive-class probability; multiclass: the top class's).",
+        ),
+        MetricSpec("rmse", REGRESSION, False, description="Root mean squared error."),
+        MetricSpec("mae", REGRESSION, False, description="Mean absolute error."),
+        MetricSpec("r2", REGRESSION, True, description="Share of the target's variance explained."),
+        MetricSpec(
+            "mape",
+            REGRESSION,
+            False,
+            description="Mean absolute percentage error, as a fraction, over rows whose target "
+            "is not zero (a zero target has no percentage error); NaN if every target is zero.",
+        ),
     )
 }
 
 PRIMARY_METRIC = {CLASSIFICATION: "roc_auc", REGRESSION: "rmse"}
-
-# Used by the gate when the user sets no threshold of their own: a model must beat chance
-# (classification) or the mean of the target (regression) by a visible margin.
-DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
-    CLASSIFICATION: {"roc_auc": 0.70},
-    REGRESSION: {"r2": 0.10},
-}
 
 
 def metrics_for(task: str) -> list[str]:

@@ -5,11 +5,12 @@ from kfp import dsl
 from kfp_lifecycle.cluster import with_s3_access
 from kfp_lifecycle.components.balance import balance
 from kfp_lifecycle.components.clean import clean
-from kfp_lifecycle.components.evaluate import evaluate
+from kfp_lifecycle.components.evaluate import calibrate_threshold, evaluate
 from kfp_lifecycle.components.features import select_features
 from kfp_lifecycle.components.gate import gate
 from kfp_lifecycle.components.ingest import ingest
 from kfp_lifecycle.components.preprocess import preprocess
+from kfp_lifecycle.components.profile import profile
 from kfp_lifecycle.components.register import register
 from kfp_lifecycle.components.select import select
 from kfp_lifecycle.components.split import split
@@ -32,7 +33,9 @@ def training_pipeline(
     task: str = "auto",
     metric: str = "auto",
     families: list = DEFAULT_FAMILIES,
-    thresholds: dict = {},  # noqa: B006
+    threshold_options: dict = {},  # noqa: B006
+    gate_options: dict = {},  # noqa: B006
+    profile_options: dict = {},  # noqa: B006
     clean_options: dict = {},  # noqa: B006
     split_options: dict = {},  # noqa: B006
     preprocess_options: dict = {},  # noqa: B006
@@ -40,8 +43,23 @@ def training_pipeline(
     balance_options: dict = {},  # noqa: B006
 ) -> dsl.Artifact:
     ingested = with_s3_access(ingest(source=data))
-    checked = validate(dataset=ingested.outputs["dataset"], target=target, task=task, metric=metric)
+    checked = with_s3_access(
+        validate(
+            dataset=ingested.outputs["dataset"],
+            target=target,
+            task=task,
+            metric=metric,
+            registry=registry,
+            model_name=model_name,
+        ).set_caching_options(False)  # the champion whose contract applies may have changed
+    )
     resolved_task = checked.outputs["task"]
+    profile(
+        dataset=ingested.outputs["dataset"],
+        target=target,
+        task=resolved_task,
+        options=profile_options,
+    ).set_display_name("profile (EDA report)")
     cleaned = clean(dataset=ingested.outputs["dataset"], target=target, options=clean_options)
     parts = split(
         dataset=cleaned.outputs["cleaned"],
@@ -82,15 +100,29 @@ def training_pipeline(
         candidates=dsl.Collected(candidate.outputs["model"]),
         primary_metric=checked.outputs["primary_metric"],
     )
-    evaluated = evaluate(model=chosen.outputs["champion"], test=parts.outputs["test"])
-    decided = gate(
-        evaluation=evaluated.outputs["evaluation"], task=resolved_task, thresholds=thresholds
+    calibrated = calibrate_threshold(
+        model=chosen.outputs["champion"],
+        validation=parts.outputs["validation"],
+        options=threshold_options,
+    ).set_display_name("calibrate (decision threshold)")
+    evaluated = evaluate(model=calibrated.outputs["tuned"], test=parts.outputs["test"])
+    decided = with_s3_access(
+        gate(
+            model=calibrated.outputs["tuned"],
+            test=parts.outputs["test"],
+            evaluation=evaluated.outputs["evaluation"],
+            task=resolved_task,
+            registry=registry,
+            model_name=model_name,
+            options=gate_options,
+        ).set_caching_options(False)  # the registry's champion is an input it cannot see
     )
     registered = with_s3_access(
         register(
-            champion=chosen.outputs["champion"],
+            champion=calibrated.outputs["tuned"],
             evaluation=evaluated.outputs["evaluation"],
             blessing=decided.outputs["blessing"],
+            contract=checked.outputs["contract"],
             registry=registry,
             model_name=model_name,
             data_source=data,

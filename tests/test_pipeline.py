@@ -57,7 +57,8 @@ def test_summary_names_champion_metrics_and_decision(churn_runs):
     assert first["champion"] == best
     assert first["blessed"] is True
     assert first["reasons"] == [
-        f"pass: roc_auc = {first['metrics']['roc_auc']:.4f} (required >= 0.6)"
+        f"pass: roc_auc = {first['metrics']['roc_auc']:.4f} (required >= 0.6)",
+        "skip: the registry has no champion yet: nothing to compare with",
     ]
 
 
@@ -70,6 +71,10 @@ def test_registered_bundle_is_complete_and_predicts(churn_runs, churn):
     assert metadata["registry_version"] == first["model_version"] == 1
     assert len(metadata["lineage"]["data_sha256"]) == 64 and metadata["lineage"]["run_id"]
     assert metadata["metrics"]["validation"]["roc_auc"] == first["leaderboard"][first["champion"]]
+    assert 0 < metadata["decision_threshold"] < 1  # chosen on validation rows, used by serving
+    contract = metadata["contract"]
+    assert contract["target"] == "churned" and set(contract["columns"]) == set(churn.columns)
+    assert contract["columns"]["plan"]["categories"] == ["basic", "pro", "standard"]
     prediction = bundle.predict(churn.drop(columns=["churned"]).head(20))
     assert set(prediction.labels) <= {"no", "yes"}
 
@@ -78,6 +83,11 @@ def test_unblessed_run_is_registered_but_does_not_move_the_champion(churn_runs):
     root, first, second = churn_runs
     assert second["blessed"] is False
     assert second["reasons"][0].startswith("FAIL: roc_auc")
+    # Same data, same seeds: the challenger ties the champion on the same test rows.
+    assert (
+        second["reasons"][1].startswith("pass: roc_auc = ")
+        and "against champion version 1" in (second["reasons"][1])
+    )
     assert second["model_version"] == 2
     registry = LocalRegistry(root / "registry")
     assert registry.versions("churned") == [1, 2]
@@ -95,8 +105,10 @@ def test_regression_pipeline(tmp_path, regression):
         )
     )
     assert (summary["task"], summary["primary_metric"]) == ("regression", "rmse")
-    assert set(summary["metrics"]) == {"rmse", "mae", "r2"}
-    assert summary["blessed"] is (summary["metrics"]["r2"] >= 0.10)
+    assert set(summary["metrics"]) == {"rmse", "mae", "r2", "mape"}
+    # No threshold configured: the gate refuses, whatever the metrics.
+    assert summary["blessed"] is False
+    assert summary["reasons"][0].startswith("FAIL: no metric threshold configured")
     board = summary["leaderboard"]
     assert summary["champion"] == min(board, key=board.get)  # lower RMSE wins
 
@@ -105,12 +117,14 @@ def test_cli_runs_a_multiclass_table(tmp_path, multiclass):
     data = write_csv(multiclass, tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "kfp_lifecycle.cli", "run", "training", "--data", str(data),
-         "--target", "species", "--output", str(tmp_path / "out"), "--families", "linear"],
+         "--target", "species", "--output", str(tmp_path / "out"), "--families", "linear",
+         "--threshold", "0.8"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["champion"] == "linear" and summary["metrics"]["roc_auc"] > 0.85
+    assert summary["blessed"] is True
     assert "Leaderboard" in result.stdout and "BLESSED" in result.stdout
 
 

@@ -25,7 +25,8 @@ def kfp_client(monkeypatch):
 def test_submit_sends_the_compiled_package_with_typed_params(kfp_client, capsys):
     args = ["submit", "training", "--host", "http://localhost:8080", "--wait",
             "--param", "data=s3://data/churn.csv", "--param", "target=churned",
-            "--param", 'thresholds={"roc_auc": 0.8}', "--param", "seed=7"]  # fmt: skip
+            "--param", 'gate_options={"thresholds": {"roc_auc": 0.8}}',
+            "--param", "seed=7"]  # fmt: skip
     assert cli.main(args) == 0
     assert kfp_client.made == [("http://localhost:8080", None)]
     kfp_client.create_run_from_pipeline_package.assert_called_once_with(
@@ -33,7 +34,7 @@ def test_submit_sends_the_compiled_package_with_typed_params(kfp_client, capsys)
         arguments={
             "data": "s3://data/churn.csv",
             "target": "churned",
-            "thresholds": {"roc_auc": 0.8},
+            "gate_options": {"thresholds": {"roc_auc": 0.8}},
             "seed": 7,
         },
         experiment_name="kfp-lifecycle",

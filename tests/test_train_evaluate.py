@@ -71,7 +71,7 @@ def test_regression_evaluation_has_no_classification_parts(tmp_path, regression)
     bundle, parts = _train(regression, "price", REGRESSION, "linear")
     write_bundle(tmp_path, bundle.pipeline, bundle.metadata)
     result = evaluate_bundle(load_bundle(tmp_path), parts.test)
-    assert set(result["metrics"]) == {"rmse", "mae", "r2"}
+    assert set(result["metrics"]) == {"rmse", "mae", "r2", "mape"}
     assert "confusion_matrix" not in result and "roc_curve" not in result
 
 

@@ -1,0 +1,820 @@
+"""Report: the evaluation report (one self-contained HTML page) and the model card.
+
+The report gathers what the model stage measured: test metrics, ROC and precision-recall
+curves, the confusion matrix, calibration, learning curves with the fit verdict, feature
+importance, the tuning history and metrics per slice of a categorical column. Every section
+is always present; one without data says why. The model card (Markdown) travels inside the
+bundle as metadata["model_card"]: a bundle directory holds only model.joblib and
+metadata.json, because KServe loads one model file per directory.
+"""
+
+import html
+import math
+import shutil
+import warnings
+from typing import Any
+
+import matplotlib.pyplot as plt  # the Agg backend is chosen by html_report before any figure
+import numpy as np
+import pandas as pd
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
+from matplotlib.ticker import MaxNLocator
+from pydantic import BaseModel, ConfigDict, Field
+
+from kfp_lifecycle.bundle import (
+    Bundle,
+    Prediction,
+    read_metadata,
+    verify_bundle,
+    write_metadata,
+)
+from kfp_lifecycle.component import component
+from kfp_lifecycle.components.evaluate import compute_metrics
+from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.html_report import Section, figure_to_img, render_page, table
+from kfp_lifecycle.schema import CATEGORICAL, InputSchema
+from kfp_lifecycle.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC
+
+MISSING = "(missing)"
+OTHER = "(other)"
+# Below this many rows a slice's metrics are flagged: one row more or less moves them a lot.
+FEW_ROWS = 30
+TOP_FEATURES = 20
+# Shown per slice besides the primary metric (all are computed and kept in the JSON).
+SLICE_METRICS = {
+    CLASSIFICATION: ["roc_auc", "accuracy", "precision", "recall", "f1"],
+    "regression": ["rmse", "mae", "r2", "mape"],
+}
+
+
+class ReportOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slice_column: str = Field(
+        "",
+        description="Categorical input column whose values split the test rows for "
+        "metrics per slice. Empty: the categorical input column with the fewest "
+        "categories (at least two).",
+    )
+    max_slices: int = Field(
+        20, ge=2, description="The most frequent values get a slice each; the rest form (other)."
+    )
+
+
+def pick_slice_column(schema: InputSchema) -> str | None:
+    """The categorical input column with the fewest categories, at least two."""
+    candidates = [c for c in schema.columns if c.kind == CATEGORICAL and len(c.categories) >= 2]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda c: len(c.categories)).name
+
+
+def metrics_by_slice(
+    bundle: Bundle, test: pd.DataFrame, column: str, max_slices: int = 20
+) -> dict[str, Any]:
+    """The task's metrics on the test rows of each value of `column` (missing values are a
+    slice of their own), beside the metrics on all rows. A metric a slice cannot define
+    (ROC-AUC on a slice of one class) is NaN."""
+    schema = bundle.schema
+    kinds = {c.name: c.kind for c in schema.columns}
+    categorical = schema.of_kind(CATEGORICAL)
+    if column not in kinds:
+        raise DataError(
+            f"slice column '{column}' is not an input column of the model; categorical "
+            f"input columns: {', '.join(categorical) or 'none'}"
+        )
+    if kinds[column] != CATEGORICAL:
+        raise DataError(
+            f"slice column '{column}' is {kinds[column]}; slices need a categorical column: "
+            f"{', '.join(categorical) or 'none'}"
+        )
+    target, task = bundle.metadata["target"], bundle.metadata["task"]
+    if column not in test.columns or target not in test.columns:
+        absent = column if column not in test.columns else target
+        raise DataError(f"column '{absent}' not found in the test rows")
+    keys = test[column].map(lambda v: MISSING if pd.isna(v) else str(v)).reset_index(drop=True)
+    counts = keys.value_counts()
+    if len(counts) > max_slices:
+        keys = keys.where(keys.isin(counts.index[: max_slices - 1]), OTHER)
+        counts = keys.value_counts()
+    y_true = test[target].reset_index(drop=True)
+    prediction = bundle.predict(test.drop(columns=[target]))
+    labels = np.asarray(prediction.labels, dtype=object)
+    slices = []
+    for value, rows in counts.items():
+        mask = (keys == value).to_numpy()
+        part = Prediction(
+            labels[mask].tolist(),
+            None if prediction.probabilities is None else prediction.probabilities[mask],
+            prediction.classes,
+        )
+        slices.append(
+            {
+                "value": value,
+                "rows": int(rows),
+                "few_rows": bool(rows < FEW_ROWS),
+                "metrics": _quiet_metrics(task, y_true[mask].tolist(), part),
+            }
+        )
+    return {
+        "column": column,
+        "primary_metric": bundle.metadata.get("primary_metric", PRIMARY_METRIC[task]),
+        "overall": _quiet_metrics(task, y_true.tolist(), prediction),
+        "slices": slices,
+    }
+
+
+def _quiet_metrics(task: str, y_true: list[Any], prediction: Prediction) -> dict[str, float]:
+    # A small slice may lack predicted or true rows of a class: scikit-learn warns and
+    # scores 0 there, which the table shows next to the slice's row count.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return compute_metrics(task, y_true, prediction)
+
+
+# --- the HTML report ------------------------------------------------------------------------
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _cell(value: Any) -> float | str:
+    """A table cell: finite numbers as floats (right-aligned by `table`), the rest as n/a."""
+    return float(value) if _finite(value) else "n/a"
+
+
+def _threshold_choice(selection: dict[str, Any] | None) -> str:
+    """How the decision threshold was chosen, from calibrate_threshold's summary."""
+    if not selection:
+        return "the default"
+    if selection["strategy"] == "f1":
+        return "chosen to maximise F1 on validation rows"
+    if selection["strategy"] == "cost":
+        costs = selection["costs"]
+        return (
+            "chosen to minimise the cost of errors on validation rows (false positive "
+            f"{costs['false_positive']:g}, false negative {costs['false_negative']:g})"
+        )
+    return "fixed by configuration"
+
+
+def _escape(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _bullets(items: list[str]) -> str:
+    return "<ul>" + "".join(f"<li>{_escape(item)}</li>" for item in items) + "</ul>"
+
+
+def _binary_operating_point(evaluation: dict[str, Any]) -> dict[str, float] | None:
+    """Where the decision threshold puts the model on the ROC and PR curves (test rows)."""
+    matrix = evaluation.get("confusion_matrix", {}).get("matrix")
+    if not matrix or len(matrix) != 2:
+        return None
+    (tn, fp), (fn, tp) = matrix
+    return {
+        "fpr": fp / (fp + tn) if fp + tn else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "precision": tp / (tp + fp) if tp + fp else 1.0,
+    }
+
+
+def _curves(evaluation: dict[str, Any], single: str, per_class: str) -> dict[str, dict]:
+    """Binary: the positive class's curve; multiclass: one-vs-rest curves by class."""
+    if single in evaluation:
+        positive = evaluation["confusion_matrix"]["labels"][1]
+        return {positive: evaluation[single]}
+    return evaluation.get(per_class, {})
+
+
+def _not_classification(section: Section, evaluation: dict[str, Any], what: str) -> bool:
+    if evaluation.get("task") == CLASSIFICATION:
+        return False
+    section.text(f"{what} apply to classifiers; this is a {evaluation.get('task')} model.", "muted")
+    return True
+
+
+def _metrics_section(
+    evaluation: dict[str, Any], metadata: dict[str, Any], blessing: dict[str, Any] | None
+) -> Section:
+    section = Section("metrics", "Test metrics")
+    primary = evaluation.get("primary_metric", metadata.get("primary_metric", ""))
+    facts = [f"{evaluation.get('rows', '?')} test rows, never used for training or selection"]
+    if "decision_threshold" in evaluation:
+        how = _threshold_choice(metadata.get("threshold_selection"))
+        facts.append(f"decision threshold {_number(evaluation['decision_threshold'])}, {how}")
+    section.text("; ".join(facts) + ".")
+    baseline = (blessing or {}).get("baseline") or {}
+    champion = baseline.get("metrics") or {}
+    headers = ["metric", "value", "better", "what it measures"]
+    if champion:
+        headers.insert(2, f"champion v{baseline.get('version')}")
+    rows = []
+    for name, value in evaluation.get("metrics", {}).items():
+        spec = METRICS.get(name)
+        row = [
+            f"{name} (primary)" if name == primary else name,
+            _cell(value),
+            "higher" if spec and spec.greater_is_better else "lower",
+            spec.description if spec else "",
+        ]
+        if champion:
+            row.insert(2, _cell(champion.get(name)))
+        rows.append(row)
+    section.add(table(headers, rows, css_id="metric-table"))
+    if evaluation.get("notes"):
+        section.add(_bullets(evaluation["notes"]))
+    scatter = evaluation.get("predicted_vs_actual")
+    if scatter:
+        figure, axes = plt.subplots(figsize=(5.5, 4.5))
+        axes.scatter(scatter["actual"], scatter["predicted"], s=10, alpha=0.5)
+        low = min(min(scatter["actual"]), min(scatter["predicted"]))
+        high = max(max(scatter["actual"]), max(scatter["predicted"]))
+        axes.plot([low, high], [low, high], color="grey", linestyle="--", label="perfect")
+        axes.set(xlabel="actual", ylabel="predicted", title="Predicted against actual (test)")
+        axes.legend()
+        section.add(figure_to_img(figure, "predicted against actual values"))
+    return section
+
+
+def _gate_section(blessing: dict[str, Any] | None) -> Section:
+    section = Section("gate", "Gate decision")
+    if not blessing:
+        return section.text("No gate decision was given to the report.", "muted")
+    if blessing.get("overridden"):
+        verdict, css = "BLESSED BY OVERRIDE: " + blessing.get("override_reason", ""), "warn"
+    elif blessing.get("blessed"):
+        verdict, css = "BLESSED: every check passed.", "ok"
+    else:
+        verdict, css = "NOT BLESSED: do not deploy this version without a review.", "error"
+    section.add(f'<p class="{css}"><strong>{_escape(verdict)}</strong></p>')
+    section.add(_bullets(blessing.get("reasons", [])))
+    checks = blessing.get("checks", [])
+    if checks:
+        rows = [
+            [c["name"], _cell(c["value"]), _cell(c["bound"]), "pass" if c["passed"] else "FAIL"]
+            for c in checks
+        ]
+        section.add(table(["check", "value", "bound", "result"], rows))
+    return section
+
+
+def _roc_section(evaluation: dict[str, Any]) -> Section:
+    section = Section("roc", "ROC curves")
+    if _not_classification(section, evaluation, "ROC curves"):
+        return section
+    curves = _curves(evaluation, "roc_curve", "roc_curves")
+    if not curves:
+        return section.text("The evaluation holds no ROC curve.", "muted")
+    figure, axes = plt.subplots(figsize=(5.5, 4.5))
+    for label, curve in curves.items():
+        auc = f" (AUC {curve['auc']:.3f})" if "auc" in curve else ""
+        axes.plot(curve["fpr"], curve["tpr"], label=f"{label}{auc}")
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="chance")
+    point = _binary_operating_point(evaluation)
+    if point and "roc_curve" in evaluation:
+        threshold = _number(evaluation.get("decision_threshold"), 3)
+        axes.plot(point["fpr"], point["recall"], "o", color="black", label=f"at {threshold}")
+    kind = "one-vs-rest per class" if "roc_curves" in evaluation else "positive class"
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC ({kind})")
+    axes.legend(loc="lower right", fontsize="small")
+    section.add(figure_to_img(figure, "ROC curves"))
+    if point:
+        section.text("Dot: where the decision threshold puts the model on the test rows.")
+    return section
+
+
+def _pr_section(evaluation: dict[str, Any]) -> Section:
+    section = Section("pr", "Precision-recall curves")
+    if _not_classification(section, evaluation, "Precision-recall curves"):
+        return section
+    curves = _curves(evaluation, "pr_curve", "pr_curves")
+    if not curves:
+        return section.text("The evaluation holds no precision-recall curve.", "muted")
+    figure, axes = plt.subplots(figsize=(5.5, 4.5))
+    for label, curve in curves.items():
+        ap = curve.get("average_precision")
+        name = f"{label} (AP {ap:.3f}, base rate {curve['prevalence']:.2f})" if ap else label
+        lines = axes.plot(curve["recall"], curve["precision"], label=name)
+        axes.axhline(curve["prevalence"], color=lines[0].get_color(), linestyle=":", lw=1)
+    point = _binary_operating_point(evaluation)
+    if point and "pr_curve" in evaluation:
+        threshold = _number(evaluation.get("decision_threshold"), 3)
+        axes.plot(point["recall"], point["precision"], "o", color="black", label=f"at {threshold}")
+    axes.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02), title="Precision-recall")
+    axes.legend(loc="upper right", fontsize="small")
+    section.add(figure_to_img(figure, "precision-recall curves"))
+    section.text("Dotted: the class's share of the test rows, a random ranking's precision.")
+    return section
+
+
+def _confusion_section(evaluation: dict[str, Any]) -> Section:
+    section = Section("confusion", "Confusion matrix")
+    if _not_classification(section, evaluation, "Confusion matrices"):
+        return section
+    confusion = evaluation.get("confusion_matrix")
+    if not confusion:
+        return section.text("The evaluation holds no confusion matrix.", "muted")
+    labels, matrix = confusion["labels"], np.asarray(confusion["matrix"])
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    size = min(2.5 + 0.6 * len(labels), 12)
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    if len(labels) <= 20:
+        for (row, col), count in np.ndenumerate(matrix):
+            colour = "white" if shares[row, col] > 0.6 else "black"
+            text = f"{count}\n{shares[row, col]:.0%}"
+            axes.text(col, row, text, ha="center", va="center", color=colour, fontsize=9)
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set(xlabel="predicted", ylabel="actual", title="Counts; colour: share of the actual row")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    section.add(figure_to_img(figure, "confusion matrix"))
+    rows = [[f"actual {label}", *map(int, row)] for label, row in zip(labels, matrix, strict=True)]
+    section.add(table(["", *[f"predicted {label}" for label in labels]], rows))
+    return section
+
+
+def _calibration_section(evaluation: dict[str, Any]) -> Section:
+    section = Section("calibration", "Calibration")
+    if _not_classification(section, evaluation, "Calibration curves"):
+        return section
+    curve = evaluation.get("calibration")
+    if not curve or not curve.get("count"):
+        return section.text("The evaluation holds no calibration curve.", "muted")
+    figure, (axes, counts) = plt.subplots(
+        2, 1, figsize=(5.5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    axes.plot(curve["mean_predicted"], curve["observed"], "o-", label="model")
+    axes.set(ylabel="observed frequency", title=f"Reliability: {curve.get('kind', '')}")
+    axes.legend(loc="upper left", fontsize="small")
+    widths = np.subtract(curve["bin_upper"], curve["bin_lower"])
+    counts.bar(curve["bin_lower"], curve["count"], width=widths, align="edge", edgecolor="white")
+    counts.set(xlabel="predicted probability", ylabel="rows", xlim=(0, 1))
+    section.add(figure_to_img(figure, "calibration curve"))
+    error = curve["expected_calibration_error"]
+    brier = evaluation.get("metrics", {}).get("brier")
+    section.text(
+        f"Expected calibration error {error:.4f} (mean gap between predicted probability and "
+        f"observed frequency, weighted by rows); Brier score {_number(brier)}."
+    )
+    return section
+
+
+def _learning_section(diagnosis: dict[str, Any] | None) -> Section:
+    section = Section("learning", "Learning curves and fit")
+    if not diagnosis:
+        return section.text("No fit diagnosis was produced for this run.", "muted")
+    verdict = diagnosis.get("verdict", "unknown")
+    css = "ok" if verdict == "good fit" else "warn"
+    section.add(f'<p class="{css}"><strong>Verdict: {_escape(verdict)}</strong></p>')
+    if diagnosis.get("evidence"):
+        section.add(_bullets(diagnosis["evidence"]))
+    if diagnosis.get("suggestion"):
+        section.text(f"Suggestion: {diagnosis['suggestion']}")
+    metric = diagnosis.get("metric", "score")
+    learning = diagnosis.get("learning_curve")
+    if learning and learning.get("train_sizes"):
+        figure, axes = plt.subplots(figsize=(5.5, 4))
+        axes.plot(learning["train_sizes"], learning["train_scores"], "o-", label="training")
+        axes.plot(learning["train_sizes"], learning["validation_scores"], "o-", label="validation")
+        axes.set(xlabel="training rows", ylabel=metric, title="Learning curve")
+        axes.legend()
+        section.add(figure_to_img(figure, "learning curve"))
+    validation = diagnosis.get("validation_curve")
+    if validation and validation.get("values"):
+        figure, axes = plt.subplots(figsize=(5.5, 4))
+        values = validation["values"]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        x = values if numeric else list(range(len(values)))
+        axes.plot(x, validation["train_scores"], "o-", label="training")
+        axes.plot(x, validation["validation_scores"], "o-", label="validation")
+        if numeric and min(values) > 0 and max(values) / min(values) >= 100:
+            axes.set_xscale("log")
+        if not numeric:
+            axes.set_xticks(x, [str(v) for v in values], rotation=30)
+        axes.set(xlabel=validation.get("param", ""), ylabel=metric, title="Validation curve")
+        axes.legend()
+        section.add(figure_to_img(figure, "validation curve"))
+    return section
+
+
+def _importance_section(explanation: dict[str, Any] | None) -> Section:
+    section = Section("importance", "Feature importance")
+    importance = (explanation or {}).get("permutation_importance")
+    if not importance:
+        return section.text("No feature importance was computed for this run.", "muted")
+    spread = explanation.get("permutation_importance_std", {})
+    ranked = sorted(importance.items(), key=lambda item: item[1], reverse=True)
+    section.text(
+        f"Method: {explanation.get('method', 'permutation importance')}. Drop in the score "
+        "when a column's values are shuffled (mean ± standard deviation over repeats)."
+    )
+    section.add(_bar_chart(ranked[:TOP_FEATURES], spread, "Permutation importance (test)"))
+    rows = [[name, float(value), float(spread.get(name, 0.0))] for name, value in ranked]
+    section.add(table(["input column", "importance", "std"], rows))
+    shap = explanation.get("shap_mean_abs")
+    if shap:
+        ranked_shap = sorted(shap.items(), key=lambda item: item[1], reverse=True)
+        section.add(_bar_chart(ranked_shap[:TOP_FEATURES], {}, "Mean |SHAP value| per feature"))
+    return section
+
+
+def _bar_chart(ranked: list[tuple[str, float]], spread: dict[str, float], title: str) -> str:
+    names = [name for name, _ in ranked][::-1]
+    values = [value for _, value in ranked][::-1]
+    errors = [spread.get(name, 0.0) for name in names]
+    figure, axes = plt.subplots(figsize=(6.5, 0.9 + 0.3 * len(names)))
+    axes.barh(names, values, xerr=errors if spread else None, color="#3b82c4")
+    axes.axvline(0, color="grey", lw=0.8)
+    axes.set(title=title)
+    return figure_to_img(figure, title)
+
+
+def _tuning_section(trials: list[dict[str, Any]]) -> Section:
+    section = Section("tuning", "Tuning history")
+    if not trials:
+        return section.text("No hyperparameter tuning ran for this model.", "muted")
+    rows = []
+    for study in trials:
+        budget = study.get("budget", {})
+        ran = len(study.get("trials", []))
+        rows.append(
+            [
+                study.get("family", "?"),
+                study.get("metric", "?"),
+                f"{ran} of {budget.get('trials', '?')} (timeout {budget.get('timeout_seconds')}s)",
+                _number(study.get("default_score")),
+                _number(study.get("best_score")),
+                ", ".join(f"{k}={v}" for k, v in (study.get("best_params") or {}).items()),
+            ]
+        )
+    headers = ["family", "metric", "trials run", "default score", "best score", "best params"]
+    section.add(table(headers, rows))
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for study in trials:
+        done = [t for t in study.get("trials", []) if _finite(t.get("value"))]
+        if not done:
+            continue
+        numbers = [t["number"] for t in done]
+        values = [t["value"] for t in done]
+        pick = np.maximum if study.get("greater_is_better", True) else np.minimum
+        points = axes.plot(numbers, values, "o", alpha=0.5, label=study.get("family", "?"))
+        axes.step(numbers, pick.accumulate(values), where="post", color=points[0].get_color())
+        defaults = [t for t in done if t.get("is_default")]
+        if defaults:
+            axes.plot(
+                [t["number"] for t in defaults],
+                [t["value"] for t in defaults],
+                "*",
+                markersize=14,
+                color=points[0].get_color(),
+            )
+    metric = trials[0].get("metric", "score")
+    axes.set(xlabel="trial", ylabel=metric, title="Trials (line: best so far; star: defaults)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend(fontsize="small")
+    section.add(figure_to_img(figure, "tuning history"))
+    failed = sum(1 for s in trials for t in s.get("trials", []) if not _finite(t.get("value")))
+    if failed:
+        section.text(f"{failed} trial(s) were pruned or failed and have no score.", "muted")
+    return section
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _slices_section(slices: dict[str, Any] | None, task: str) -> Section:
+    section = Section("slices", "Metrics per slice")
+    if not slices:
+        return section.text(
+            "No slice column: the model has no categorical input column with two or more "
+            "categories, and none was configured (slice_column).",
+            "muted",
+        )
+    primary = slices["primary_metric"]
+    shown = [primary, *[m for m in SLICE_METRICS.get(task, []) if m != primary]]
+    section.text(
+        f"Test rows split by '{slices['column']}'. Slices under {FEW_ROWS} rows are marked: "
+        "their metrics move a lot with a single row. n/a: undefined on the slice (e.g. "
+        "ROC-AUC when the slice holds one class)."
+    )
+    everything = sum(part["rows"] for part in slices["slices"])
+    rows = [["all rows", everything, "", *_cells(slices["overall"], shown)]]
+    for part in slices["slices"]:
+        flag = "few rows" if part["few_rows"] else ""
+        rows.append([part["value"], part["rows"], flag, *_cells(part["metrics"], shown)])
+    section.add(table([slices["column"], "rows", "", *shown], rows, css_id="slice-table"))
+    values = [p["metrics"].get(primary, float("nan")) for p in slices["slices"]]
+    figure, axes = plt.subplots(figsize=(6.5, 0.9 + 0.35 * len(values)))
+    axes.barh([p["value"] for p in slices["slices"]][::-1], values[::-1], color="#3b82c4")
+    axes.axvline(slices["overall"][primary], color="black", linestyle="--", label="all rows")
+    axes.set(xlabel=primary, title=f"{primary} by {slices['column']}")
+    axes.legend(fontsize="small")
+    section.add(figure_to_img(figure, f"{primary} per slice"))
+    return section
+
+
+def _cells(metrics: dict[str, float], names: list[str]) -> list[float | str]:
+    return [_cell(metrics.get(name)) for name in names]
+
+
+def render_evaluation_report(
+    evaluation: dict[str, Any],
+    diagnosis: dict[str, Any] | None,
+    explanation: dict[str, Any] | None,
+    trials: list[dict[str, Any]],
+    slices: dict[str, Any] | None,
+    metadata: dict[str, Any],
+    blessing: dict[str, Any] | None = None,
+) -> str:
+    """One HTML page with no external reference: inline CSS, figures as base64 PNG."""
+    task = evaluation.get("task", metadata.get("task", ""))
+    name = metadata.get("model_name") or metadata.get("target", "model")
+    subtitle = (
+        f"{metadata.get('family', '?')} model predicting '{metadata.get('target', '?')}' "
+        f"({task}); primary metric {evaluation.get('primary_metric', '?')}"
+    )
+    sections = [
+        _metrics_section(evaluation, metadata, blessing),
+        _gate_section(blessing),
+        _roc_section(evaluation),
+        _pr_section(evaluation),
+        _confusion_section(evaluation),
+        _calibration_section(evaluation),
+        _learning_section(diagnosis),
+        _importance_section(explanation),
+        _tuning_section(trials),
+        _slices_section(slices, task),
+    ]
+    return render_page(f"Evaluation report: {name}", subtitle, sections)
+
+
+# --- the model card -------------------------------------------------------------------------
+
+
+def _md(value: Any) -> str:
+    """A value safe inside a Markdown table cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(map(_md, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(map(_md, row)) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def render_model_card(
+    metadata: dict[str, Any],
+    evaluation: dict[str, Any],
+    blessing: dict[str, Any] | None,
+    diagnosis: dict[str, Any] | None = None,
+    slices: dict[str, Any] | None = None,
+) -> str:
+    """Intended use, training data, metrics, gate decision and limitations, in Markdown."""
+    task, target = metadata["task"], metadata["target"]
+    schema = InputSchema.from_dict(metadata["input_schema"])
+    classes = metadata.get("classes") or []
+    primary = evaluation.get("primary_metric", metadata.get("primary_metric", ""))
+    name = metadata.get("model_name") or target
+    lines = [f"# Model card: {name}", ""]
+
+    lines += ["## Intended use", ""]
+    if task == CLASSIFICATION:
+        output = f"the class of `{target}` ({', '.join(f'`{c}`' for c in classes)}) and the "
+        output += "probability of each class"
+    else:
+        output = f"a number, `{target}`"
+    lines.append(
+        f"Predicts {output} for rows with the {len(schema.columns)} input columns below, "
+        "drawn from the same population as the training table. It was validated only as "
+        "this card describes: any other population, period or purpose needs its own "
+        "evaluation first."
+    )
+    lines.append("")
+    if "decision_threshold" in metadata and len(classes) == 2:
+        lines.append(
+            f"A row is labelled `{classes[1]}` when its probability is at least "
+            f"{metadata['decision_threshold']:.4f}, "
+            f"{_threshold_choice(metadata.get('threshold_selection'))}."
+        )
+    lines += ["", "Inputs:", ""]
+    lines += _md_table(
+        ["column", "kind", "categories seen in training"],
+        [
+            [c.name, c.kind, ", ".join(c.categories[:10]) + (" ..." * (len(c.categories) > 10))]
+            for c in schema.columns
+        ],
+    )
+
+    lines += ["## Training data", ""]
+    lines.append(f"- Target: `{target}` ({task})")
+    lines.append(f"- Training rows: {metadata.get('training_rows', 'unknown')}")
+    lineage = metadata.get("lineage", {})
+    if lineage.get("data_source"):
+        lines.append(f"- Source: {lineage['data_source']} (sha256 {lineage.get('data_sha256')})")
+    lines.append(f"- Model family: {metadata.get('family', 'unknown')}")
+    libraries = metadata.get("libraries", {})
+    if libraries:
+        lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in libraries.items()))
+    lines.append("")
+
+    lines += ["## Metrics", ""]
+    lines.append(
+        f"On {evaluation.get('rows', '?')} held-out test rows that no training or selection "
+        f"step saw (primary metric: {primary}):"
+    )
+    lines.append("")
+    baseline = (blessing or {}).get("baseline") or {}
+    champion = baseline.get("metrics") or {}
+    headers = ["metric", "value", "better"]
+    if champion:
+        headers.append(f"champion v{baseline.get('version')} on the same rows")
+    rows = []
+    for metric, value in evaluation.get("metrics", {}).items():
+        spec = METRICS.get(metric)
+        row = [metric, _number(value), "higher" if spec and spec.greater_is_better else "lower"]
+        if champion:
+            row.append(_number(champion.get(metric)))
+        rows.append(row)
+    lines += _md_table(headers, rows)
+    board = metadata.get("leaderboard")
+    if board:
+        lines.append(
+            f"Validation {primary} of the families trained: "
+            + ", ".join(f"{family} {_number(score)}" for family, score in board.items())
+            + "."
+        )
+        lines.append("")
+
+    lines += ["## Gate decision", ""]
+    if not blessing:
+        lines.append("No gate decision recorded.")
+    else:
+        if blessing.get("overridden"):
+            lines.append(f"**Blessed by operator override**: {blessing.get('override_reason')}")
+        else:
+            lines.append("**Blessed**" if blessing.get("blessed") else "**Not blessed**")
+        lines.append("")
+        lines += [f"- {reason}" for reason in blessing.get("reasons", [])]
+    lines.append("")
+
+    lines += ["## Limitations", ""]
+    lines += [
+        f"- {item}" for item in _limitations(metadata, evaluation, blessing, diagnosis, slices)
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _limitations(
+    metadata: dict[str, Any],
+    evaluation: dict[str, Any],
+    blessing: dict[str, Any] | None,
+    diagnosis: dict[str, Any] | None,
+    slices: dict[str, Any] | None,
+) -> list[str]:
+    """What a reader should know before relying on the model, from what was measured."""
+    items = []
+    if blessing is not None and not blessing.get("blessed"):
+        items.append("The gate did not bless this version: do not deploy it without a review.")
+    rows = evaluation.get("rows", 0)
+    items.append(
+        f"Measured on {rows} test rows from the same table as the training rows: the scores "
+        "hold for data like it, not for data that has drifted since."
+    )
+    categorical = InputSchema.from_dict(metadata["input_schema"]).of_kind(CATEGORICAL)
+    if categorical:
+        items.append(
+            "Categories never seen in training are refused when serving (columns: "
+            f"{', '.join(categorical)})."
+        )
+    calibration = evaluation.get("calibration")
+    if calibration:
+        error = calibration["expected_calibration_error"]
+        if error > 0.05:
+            items.append(
+                f"Probabilities are off by {error:.3f} on average (expected calibration error): "
+                "do not read them as frequencies without recalibrating."
+            )
+    curve = evaluation.get("pr_curve")
+    if curve and curve["prevalence"] < 0.2:
+        items.append(
+            f"The positive class is {curve['prevalence']:.0%} of the test rows: accuracy is "
+            "dominated by the other class; judge by recall, precision and PR-AUC."
+        )
+    if diagnosis and diagnosis.get("verdict") not in (None, "good fit"):
+        suggestion = diagnosis.get("suggestion", "")
+        items.append(f"Fit diagnosis: {diagnosis['verdict']}. {suggestion}".strip())
+    if slices:
+        primary = slices["primary_metric"]
+        greater = METRICS[primary].greater_is_better
+        scored = [s for s in slices["slices"] if _finite(s["metrics"].get(primary))]
+        if scored:
+            worst = (min if greater else max)(scored, key=lambda s: s["metrics"][primary])
+            items.append(
+                f"Weakest slice of '{slices['column']}': '{worst['value']}' ({worst['rows']} "
+                f"rows) with {primary} {worst['metrics'][primary]:.4f} against "
+                f"{slices['overall'][primary]:.4f} on all rows."
+            )
+    return items
+
+
+# --- the component --------------------------------------------------------------------------
+
+
+def build_report(
+    bundle: Bundle,
+    test: pd.DataFrame,
+    evaluation: dict[str, Any],
+    blessing: dict[str, Any] | None,
+    diagnosis: dict[str, Any] | None,
+    explanation: dict[str, Any] | None,
+    trials: list[dict[str, Any]],
+    options: ReportOptions,
+) -> tuple[str, str]:
+    """The HTML report and the Markdown model card for one evaluated bundle."""
+    column = options.slice_column or pick_slice_column(bundle.schema)
+    slices = metrics_by_slice(bundle, test, column, options.max_slices) if column else None
+    page = render_evaluation_report(
+        evaluation, diagnosis, explanation, trials, slices, bundle.metadata, blessing
+    )
+    card = render_model_card(bundle.metadata, evaluation, blessing, diagnosis, slices)
+    return page, card
+
+
+def card_bundle(bundle_dir: str, card: str, output_dir: str) -> None:
+    """Copy the bundle with the card in metadata["model_card"]; model.joblib is untouched,
+    so its recorded sha256 stays valid."""
+    metadata = read_metadata(bundle_dir)
+    shutil.copytree(bundle_dir, output_dir, dirs_exist_ok=True)
+    write_metadata(output_dir, {**metadata, "model_card": card})
+    verify_bundle(output_dir)
+
+
+@component
+def report(
+    model: Input[Model],
+    test: Input[Dataset],
+    evaluation: Input[Artifact],
+    blessing: Input[Artifact],
+    diagnosis: Input[Artifact],
+    explanation: Input[Artifact],
+    trials: Input[list[Artifact]],
+    report: Output[HTML],
+    model_card: Output[Markdown],
+    carded: Output[Model],
+    options: dict = {},  # noqa: B006
+):
+    """Write the evaluation report and the model card; put the card into the bundle.
+
+    Args:
+        model: The evaluated (and gated) bundle.
+        test: The test rows it was evaluated on (for metrics per slice).
+        evaluation: The evaluate step's JSON (metrics, curves, confusion matrix, calibration).
+        blessing: The gate's decision JSON.
+        diagnosis: The fit diagnosis JSON (verdict, evidence, learning and validation curves).
+        explanation: The feature importance JSON (permutation importance, optional SHAP).
+        trials: One tuning history JSON per model family.
+        report: Self-contained HTML page (no network needed to view it).
+        model_card: The model card as Markdown: intended use, training data, metrics, gate
+            decision, limitations.
+        carded: The bundle with the card in metadata["model_card"] (register this one).
+        options: ReportOptions: slice_column (empty: the categorical input column with the
+            fewest categories), max_slices.
+    """
+    import json
+
+    import pandas as pd
+
+    from kfp_lifecycle.bundle import load_bundle
+    from kfp_lifecycle.components.report import ReportOptions, build_report, card_bundle
+
+    def read(path):
+        with open(path) as handle:
+            return json.load(handle) or None  # an empty document means "not produced"
+
+    settings = ReportOptions.model_validate(options)
+    page, card = build_report(
+        load_bundle(model.path),
+        pd.read_parquet(test.path),
+        read(evaluation.path),
+        read(blessing.path),
+        read(diagnosis.path),
+        read(explanation.path),
+        [study for study in (read(t.path) for t in trials) if study],
+        settings,
+    )
+    with open(report.path, "w") as handle:
+        handle.write(page)
+    with open(model_card.path, "w") as handle:
+        handle.write(card)
+    card_bundle(model.path, card, carded.path)
+    print(f"evaluation report: {len(page) // 1024} KiB; model card: {len(card)} characters")

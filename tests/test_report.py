@@ -1,0 +1,342 @@
+import json
+import re
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bundles import build_bundle
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Model
+from pydantic import ValidationError
+
+from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, load_bundle, write_bundle
+from kfp_lifecycle.components.evaluate import (
+    ThresholdOptions,
+    calibrate_bundle_threshold,
+    evaluate_bundle,
+)
+from kfp_lifecycle.components.gate import GateOptions, decide
+from kfp_lifecycle.components.preprocess import fit_preprocessor
+from kfp_lifecycle.components.report import (
+    ReportOptions,
+    build_report,
+    card_bundle,
+    metrics_by_slice,
+    pick_slice_column,
+    render_evaluation_report,
+    render_model_card,
+    report,
+)
+from kfp_lifecycle.components.split import split_table
+from kfp_lifecycle.components.train import train_model
+from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.schema import CATEGORICAL
+from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
+
+CHROMIUM = Path("/usr/bin/chromium")
+SECTIONS = (
+    "metrics",
+    "roc",
+    "pr",
+    "confusion",
+    "calibration",
+    "learning",
+    "importance",
+    "tuning",
+    "slices",
+)
+
+# The documents other steps produce, in their documented shapes.
+DIAGNOSIS = {
+    "verdict": "overfitting",
+    "evidence": ["training roc_auc 0.93 against validation 0.71"],
+    "suggestion": "raise min_samples_leaf or add rows",
+    "metric": "roc_auc",
+    "learning_curve": {
+        "train_sizes": [100, 250, 500, 720],
+        "train_scores": [0.97, 0.94, 0.92, 0.91],
+        "validation_scores": [0.61, 0.66, 0.69, 0.71],
+    },
+    "validation_curve": {
+        "param": "C",
+        "values": [0.001, 0.01, 0.1, 1.0, 10.0],
+        "train_scores": [0.70, 0.76, 0.82, 0.88, 0.91],
+        "validation_scores": [0.66, 0.70, 0.71, 0.70, 0.68],
+    },
+}
+EXPLANATION = {
+    "permutation_importance": {"tenure_months": 0.081, "support_calls": 0.046, "age": -0.002},
+    "permutation_importance_std": {"tenure_months": 0.01, "support_calls": 0.007, "age": 0.003},
+    "shap_mean_abs": {"tenure_months": 0.4, "support_calls": 0.3, "plan_basic": 0.1},
+    "method": "permutation importance on test rows (roc_auc, 5 repeats)",
+}
+
+
+def _trials(family: str, seed: int) -> dict:
+    values = np.random.default_rng(seed).uniform(0.64, 0.74, size=12).round(4).tolist()
+    values[4] = None  # a pruned trial has no value
+    return {
+        "family": family,
+        "metric": "roc_auc",
+        "greater_is_better": True,
+        "objective": "maximize",
+        "default_score": values[0],
+        "best_score": max(v for v in values if v is not None),
+        "best_params": {"max_depth": 4, "learning_rate": 0.05},
+        "budget": {"trials": 12, "timeout_seconds": 600},
+        "trials": [
+            {
+                "number": i,
+                "params": {"max_depth": 3 + i % 4},
+                "value": value,
+                "state": "PRUNED" if value is None else "COMPLETE",
+                "duration_seconds": 0.5,
+                "is_default": i == 0,
+            }
+            for i, value in enumerate(values)
+        ],
+    }
+
+
+TRIALS = [_trials("xgboost", 1), _trials("random_forest", 2)]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, churn):
+    """A real bundle with its decision threshold, its test evaluation and gate decision."""
+    root = tmp_path_factory.mktemp("report")
+    build_bundle(root / "selected", churn)
+    parts = split_table(churn, "churned", CLASSIFICATION, seed=0)
+    calibrate_bundle_threshold(
+        str(root / "selected"), parts.validation, str(root / "tuned"), ThresholdOptions()
+    )
+    bundle = load_bundle(root / "tuned")
+    evaluation = evaluate_bundle(bundle, parts.test)
+    options = GateOptions(thresholds={"roc_auc": 0.6})
+    blessing = decide(evaluation["metrics"], CLASSIFICATION, options, "roc_auc").to_dict()
+    return root / "tuned", bundle, parts.test, evaluation, blessing
+
+
+class _Sections(HTMLParser):
+    """Body text (heading aside) and images inside each <section id=...> of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.text: dict[str, str] = {}
+        self.images: dict[str, int] = {}
+        self.references: list[str] = []
+        self._current = None
+        self._in_heading = False
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "section":
+            self._current = attributes.get("id")
+            self.text[self._current] = ""
+            self.images[self._current] = 0
+        self._in_heading = self._in_heading or tag == "h2"
+        if tag == "img" and self._current:
+            self.images[self._current] += 1
+        for name in ("src", "href"):
+            if attributes.get(name):
+                self.references.append(attributes[name])
+
+    def handle_endtag(self, tag):
+        if tag == "section":
+            self._current = None
+        if tag == "h2":
+            self._in_heading = False
+
+    def handle_data(self, data):
+        if self._current and not self._in_heading:
+            self.text[self._current] += data
+
+
+def _chromium(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *arguments,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed at /usr/bin/chromium")
+def test_report_renders_in_a_browser_with_every_section_filled(tmp_path, evaluated):
+    _, bundle, test, evaluation, blessing = evaluated
+    page, _ = build_report(
+        bundle, test, evaluation, blessing, DIAGNOSIS, EXPLANATION, TRIALS, ReportOptions()
+    )
+    path = tmp_path / "report.html"
+    path.write_text(page)
+    dom = _chromium("--dump-dom", path.as_uri(), profile=tmp_path / "profile").stdout
+    sections = _Sections()
+    sections.feed(dom)
+    for key in SECTIONS:
+        assert key in sections.text, f"section {key} missing from the rendered page"
+        filled = sections.text[key].strip() or sections.images[key]
+        assert filled, f"section {key} has nothing under its heading"
+    for key in ("roc", "pr", "confusion", "calibration", "importance", "tuning", "slices"):
+        assert sections.images[key] >= 1, f"section {key} has no figure"
+    assert sections.images["learning"] == 2  # learning curve and validation curve
+    # Self-contained: every reference is an in-page anchor or inline data.
+    assert all(ref.startswith(("#", "data:image/png;base64,")) for ref in sections.references)
+    assert not re.search(r"https?://|url\(|@import", page)
+    assert "overfitting" in sections.text["learning"]
+    assert "Test rows split by 'plan'" in sections.text["slices"]
+
+    screenshot = tmp_path / "report.png"
+    _chromium(
+        f"--screenshot={screenshot}",
+        "--window-size=1280,5000",
+        path.as_uri(),
+        profile=tmp_path / "profile",
+    )
+    assert screenshot.stat().st_size > 50_000  # a drawn page, not a blank one
+
+
+def test_sections_without_data_say_so(evaluated, regression, tmp_path):
+    _, bundle, _, evaluation, _ = evaluated
+    page = render_evaluation_report(evaluation, None, None, [], None, bundle.metadata)
+    sections = _Sections()
+    sections.feed(page)
+    assert set(SECTIONS) <= set(sections.text)
+    assert "No fit diagnosis" in sections.text["learning"]
+    assert "No feature importance" in sections.text["importance"]
+    assert "No hyperparameter tuning" in sections.text["tuning"]
+    assert "No slice column" in sections.text["slices"]
+
+    parts = split_table(regression, "price", REGRESSION, seed=0)
+    fitted, schema, _ = fit_preprocessor(parts.train, "price", REGRESSION)
+    trained = train_model(
+        parts.train, parts.validation, "price", REGRESSION, "linear", fitted, schema
+    )
+    write_bundle(tmp_path / "regression", trained.pipeline, trained.metadata)
+    regressor = load_bundle(tmp_path / "regression")
+    result = evaluate_bundle(regressor, parts.test)
+    page = render_evaluation_report(result, None, None, [], None, regressor.metadata)
+    sections = _Sections()
+    sections.feed(page)
+    for key in ("roc", "pr", "confusion", "calibration"):
+        assert "apply to classifiers; this is a regression model" in sections.text[key]
+    assert sections.images["metrics"] == 1  # predicted against actual
+
+
+def test_slice_metrics_are_the_metrics_of_each_slices_rows(evaluated):
+    _, bundle, test, evaluation, _ = evaluated
+    column = pick_slice_column(bundle.schema)
+    categorical = [c for c in bundle.schema.columns if c.kind == CATEGORICAL]
+    assert len(next(c for c in categorical if c.name == column).categories) == min(
+        len(c.categories) for c in categorical
+    )
+    slices = metrics_by_slice(bundle, test, column)
+    assert sum(s["rows"] for s in slices["slices"]) == len(test)
+    assert slices["overall"] == pytest.approx(evaluation["metrics"], nan_ok=True)
+    for part in slices["slices"]:
+        rows = test[test[column] == part["value"]]
+        alone = evaluate_bundle(bundle, rows)["metrics"]
+        assert part["metrics"]["accuracy"] == pytest.approx(alone["accuracy"])
+        assert part["few_rows"] == (len(rows) < 30)
+
+
+def test_a_slice_of_one_class_has_undefined_auc_not_an_error(evaluated):
+    _, bundle, test, _, _ = evaluated
+    test = test.copy()
+    test["plan"] = np.where(test["churned"] == "yes", "pro", test["plan"])
+    test.loc[test["plan"] == "pro", "churned"] = "yes"
+    slices = metrics_by_slice(bundle, test, "plan")
+    pro = next(s for s in slices["slices"] if s["value"] == "pro")
+    assert np.isnan(pro["metrics"]["roc_auc"]) and pro["metrics"]["recall"] >= 0
+
+
+def test_many_values_are_capped_and_missing_values_are_a_slice(evaluated):
+    _, bundle, test, _, _ = evaluated
+    test = test.copy()
+    test.loc[test.index[:5], "payment_method"] = None
+    slices = metrics_by_slice(bundle, test, "payment_method", max_slices=3)
+    values = [s["value"] for s in slices["slices"]]
+    assert len(values) == 3 and "(other)" in values
+    assert sum(s["rows"] for s in slices["slices"]) == len(test)
+    everything = metrics_by_slice(bundle, test, "payment_method")
+    assert next(s for s in everything["slices"] if s["value"] == "(missing)")["rows"] == 5
+
+
+@pytest.mark.parametrize(
+    ("column", "message"), [("age", "is numeric"), ("nope", "not an input column")]
+)
+def test_slice_column_must_be_a_categorical_input(evaluated, column, message):
+    _, bundle, test, _, _ = evaluated
+    with pytest.raises(DataError, match=message):
+        metrics_by_slice(bundle, test, column)
+
+
+def test_model_card_states_use_data_metrics_and_limitations(evaluated):
+    _, bundle, test, evaluation, blessing = evaluated
+    slices = metrics_by_slice(bundle, test, "plan")
+    card = render_model_card(bundle.metadata, evaluation, blessing, DIAGNOSIS, slices)
+    headings = re.findall(r"^## (.+)$", card, flags=re.MULTILINE)
+    assert headings == ["Intended use", "Training data", "Metrics", "Gate decision", "Limitations"]
+    assert f"| roc_auc | {evaluation['metrics']['roc_auc']:.4f} | higher |" in card
+    assert f"Training rows: {bundle.metadata['training_rows']}" in card
+    threshold = bundle.metadata["decision_threshold"]
+    assert f"at least {threshold:.4f}, chosen to maximise F1 on validation rows" in card
+    limitations = card.split("## Limitations")[1]
+    assert "Fit diagnosis: overfitting" in limitations
+    assert "Weakest slice of 'plan'" in limitations
+    assert ("**Blessed**" in card) is blessing["blessed"]
+
+
+def test_card_goes_into_a_bundle_that_still_verifies(tmp_path, evaluated):
+    tuned, _, _, _, _ = evaluated
+    card_bundle(str(tuned), "# Model card\n", str(tmp_path / "carded"))
+    assert sorted(p.name for p in (tmp_path / "carded").iterdir()) == [METADATA_FILE, MODEL_FILE]
+    assert load_bundle(tmp_path / "carded").metadata["model_card"] == "# Model card\n"
+
+
+def test_bad_report_options_are_named():
+    with pytest.raises(ValidationError, match="slice_columns"):
+        ReportOptions.model_validate({"slice_columns": "plan"})
+
+
+def test_component_writes_report_card_and_carded_bundle(tmp_path, evaluated):
+    tuned, _, test, evaluation, blessing = evaluated
+    documents = {
+        "evaluation": evaluation,
+        "blessing": blessing,
+        "diagnosis": DIAGNOSIS,
+        "explanation": {},  # produced empty: the section says there is none
+        "xgboost": TRIALS[0],
+    }
+    for name, document in documents.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(document))
+    test.to_parquet(tmp_path / "test.parquet", index=False)
+    page, card = HTML(uri=str(tmp_path / "report.html")), Markdown(uri=str(tmp_path / "card.md"))
+    report.python_func(
+        model=Model(uri=str(tuned)),
+        test=Dataset(uri=str(tmp_path / "test.parquet")),
+        evaluation=Artifact(uri=str(tmp_path / "evaluation.json")),
+        blessing=Artifact(uri=str(tmp_path / "blessing.json")),
+        diagnosis=Artifact(uri=str(tmp_path / "diagnosis.json")),
+        explanation=Artifact(uri=str(tmp_path / "explanation.json")),
+        trials=[Artifact(uri=str(tmp_path / "xgboost.json"))],
+        report=page,
+        model_card=card,
+        carded=Model(uri=str(tmp_path / "carded")),
+        options={"slice_column": "contract"},
+    )
+    sections = _Sections()
+    sections.feed(Path(page.path).read_text())
+    assert "No feature importance" in sections.text["importance"]
+    assert "xgboost" in sections.text["tuning"]
+    assert "split by 'contract'" in sections.text["slices"]
+    carded = load_bundle(tmp_path / "carded")
+    assert carded.metadata["model_card"] == Path(card.path).read_text()

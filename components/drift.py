@@ -9,6 +9,7 @@ never seen in the reference and a changed share of missing values are findings o
 The dataset drifts when the share of drifted features reaches `drift_share`.
 """
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,9 +22,21 @@ from scipy.spatial.distance import jensenshannon
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, InputSchema, infer_schema
+from kfp_lifecycle.schema import (
+    BOOLEAN,
+    CATEGORICAL,
+    DATETIME,
+    NUMERIC,
+    InputSchema,
+    infer_schema,
+)
 
 MISSING = "__missing__"
+# The reference kept in the bundle's metadata: a seeded sample of the raw training rows
+# (the same space as logged requests), enough for the tests above to have power.
+REFERENCE_ROWS = 2000
+# The report draws at most this many features, drifted ones first.
+PLOTTED_FEATURES = 30
 
 
 class DriftOptions(BaseModel):
@@ -71,6 +84,7 @@ class DriftResult:
     dataset_drift: bool
     reference_rows: int
     current_rows: int
+    prediction: FeatureDrift | None = None  # the model's outputs; not counted in the share
 
     @property
     def drifted(self) -> list[str]:
@@ -85,9 +99,25 @@ def detect_drift(
     current: pd.DataFrame,
     options: DriftOptions | None = None,
     schema: InputSchema | None = None,
+    prediction_column: str = "",
 ) -> DriftResult:
-    """Compare every schema column of `current` with `reference` (schema: inferred if absent)."""
+    """Compare every schema column of `current` with `reference` (schema: inferred if absent).
+
+    `prediction_column`, when both sides have it, is the model's output: its drift is
+    reported on its own (prediction drift), not counted among the features.
+    """
     options = options or DriftOptions()
+    prediction = None
+    if prediction_column:
+        for side, frame in (("reference", reference), ("current", current)):
+            if prediction_column not in frame.columns:
+                raise DataError(f"the {side} data has no prediction column '{prediction_column}'")
+        small = min(len(reference), len(current)) <= options.small_sample
+        outputs = reference[prediction_column]
+        kind = NUMERIC if pd.api.types.is_float_dtype(outputs) else CATEGORICAL
+        prediction = _column_drift(outputs, current[prediction_column], kind, small, options)
+        reference = reference.drop(columns=[prediction_column])
+        current = current.drop(columns=[prediction_column])
     schema = schema or infer_schema(reference, target="")
     missing = [name for name in schema.names if name not in current.columns]
     if missing:
@@ -102,7 +132,12 @@ def detect_drift(
     ]
     share = sum(f.drifted for f in features) / len(features)
     return DriftResult(
-        features, round(share, 4), share >= options.drift_share, len(reference), len(current)
+        features,
+        round(share, 4),
+        share >= options.drift_share,
+        len(reference),
+        len(current),
+        prediction,
     )
 
 
@@ -201,7 +236,10 @@ def _epoch(values: pd.Series) -> pd.Series:
     )
 
 
-def render_report(result: DriftResult) -> str:
+def render_report(
+    result: DriftResult, reference: pd.DataFrame | None = None, current: pd.DataFrame | None = None
+) -> str:
+    """Verdict, one row per feature, and (given the data) each feature's distributions."""
     from kfp_lifecycle.html_report import Section, render_page, table
 
     verdict = "DRIFT" if result.dataset_drift else "no dataset drift"
@@ -210,15 +248,87 @@ def render_report(result: DriftResult) -> str:
         f"({result.drifted_share:.0%}); reference {result.reference_rows} rows, "
         f"current {result.current_rows} rows."
     )
+    if result.prediction is not None:
+        said = "drifted" if result.prediction.drifted else "did not drift"
+        overview.text(
+            f"Predictions {said}: {result.prediction.test} {result.prediction.statistic:.4g} "
+            f"(threshold {result.prediction.threshold:g}). " + "; ".join(result.prediction.reasons)
+        )
+    ordered = sorted(result.features, key=lambda f: not f.drifted)
     rows = [
         [f.column, f.kind, f.test, f.statistic, f.threshold, "yes" if f.drifted else "no",
          "; ".join(f.reasons)]
-        for f in sorted(result.features, key=lambda f: not f.drifted)
+        for f in ordered
     ]  # fmt: skip
     features = Section("features", "Per feature").add(
         table(["feature", "kind", "test", "statistic", "threshold", "drifted", "why"], rows)
     )
-    return render_page("Drift report", verdict, [overview, features])
+    sections = [overview, features]
+    if reference is not None and current is not None:
+        sections.append(_distributions(ordered, reference, current))
+    return render_page("Drift report", verdict, sections)
+
+
+def _distributions(
+    ordered: list[FeatureDrift], reference: pd.DataFrame, current: pd.DataFrame
+) -> "Section":  # noqa: F821 (imported lazily with the plotting stack)
+    import matplotlib.pyplot as plt
+
+    from kfp_lifecycle.html_report import Section, figure_to_img
+
+    section = Section("distributions", "Distributions: reference vs current")
+    shown = ordered[:PLOTTED_FEATURES]
+    if len(ordered) > len(shown):
+        section.text(f"The first {len(shown)} of {len(ordered)} features, drifted ones first.")
+    for finding in shown:
+        ref, cur = reference[finding.column], current[finding.column]
+        figure, axes = plt.subplots(figsize=(5, 2.6))
+        if finding.kind in (CATEGORICAL, BOOLEAN):
+            ref_share = ref.astype(object).fillna(MISSING).astype(str).value_counts(normalize=True)
+            cur_share = cur.astype(object).fillna(MISSING).astype(str).value_counts(normalize=True)
+            shares = pd.concat([ref_share, cur_share], axis=1, keys=["reference", "current"])
+            shares = shares.fillna(0).sort_values("reference", ascending=False).head(15)
+            shares.plot.bar(ax=axes, color=["#3b82c4", "#e07b39"], rot=30)
+            axes.set(ylabel="share of rows")
+        else:
+            if finding.kind == DATETIME:
+                ref, cur = _epoch(ref), _epoch(cur)
+            ref, cur = ref.dropna().astype(float), cur.dropna().astype(float)
+            both = pd.concat([ref, cur])
+            bins = np.histogram_bin_edges(both, bins=30) if len(both) else 10
+            axes.hist(ref, bins=bins, density=True, alpha=0.55, label="reference", color="#3b82c4")
+            axes.hist(cur, bins=bins, density=True, alpha=0.55, label="current", color="#e07b39")
+            axes.set(ylabel="density" + (" (days since 1970)" if finding.kind == DATETIME else ""))
+            axes.legend(fontsize="small")
+        flag = "DRIFTED: " if finding.drifted else ""
+        axes.set_title(f"{flag}{finding.column}", fontsize="medium")
+        section.add(figure_to_img(figure, f"{finding.column}: reference vs current"))
+    return section
+
+
+def reference_sample(frame: pd.DataFrame, target: str, rows: int = REFERENCE_ROWS) -> dict:
+    """A seeded sample of the training rows' inputs as JSON (orient=split): the reference a
+    deployed model's traffic is later compared with, kept in the bundle's metadata."""
+    features = frame.drop(columns=[target], errors="ignore")
+    sample = features.sample(n=min(rows, len(features)), random_state=0).sort_index()
+    return {
+        "rows_sampled": len(sample),
+        "rows_total": len(features),
+        "table": json.loads(sample.to_json(orient="split", index=False, date_format="iso")),
+    }
+
+
+def reference_frame(metadata: dict[str, Any]) -> pd.DataFrame:
+    """The reference sample kept with a bundle, typed by the bundle's input schema."""
+    kept = metadata.get("reference")
+    if not kept:
+        raise DataError(
+            "the model bundle keeps no reference sample (it predates drift monitoring): "
+            "retrain it, or give the reference data explicitly"
+        )
+    table = kept["table"]
+    frame = pd.DataFrame(table["data"], columns=table["columns"])
+    return InputSchema.from_dict(metadata["input_schema"]).coerce(frame)
 
 
 @component
@@ -229,6 +339,7 @@ def drift(
     report: Output[HTML],
     verdict: Output[Artifact],
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
+    prediction_column: str = "",
 ) -> bool:
     """Compare current data with the training reference, feature by feature.
 
@@ -241,6 +352,8 @@ def drift(
         options: DriftOptions: small_sample, p_value, wasserstein_threshold,
             jensen_shannon_threshold, psi, psi_threshold, new_category_share,
             null_rate_change, drift_share.
+        prediction_column: The model's output column, present on both sides: its drift
+            (prediction drift) is reported on its own. Empty: inputs only.
 
     Returns:
         Whether the dataset drifted.
@@ -251,16 +364,20 @@ def drift(
 
     from kfp_lifecycle.components.drift import DriftOptions, detect_drift, render_report
 
+    reference_rows, current_rows = pd.read_parquet(reference.path), pd.read_parquet(current.path)
     result = detect_drift(
-        pd.read_parquet(reference.path),
-        pd.read_parquet(current.path),
+        reference_rows,
+        current_rows,
         DriftOptions.model_validate(options),
+        prediction_column=prediction_column,
     )
     metrics.log_metric("drifted_share", result.drifted_share)
+    if result.prediction is not None:
+        metrics.log_metric("prediction_drift", result.prediction.statistic)
     for finding in result.features:
         metrics.log_metric(f"drift_{finding.column}", finding.statistic)
     with open(report.path, "w") as handle:
-        handle.write(render_report(result))
+        handle.write(render_report(result, reference_rows, current_rows))
     with open(verdict.path, "w") as handle:
         json.dump(result.to_dict(), handle, indent=2)
     print(f"drifted features: {', '.join(result.drifted) or 'none'}")

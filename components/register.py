@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from kfp_lifecycle.bundle import read_metadata
 from kfp_lifecycle.component import component
@@ -17,8 +17,10 @@ def register_bundle(
     blessing: dict[str, Any],
     lineage: dict[str, Any],
     contract: dict[str, Any] | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Register the bundle with its test metrics and gate decision; return the run summary."""
+    """Register the bundle with its test metrics, gate decision, data contract and drift
+    reference; return the run summary."""
     registry = open_registry(registry_uri)
     version = registry.register(
         model_name,
@@ -29,6 +31,7 @@ def register_bundle(
             "gate": blessing,
             "lineage": lineage,
             "contract": contract,
+            "reference": reference,
         },
     )
     if blessing["blessed"]:
@@ -55,6 +58,7 @@ def register(
     evaluation: Input[Artifact],
     blessing: Input[Artifact],
     contract: Input[Artifact],
+    reference: Input[Dataset],
     registry: str,
     model_name: str,
     data_source: str,
@@ -72,6 +76,8 @@ def register(
         evaluation: Its test-set evaluation.
         blessing: The gate's decision.
         contract: The data contract inferred by validate, kept with the model.
+        reference: The raw training rows; a seeded sample of their inputs is kept with the
+            model as the reference that drift monitoring compares live traffic with.
         registry: Registry location (a local directory or file:// URI).
         model_name: Registered model name (lowercase letters, digits, dashes).
         data_source: Where the training data came from (lineage).
@@ -81,6 +87,9 @@ def register(
     """
     import json
 
+    import pandas as pd
+
+    from kfp_lifecycle.components.drift import reference_sample
     from kfp_lifecycle.components.register import register_bundle
 
     with open(evaluation.path) as handle:
@@ -90,8 +99,16 @@ def register(
     with open(contract.path) as handle:
         data_contract = json.load(handle)
     lineage = {"data_source": data_source, "data_sha256": data_sha256, "run_id": run_id}
+    kept = reference_sample(pd.read_parquet(reference.path), data_contract["target"])
     result = register_bundle(
-        champion.path, registry, model_name, test_evaluation, decision, lineage, data_contract
+        champion.path,
+        registry,
+        model_name,
+        test_evaluation,
+        decision,
+        lineage,
+        data_contract,
+        kept,
     )
     with open(summary.path, "w") as handle:
         json.dump(result, handle, indent=2)

@@ -123,6 +123,7 @@ def training_pipeline(
             evaluation=evaluated.outputs["evaluation"],
             blessing=decided.outputs["blessing"],
             contract=checked.outputs["contract"],
+            reference=parts.outputs["train"],
             registry=registry,
             model_name=model_name,
             data_source=data,

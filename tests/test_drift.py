@@ -5,9 +5,17 @@ import pandas as pd
 import pytest
 from kfp.dsl import HTML, Artifact, Dataset, Metrics
 
-from kfp_lifecycle.components.drift import DriftOptions, detect_drift, drift, psi
+from kfp_lifecycle.components.drift import (
+    DriftOptions,
+    detect_drift,
+    drift,
+    psi,
+    reference_frame,
+    reference_sample,
+)
 from kfp_lifecycle.demo import make_churn_dataset
 from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.schema import infer_schema
 
 FEATURES = ["age", "tenure_months", "monthly_charges", "support_calls", "plan", "region"]
 
@@ -89,3 +97,34 @@ def test_component_writes_metrics_report_and_verdict(tmp_path):
     assert metrics.metadata["drift_age"] < 0.05
     html = (tmp_path / "report.html").read_text()
     assert "1 of 6 features drifted" in html and "http" not in html
+    # One inline image per feature: reference against current, the drifted one first.
+    assert html.count('src="data:image/png;base64,') == len(FEATURES)
+    assert html.index("age: reference vs current") < html.index("region: reference vs current")
+
+
+@pytest.mark.parametrize(("shift", "drifted"), [(False, False), (True, True)])
+def test_prediction_drift_is_reported_apart_from_the_features(shift, drifted):
+    reference, current = sample(800, 1), sample(800, 2)
+    reference["prediction"] = np.where(reference["support_calls"] > 1, "yes", "no")
+    current["prediction"] = np.where(current["support_calls"] > (-1 if shift else 1), "yes", "no")
+    result = detect_drift(reference, current, prediction_column="prediction")
+    assert result.prediction.column == "prediction" and result.prediction.drifted is drifted
+    assert "prediction" not in [f.column for f in result.features]
+    with pytest.raises(DataError, match="no prediction column 'score'"):
+        detect_drift(reference, current, prediction_column="score")
+
+
+def test_reference_sample_round_trips_through_the_bundle_metadata():
+    training = make_churn_dataset(rows=3000, seed=3)
+    kept = reference_sample(training, "churned", rows=500)
+    assert (kept["rows_sampled"], kept["rows_total"]) == (500, 3000)
+    schema = infer_schema(training, target="churned")
+    metadata = {"reference": kept, "input_schema": schema.to_dict()}
+    frame = reference_frame(metadata)
+    assert list(frame.columns) == schema.names and len(frame) == 500
+    again = reference_frame({**metadata, "reference": reference_sample(training, "churned", 500)})
+    pd.testing.assert_frame_equal(frame, again)  # seeded: the same rows every time
+    # The sample is a fair one: no drift against the table it came from.
+    assert not detect_drift(schema.coerce(training), frame, schema=schema).dataset_drift
+    with pytest.raises(DataError, match="keeps no reference sample"):
+        reference_frame({"input_schema": schema.to_dict()})

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kfp_lifecycle.bundle import load_bundle
+from kfp_lifecycle.components.drift import reference_frame
 from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.local_run import run_training
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry
@@ -75,6 +76,8 @@ def test_registered_bundle_is_complete_and_predicts(churn_runs, churn):
     contract = metadata["contract"]
     assert contract["target"] == "churned" and set(contract["columns"]) == set(churn.columns)
     assert contract["columns"]["plan"]["categories"] == ["basic", "pro", "standard"]
+    reference = reference_frame(metadata)  # the training rows drift monitoring compares with
+    assert list(reference.columns) == bundle.schema.names and len(reference) > 500
     prediction = bundle.predict(churn.drop(columns=["churned"]).head(20))
     assert set(prediction.labels) <= {"no", "yes"}
 

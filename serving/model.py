@@ -7,6 +7,7 @@ The conversions are plain functions so they can be tested without starting a ser
 
 from __future__ import annotations
 
+import atexit
 import json
 import time
 import uuid
@@ -24,6 +25,14 @@ from kfp_lifecycle.errors import SchemaError
 from kfp_lifecycle.registry import model_version_of
 from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, InputSchema
 from kfp_lifecycle.serving.explain import NotExplainable, explain_rows
+from kfp_lifecycle.serving.payload_log import (
+    LOGGED_ROWS,
+    REQUEST_ID,
+    LogSettings,
+    PayloadLogger,
+    log_rows,
+    request_id_from,
+)
 
 PREDICTIONS = "predictions"
 PROBABILITIES = "probabilities"
@@ -159,17 +168,35 @@ class BundleModel(Model):
     """Serves one bundle directory; refuses to become ready if the model file was modified."""
 
     def __init__(self, name: str, model_dir: str):
-        super().__init__(name)
+        super().__init__(name, return_response_headers=True)  # x-request-id
         self.model_dir = model_dir
         self.bundle: Bundle | None = None
         self.version: str | None = None
+        self.payload_log: PayloadLogger | None = None
 
     def load(self) -> bool:
         bundle = load_bundle(self.model_dir)
         self.bundle = bundle
         self.version = model_version_of(bundle.metadata)
+        settings = LogSettings.from_env()
+        if settings is not None and self.payload_log is None:
+            self.payload_log = PayloadLogger(settings, self.name)
+            atexit.register(self.payload_log.close)  # a stop by signal still writes the rest
         self.ready = True
         return self.ready
+
+    def stop(self) -> None:
+        if self.payload_log is not None:
+            self.payload_log.close()
+        super().stop()
+
+    def _log(self, frame: Any, prediction: Prediction, request_id: str) -> None:
+        """Hand the rows to the request log; a failure here never fails the prediction."""
+        try:
+            self.payload_log.log(log_rows(frame, prediction, request_id, self.name, self.version))
+        except Exception as error:  # the log must never fail a prediction
+            LOGGED_ROWS.labels(self.name, "failed").inc(len(frame))
+            print(f"request log: could not queue request {request_id}: {error}")
 
     def predict(
         self,
@@ -180,16 +207,19 @@ class BundleModel(Model):
         labels = {"model_name": self.name, "model_version": self.version}
         started = time.perf_counter()
         outcome = "error"
+        v2 = isinstance(payload, InferRequest)
+        request_id = (v2 and payload.id) or request_id_from(headers)
         try:
             schema = self.bundle.schema
-            if isinstance(payload, InferRequest):
+            if v2:
                 frame = records_frame(v2_records(payload, schema), schema)
                 prediction = self.bundle.predict(frame)
+                payload.id = request_id  # the V2 response carries it as its id
                 response = v2_response(prediction, self.name, self.version, payload)
             else:
                 frame = records_frame(v1_records(payload), schema)
                 prediction = self.bundle.predict(frame)
-                response = v1_response(prediction, self.version)
+                response = {**v1_response(prediction, self.version), REQUEST_ID: request_id}
             outcome = "ok"
         except InvalidInput:
             outcome = "rejected"
@@ -200,6 +230,10 @@ class BundleModel(Model):
         if prediction.classes:
             for label, count in Counter(str(v) for v in prediction.labels).items():
                 PREDICTED_LABELS.labels(**labels, label=label).inc(count)
+        if response_headers is not None:
+            response_headers["x-request-id"] = request_id
+        if self.payload_log is not None:
+            self._log(frame, prediction, request_id)
         return response
 
     async def explain(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict:

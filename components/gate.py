@@ -24,7 +24,7 @@ from kfp_lifecycle.bundle import MODEL_FILE, Bundle, load_bundle
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.evaluate import evaluate_bundle
 from kfp_lifecycle.errors import DataError, LifecycleError
-from kfp_lifecycle.registry import CHAMPION, open_registry
+from kfp_lifecycle.registry import CHAMPION, load_version, open_registry
 from kfp_lifecycle.tasks import METRICS, PRIMARY_METRIC, metrics_for
 
 LATENCY = "latency_ms_per_row"
@@ -260,7 +260,7 @@ def champion_baseline(
         version = open_registry(registry_uri).alias(model_name, CHAMPION)
         if version is None:
             return None
-        champion = _load_version(version.uri, workdir)
+        champion = load_version(version.uri, workdir)
         for key in ("task", "target"):
             if champion.metadata[key] != candidate.metadata[key]:
                 raise LifecycleError(
@@ -273,16 +273,6 @@ def champion_baseline(
         uri = version.uri if version else registry_uri
         return Baseline(number, uri, None, f"{type(error).__name__}: {error}")
     return Baseline(version.version, version.uri, metrics)
-
-
-def _load_version(uri: str, workdir: str) -> Bundle:
-    if not uri.startswith("s3://"):
-        return load_bundle(uri)
-    from kfp_lifecycle.storage import download_bundle
-
-    local = Path(workdir) / "champion"
-    download_bundle(uri, local)  # verifies the sha256 while downloading
-    return load_bundle(local)
 
 
 def assess(

@@ -130,6 +130,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.config import LifecycleConfig, load_config, with_overrides
+    from kfp_lifecycle.local_run import MONITORING_SUMMARY_FILE, run_monitoring
+
+    config = load_config(args.config) if args.config else LifecycleConfig()
+    config = with_overrides(
+        config,
+        {
+            "registry": args.registry,
+            "model_name": args.model_name,
+            "output": args.output,
+            "monitoring.log_uri": args.log,
+            "monitoring.labels_uri": args.labels,
+            "monitoring.window_days": args.window_days,
+            "monitoring.pushgateway": args.pushgateway,
+        },
+    )
+    summary = run_monitoring(config, args.start or "", args.end or "")
+    start, end = summary["window"]
+    print(f"\nwindow {start} .. {end}: {'RETRAIN' if summary['retrain'] else 'KEEP'}")
+    for reason in summary["reasons"]:
+        print(f"  - {reason}")
+    if summary["new_versions"]:
+        versions = ", ".join(map(str, summary["new_versions"]))
+        print(f"retrained: new version(s) {versions}; champion is {summary['champion']}")
+    print(f"summary: {Path(config.output).absolute() / MONITORING_SUMMARY_FILE}")
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from kfp_lifecycle.pipelines import compile_all
 
@@ -340,6 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the training pipeline on the built-in dataset")
     demo.add_argument("--output", default="demo-output")
     demo.set_defaults(handler=cmd_demo)
+
+    monitor = commands.add_parser(
+        "monitor", help="run the monitoring pipeline locally: drift, quality, retraining"
+    )
+    monitor.add_argument("--config", help="pipeline configuration (its monitoring: section)")
+    monitor.add_argument("--registry", help="registry holding the served champion")
+    monitor.add_argument("--model-name", help="registered model name")
+    monitor.add_argument("--log", help="request log: a directory or s3:// prefix")
+    monitor.add_argument("--labels", help="labels that arrived later (request_id, target)")
+    monitor.add_argument("--start", help="first day, YYYY-MM-DD (default: from --window-days)")
+    monitor.add_argument("--end", help="last day, YYYY-MM-DD (default: today, UTC)")
+    monitor.add_argument("--window-days", type=int, help="days per window (default 1)")
+    monitor.add_argument("--pushgateway", help="Prometheus Pushgateway URL for the gauges")
+    monitor.add_argument("--output", help="output directory (default: lifecycle-output)")
+    monitor.set_defaults(handler=cmd_monitor)
 
     compile_ = commands.add_parser("compile", help="compile the pipelines to KFP IR YAML")
     compile_.add_argument("--output-dir", default=str(COMPILED_DIR))

@@ -15,11 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kfp_lifecycle.components.balance import BalanceOptions
 from kfp_lifecycle.components.clean import CleanOptions
+from kfp_lifecycle.components.drift import DriftOptions
 from kfp_lifecycle.components.evaluate import ThresholdOptions
 from kfp_lifecycle.components.features import FeaturesOptions
 from kfp_lifecycle.components.gate import GateOptions
 from kfp_lifecycle.components.preprocess import PreprocessOptions
 from kfp_lifecycle.components.profile import ProfileOptions
+from kfp_lifecycle.components.quality import QualityOptions
+from kfp_lifecycle.components.retrain import RetrainRule
 from kfp_lifecycle.components.split import SplitOptions
 from kfp_lifecycle.components.train import DEFAULT_FAMILIES
 from kfp_lifecycle.errors import LifecycleError
@@ -45,6 +48,26 @@ class ModelsConfig(Section):
     )
 
 
+class MonitoringConfig(Section):
+    log_uri: str | None = Field(
+        None, description="The model server's request log: a directory or s3:// prefix."
+    )
+    labels_uri: str = Field(
+        "", description="Labels that arrived later (request_id, target): CSV or Parquet."
+    )
+    window_days: int = Field(1, ge=1, description="Days of logged requests per run.")
+    pushgateway: str = Field(
+        "", description="Prometheus Pushgateway URL for drift and quality gauges."
+    )
+    deploy: bool = Field(
+        False, description="After retraining, run the deployment pipeline (a cluster only)."
+    )
+    service_name: str = Field("", description="InferenceService to deploy to (with deploy).")
+    drift: DriftOptions = Field(default_factory=DriftOptions)
+    quality: QualityOptions = Field(default_factory=QualityOptions)
+    retrain: RetrainRule = Field(default_factory=RetrainRule)
+
+
 class LifecycleConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model_name: str | None = Field(None, description="Registered model name (default: target).")
@@ -59,6 +82,7 @@ class LifecycleConfig(Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     decision_threshold: ThresholdOptions = Field(default_factory=ThresholdOptions)
     gate: GateOptions = Field(default_factory=GateOptions)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
 
 def describe_errors(error: ValidationError, source: str) -> str:

@@ -16,6 +16,7 @@ from kfp_lifecycle.errors import LifecycleError
 from kfp_lifecycle.registry import model_name_from
 
 SUMMARY_FILE = "summary.json"
+MONITORING_SUMMARY_FILE = "monitoring-summary.json"
 
 
 def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
@@ -52,14 +53,9 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     }
 
 
-def run_training(config: LifecycleConfig) -> dict[str, Any]:
-    """Run the pipeline with kfp.local; write and return <output>/summary.json."""
+def _start_local(output: Path) -> None:
     from kfp import local
 
-    from kfp_lifecycle.pipelines.training import training_pipeline
-
-    arguments = pipeline_arguments(config)
-    output = Path(config.output).absolute()
     output.mkdir(parents=True, exist_ok=True)
     # Locally, each step runs in this environment, which is the project image's own: kfp's
     # warning that the step's image may differ does not apply.
@@ -71,7 +67,74 @@ def run_training(config: LifecycleConfig) -> dict[str, Any]:
         pipeline_root=str(output / "pipeline-root"),
         raise_on_error=True,
     )
+
+
+def run_training(config: LifecycleConfig) -> dict[str, Any]:
+    """Run the pipeline with kfp.local; write and return <output>/summary.json."""
+    from kfp_lifecycle.pipelines.training import training_pipeline
+
+    arguments = pipeline_arguments(config)
+    output = Path(config.output).absolute()
+    _start_local(output)
     task = training_pipeline(**arguments)
     summary = json.loads(Path(task.output.path).read_text())
     (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def monitoring_arguments(config: LifecycleConfig, start: str = "", end: str = "") -> dict:
+    """The monitoring pipeline's arguments, checked before any step starts."""
+    from kfp_lifecycle.components.monitor import window_bounds
+    from kfp_lifecycle.registry import CHAMPION, open_registry
+
+    monitoring = config.monitoring
+    if not monitoring.log_uri:
+        raise LifecycleError("no request log: pass --log or set monitoring.log_uri")
+    if not config.registry or not config.model_name:
+        raise LifecycleError("monitoring needs --registry and --model-name (or the config's)")
+    if open_registry(config.registry).alias(config.model_name, CHAMPION) is None:
+        raise LifecycleError(
+            f"model '{config.model_name}' has no champion in {config.registry}: nothing to monitor"
+        )
+    if monitoring.deploy and not monitoring.service_name:
+        raise LifecycleError("monitoring.deploy needs monitoring.service_name")
+    start, end = window_bounds(start, end, monitoring.window_days)
+    return {
+        "registry": config.registry,
+        "model_name": config.model_name,
+        "log_uri": monitoring.log_uri,
+        "start": start,
+        "end": end,
+        "labels_uri": monitoring.labels_uri,
+        "drift_options": monitoring.drift.model_dump(mode="json"),
+        "quality_options": monitoring.quality.model_dump(mode="json"),
+        "rule": monitoring.retrain.model_dump(mode="json"),
+        "pushgateway": monitoring.pushgateway,
+        "families": config.models.families,
+        "gate_options": config.gate.model_dump(mode="json", exclude_none=True),
+        "deploy": monitoring.deploy,
+        "service_name": monitoring.service_name,
+    }
+
+
+def run_monitoring(config: LifecycleConfig, start: str = "", end: str = "") -> dict[str, Any]:
+    """Run the monitoring pipeline with kfp.local; return and write its decision."""
+    from kfp_lifecycle.pipelines.monitoring import monitoring_pipeline
+    from kfp_lifecycle.registry import open_registry
+
+    arguments = monitoring_arguments(config, start, end)
+    registry = open_registry(config.registry)
+    before = set(registry.versions(config.model_name))
+    output = Path(config.output).absolute()
+    _start_local(output)
+    task = monitoring_pipeline(**arguments)
+    decision = json.loads(Path(task.output.path).read_text())
+    new = sorted(set(registry.versions(config.model_name)) - before)
+    summary = {
+        "window": [arguments["start"], arguments["end"]],
+        **decision,
+        "new_versions": new,
+        "champion": registry.aliases(config.model_name).get("champion"),
+    }
+    (output / MONITORING_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary

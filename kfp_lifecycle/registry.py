@@ -27,7 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kfp_lifecycle.bundle import MODEL_FILE, read_metadata, verify_bundle, write_metadata
+from kfp_lifecycle.bundle import (
+    MODEL_FILE,
+    Bundle,
+    load_bundle,
+    read_metadata,
+    verify_bundle,
+    write_metadata,
+)
 from kfp_lifecycle.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -235,6 +242,18 @@ def bundle_metadata(uri: str) -> dict[str, Any]:
     if found is None:
         raise RegistryError(f"{uri} is not a model bundle: metadata.json is missing")
     return found[0]
+
+
+def load_version(uri: str, workdir: str | Path) -> Bundle:
+    """A registered version as a loaded bundle; an s3:// one is downloaded into `workdir`
+    and its sha256 checked while it downloads."""
+    if not uri.startswith("s3://"):
+        return load_bundle(uri.removeprefix("file://"))
+    from kfp_lifecycle.storage import download_bundle
+
+    local = Path(workdir) / "version"
+    download_bundle(uri, local)
+    return load_bundle(local)
 
 
 def model_version_of(metadata: dict[str, Any]) -> str:

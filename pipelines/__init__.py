@@ -9,11 +9,12 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 
 def pipelines() -> dict:
     """Pipeline name -> pipeline function, for every pipeline the project ships."""
-    from kfp_lifecycle.pipelines import deployment, training
+    from kfp_lifecycle.pipelines import deployment, monitoring, training
 
     return {
         training.PIPELINE_NAME: training.training_pipeline,
         deployment.PIPELINE_NAME: deployment.deployment_pipeline,
+        monitoring.PIPELINE_NAME: monitoring.monitoring_pipeline,
     }
 
 

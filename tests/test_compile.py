@@ -53,3 +53,16 @@ def test_s3_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypatch):
         assert secret["secretName"] == S3_SECRET and secret["optional"] is False
         assert {m["secretKey"] for m in secret["keyToEnv"]} == set(S3_SECRET_KEYS)
         assert executors[step]["configMapAsEnv"][0]["configMapName"] == S3_CONFIG_MAP
+
+
+def test_monitoring_retrains_and_deploys_only_under_their_conditions():
+    tasks = _documents("monitoring")[0]["root"]["dag"]["tasks"]
+    (retrain,) = [task for task in tasks.values() if "triggerPolicy" in task]
+    assert retrain["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--decide-Output'] == true"
+    )
+    branch = _documents("monitoring")[0]["components"][retrain["componentRef"]["name"]]
+    inside = branch["dag"]["tasks"]
+    assert inside["training"]["componentRef"]["name"] == "comp-training"  # the whole pipeline
+    (deploy,) = [task for task in inside.values() if "triggerPolicy" in task]
+    assert "pipelinechannel--deploy" in deploy["triggerPolicy"]["condition"]

@@ -24,6 +24,7 @@ from kfp_lifecycle.bundle import Bundle
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.balance import split_balance_columns
 from kfp_lifecycle.components.evaluate import compute_metrics
+from kfp_lifecycle.components.tune import TuningOptions, fit_estimator, tune
 from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.schema import InputSchema
 from kfp_lifecycle.tasks import CLASSIFICATION
@@ -59,6 +60,7 @@ def _xgboost(task: str, seed: int) -> Any:
         min_child_weight=1,
         subsample=0.8,
         colsample_bytree=0.8,
+        reg_lambda=1.0,
         tree_method="hist",
         early_stopping_rounds=XGBOOST_EARLY_STOPPING_ROUNDS,
         n_jobs=2,
@@ -75,7 +77,7 @@ FAMILIES: dict[str, Callable[[str, int], Any]] = {
     "hist_gradient_boosting": _hist_gradient_boosting,
     "xgboost": _xgboost,
 }
-DEFAULT_FAMILIES = ["linear", "random_forest", "xgboost"]
+DEFAULT_FAMILIES = ["linear", "random_forest", "hist_gradient_boosting", "xgboost"]
 
 
 def make_estimator(family: str, task: str, seed: int = 42) -> Any:
@@ -89,6 +91,68 @@ def class_labels(labels: pd.Series) -> list[Any]:
     return [v.item() if hasattr(v, "item") else v for v in sorted(labels.dropna().unique())]
 
 
+def _matrices(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    target: str,
+    task: str,
+    preprocessor: Pipeline,
+    fitted_rows: pd.DataFrame | None,
+) -> dict[str, Any]:
+    """What a family is fitted and scored on: the training matrix (cross-fitted encodings,
+    the balance step's weights and synthetic rows honoured), the validation matrix, and the
+    labels as class indices for classifiers."""
+    train, sample_weight, origins = split_balance_columns(train)
+    classes = class_labels(train[target]) if task == CLASSIFICATION else None
+    if classes is not None:
+        index = {label: i for i, label in enumerate(classes)}
+        y_train, y_valid = train[target].map(index), validation[target].map(index)
+    else:
+        y_train, y_valid = train[target], validation[target]
+    return {
+        "rows": len(train),
+        "x_train": training_matrix(preprocessor, train, target, origins, fitted_rows),
+        "y_train": y_train.to_numpy(),
+        "x_valid": np.asarray(
+            preprocessor.transform(validation.drop(columns=[target])), dtype="float64"
+        ),
+        "y_valid": y_valid.to_numpy(),
+        "classes": classes,
+        "sample_weight": None if sample_weight is None else np.asarray(sample_weight),
+        "synthetic": origins is not None and bool((origins < 0).any()),
+    }
+
+
+def tune_family(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    target: str,
+    task: str,
+    family: str,
+    preprocessor: Pipeline,
+    metric: str,
+    options: TuningOptions,
+    seed: int = 42,
+    fitted_rows: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """The Optuna study of one family (components/tune.py) on the same matrices training uses."""
+    data = _matrices(train, validation, target, task, preprocessor, fitted_rows)
+    return tune(
+        make_estimator(family, task, seed),
+        family,
+        task,
+        metric,
+        data["x_train"],
+        data["y_train"],
+        data["x_valid"],
+        data["y_valid"],
+        data["classes"],
+        options,
+        data["sample_weight"],
+        data["synthetic"],
+    )
+
+
 def train_model(
     train: pd.DataFrame,
     validation: pd.DataFrame,
@@ -99,39 +163,30 @@ def train_model(
     schema: InputSchema,
     seed: int = 42,
     fitted_rows: pd.DataFrame | None = None,
+    params: dict[str, Any] | None = None,
 ) -> Bundle:
-    """Fit one family on the fitted preprocessor's output; return an in-memory bundle.
+    """Fit one family (its defaults, or `params` from tuning) on the fitted preprocessor's
+    output; return an in-memory bundle.
 
     `train` may come from the balance step (its weight and origin columns are honoured);
     `fitted_rows` are the rows the preprocessor was fitted on (default: `train` itself).
     """
-    estimator = make_estimator(family, task, seed)
-    train, sample_weight, origins = split_balance_columns(train)
-    x_train = training_matrix(preprocessor, train, target, origins, fitted_rows)
-    x_valid = preprocessor.transform(validation.drop(columns=[target]))
-    classes = class_labels(train[target]) if task == CLASSIFICATION else None
-    if classes is not None:
-        index = {label: i for i, label in enumerate(classes)}
-        y_train, y_valid = train[target].map(index), validation[target].map(index)
-    else:
-        y_train, y_valid = train[target], validation[target]
-
-    fit_options: dict[str, Any] = {}
-    if sample_weight is not None:
-        fit_options["sample_weight"] = sample_weight
-    if family == "xgboost":
-        fit_options.update({"eval_set": [(x_valid, y_valid)], "verbose": False})
-    estimator.fit(x_train, y_train, **fit_options)
+    estimator = make_estimator(family, task, seed).set_params(**(params or {}))
+    data = _matrices(train, validation, target, task, preprocessor, fitted_rows)
+    fit_estimator(
+        estimator, family, data["x_train"], data["y_train"], data["sample_weight"],
+        data["x_valid"], data["y_valid"],
+    )  # fmt: skip
 
     pipeline = Pipeline([*preprocessor.steps, ("model", estimator)])
     metadata: dict[str, Any] = {
         "task": task,
         "target": target,
         "family": family,
-        "classes": classes,
+        "classes": data["classes"],
         "input_schema": schema.to_dict(),
         "params": _plain_params(estimator),
-        "training_rows": len(train),
+        "training_rows": data["rows"],
     }
     if family == "xgboost":
         metadata["params"]["best_iteration"] = int(estimator.best_iteration)
@@ -191,9 +246,12 @@ def train(
     target: str,
     family: str,
     model: Output[Model],
+    trials: Output[Artifact],
     seed: int = 42,
+    tuning: dict = {},  # noqa: B006 (KFP default, never mutated)
 ):
-    """Train one model family and bundle it with the fitted preprocessing.
+    """Tune one model family's hyperparameters (Optuna), train it with the best, and bundle
+    it with the fitted preprocessing.
 
     Args:
         train: Training rows, as the balance step left them (weights and synthetic rows).
@@ -204,7 +262,11 @@ def train(
         validation_report: The validate step's report: the resolved task and primary metric.
         family: linear, random_forest, hist_gradient_boosting or xgboost.
         model: Bundle directory: model.joblib (one scikit-learn Pipeline) and metadata.json.
-        seed: Random seed.
+        trials: JSON tuning history: family, metric, budget, default_score, best_score,
+            best_params, and every trial (number, params, value, state, is_default).
+        seed: Random seed of the estimator.
+        tuning: TuningOptions: enabled, trials, timeout_seconds, objective (validation or
+            cv), cv_folds, pruning, seed. The family's defaults are always trial 0.
     """
     import json
 
@@ -212,25 +274,36 @@ def train(
 
     from kfp_lifecycle.bundle import write_bundle
     from kfp_lifecycle.components.preprocess import load_preprocessor
-    from kfp_lifecycle.components.train import train_model
+    from kfp_lifecycle.components.train import train_model, tune_family
+    from kfp_lifecycle.components.tune import TuningOptions
 
     with open(validation_report.path) as handle:
         resolved = json.load(handle)
     task, primary_metric = resolved["task"], resolved["primary_metric"]
     fitted, schema = load_preprocessor(preprocessor.path)
+    rows = pd.read_parquet(train.path)
+    held_out = pd.read_parquet(validation.path)
+    fitted_on = pd.read_parquet(fitted_rows.path)
+    study = tune_family(
+        rows, held_out, target, task, family, fitted, primary_metric,
+        TuningOptions.model_validate(tuning), seed, fitted_on,
+    )  # fmt: skip
+    with open(trials.path, "w") as handle:
+        json.dump(study, handle, indent=2)
     bundle = train_model(
-        pd.read_parquet(train.path),
-        pd.read_parquet(validation.path),
-        target,
-        task,
-        family,
-        fitted,
-        schema,
-        seed,
-        fitted_rows=pd.read_parquet(fitted_rows.path),
-    )
+        rows, held_out, target, task, family, fitted, schema, seed, fitted_on,
+        params=study["best_params"],
+    )  # fmt: skip
     bundle.metadata["primary_metric"] = primary_metric
+    bundle.metadata["tuning"] = {
+        key: study[key]
+        for key in ("objective_data", "default_score", "best_score", "best_params", "stopped_by")
+    }
+    bundle.metadata["tuning"]["trials_run"] = len(study["trials"])
     write_bundle(model.path, bundle.pipeline, bundle.metadata)
     score = bundle.metadata["metrics"]["validation"][primary_metric]
     model.metadata.update({"family": family, f"validation_{primary_metric}": score})
-    print(f"{family}: validation {primary_metric} = {score:.4f}")
+    print(
+        f"{family}: validation {primary_metric} = {score:.4f} (defaults: "
+        f"{study['default_score']:.4f}; {len(study['trials'])} trial(s), {study['stopped_by']})"
+    )

@@ -245,10 +245,14 @@ class BundleModel(Model):
         except NotExplainable as error:
             raise InvalidInput(str(error)) from None
         prediction = self.bundle.predict(frame)
-        return {
-            **v1_response(prediction, self.version),
-            "explanations": explanations,
-        }
+        response = {**v1_response(prediction, self.version), "explanations": explanations}
+        kept = self.bundle.metadata.get("explanation")  # global importance, from training
+        if kept:
+            response["global_importance"] = {
+                "method": kept["method"],
+                "permutation_importance": kept["permutation_importance"],
+            }
+        return response
 
     def get_input_types(self) -> list[dict[str, Any]]:
         if self.bundle is None:

@@ -1,0 +1,101 @@
+"""Global explanations: permutation importance finds the columns that matter, XGBoost's SHAP
+agrees, and the importance travels in the bundle to the model server."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from bundles import build_bundle
+from kfp.dsl import Artifact, Dataset, Model
+
+from kfp_lifecycle.bundle import load_bundle, write_bundle
+from kfp_lifecycle.components.explain import ExplainOptions, explain, explain_bundle
+from kfp_lifecycle.components.preprocess import fit_preprocessor
+from kfp_lifecycle.components.report import _importance_section
+from kfp_lifecycle.components.split import split_table
+from kfp_lifecycle.components.train import train_model
+from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.serving.model import BundleModel
+from kfp_lifecycle.tasks import CLASSIFICATION
+
+
+def _planted(rows: int = 1500, seed: int = 0) -> pd.DataFrame:
+    """The label depends on `signal` strongly, on `weak` a little, on `noise` not at all."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"signal": rng.normal(size=rows), "weak": rng.normal(size=rows),
+                          "noise": rng.normal(size=rows)})  # fmt: skip
+    logit = 3 * frame["signal"] + 0.7 * frame["weak"]
+    frame["y"] = np.where(rng.random(rows) < 1 / (1 + np.exp(-logit)), "yes", "no")
+    return frame
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    frame = _planted()
+    parts = split_table(frame, "y", CLASSIFICATION, seed=0)
+    fitted, schema, _ = fit_preprocessor(parts.train, "y", CLASSIFICATION)
+    bundle = train_model(parts.train, parts.validation, "y", CLASSIFICATION, "xgboost", fitted,
+                         schema)  # fmt: skip
+    bundle.metadata["primary_metric"] = "roc_auc"
+    directory = tmp_path_factory.mktemp("planted") / "model"
+    write_bundle(directory, bundle.pipeline, bundle.metadata)
+    return load_bundle(directory), parts.test
+
+
+def test_importance_ranks_the_planted_columns(planted):
+    bundle, test = planted
+    result = explain_bundle(bundle, test, ExplainOptions())
+    importance = result["permutation_importance"]
+    assert importance["signal"] > importance["weak"] > importance["noise"]
+    assert abs(importance["noise"]) < 0.02
+    shap = result["shap_mean_abs"]
+    by_column = {c: sum(v for k, v in shap.items() if c in k) for c in ("signal", "weak", "noise")}
+    assert by_column["signal"] > by_column["weak"] > by_column["noise"]
+
+
+def test_component_keeps_the_explanation_in_a_bundle_that_verifies(planted, tmp_path):
+    bundle, test = planted
+    test.to_parquet(tmp_path / "test.parquet")
+    explanation = Artifact(uri=str(tmp_path / "explanation.json"))
+    explained = Model(uri=str(tmp_path / "explained"))
+    explain.python_func(
+        model=Model(uri=str(bundle.path)),
+        test=Dataset(uri=str(tmp_path / "test.parquet")),
+        explanation=explanation,
+        explained=explained,
+        options={"repeats": 2},
+    )
+    written = json.loads(Path(explanation.path).read_text())
+    kept = load_bundle(explained.path)  # verifies model.joblib's sha256
+    assert kept.metadata["explanation"] == written
+    section = "".join(_importance_section(written).parts)
+    assert section.count("data:image/png;base64,") == 2  # permutation and SHAP charts
+
+
+def test_the_server_returns_the_kept_importance_with_each_explanation(planted, tmp_path):
+    bundle, test = planted
+    kept = explain_bundle(bundle, test, ExplainOptions(repeats=2))
+    write_bundle(tmp_path / "served", bundle.pipeline, {**bundle.metadata, "explanation": kept})
+    model = BundleModel("planted", str(tmp_path / "served"))
+    model.load()
+    rows = json.loads(test.drop(columns=["y"]).head(2).to_json(orient="records"))
+    answer = asyncio.run(model.explain({"instances": rows}))
+    assert len(answer["explanations"]) == 2
+    assert answer["global_importance"]["permutation_importance"] == kept["permutation_importance"]
+
+
+def test_other_families_get_permutation_importance_only(churn, tmp_path):
+    bundle = load_bundle(build_bundle(tmp_path / "linear", churn))
+    parts = split_table(churn, "churned", CLASSIFICATION, seed=0)
+    result = explain_bundle(bundle, parts.test, ExplainOptions(repeats=2))
+    assert set(result["permutation_importance"]) == set(bundle.schema.names)
+    assert "shap_mean_abs" not in result
+
+
+def test_missing_target_is_named(planted):
+    bundle, test = planted
+    with pytest.raises(DataError, match="the test rows have no target column 'y'"):
+        explain_bundle(bundle, test.drop(columns=["y"]), ExplainOptions())

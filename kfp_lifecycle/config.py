@@ -15,16 +15,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kfp_lifecycle.components.balance import BalanceOptions
 from kfp_lifecycle.components.clean import CleanOptions
+from kfp_lifecycle.components.diagnose import DiagnoseOptions
 from kfp_lifecycle.components.drift import DriftOptions
 from kfp_lifecycle.components.evaluate import ThresholdOptions
+from kfp_lifecycle.components.explain import ExplainOptions
 from kfp_lifecycle.components.features import FeaturesOptions
 from kfp_lifecycle.components.gate import GateOptions
 from kfp_lifecycle.components.preprocess import PreprocessOptions
 from kfp_lifecycle.components.profile import ProfileOptions
 from kfp_lifecycle.components.quality import QualityOptions
+from kfp_lifecycle.components.report import ReportOptions
 from kfp_lifecycle.components.retrain import RetrainRule
 from kfp_lifecycle.components.split import SplitOptions
 from kfp_lifecycle.components.train import DEFAULT_FAMILIES
+from kfp_lifecycle.components.tune import TuningOptions
 from kfp_lifecycle.errors import LifecycleError
 
 
@@ -46,6 +50,7 @@ class ModelsConfig(Section):
         default_factory=lambda: list(DEFAULT_FAMILIES),
         description="Model families trained in parallel; the best on validation wins.",
     )
+    tuning: TuningOptions = Field(default_factory=TuningOptions)
 
 
 class MonitoringConfig(Section):
@@ -82,6 +87,9 @@ class LifecycleConfig(Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     decision_threshold: ThresholdOptions = Field(default_factory=ThresholdOptions)
     gate: GateOptions = Field(default_factory=GateOptions)
+    diagnosis: DiagnoseOptions = Field(default_factory=DiagnoseOptions)
+    explanation: ExplainOptions = Field(default_factory=ExplainOptions)
+    report: ReportOptions = Field(default_factory=ReportOptions)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
 

@@ -36,6 +36,7 @@ def monitoring_pipeline(
     rule: dict = {},  # noqa: B006
     pushgateway: str = "",
     families: list = DEFAULT_FAMILIES,
+    tuning_options: dict = {},  # noqa: B006
     gate_options: dict = {},  # noqa: B006
     deploy: bool = False,
     service_name: str = "",
@@ -84,6 +85,7 @@ def monitoring_pipeline(
             model_name=model_name,
             task=window.outputs["task"],
             families=families,
+            tuning_options=tuning_options,
             gate_options=gate_options,
         )
         with dsl.If(deploy == True, name="deploy"):  # noqa: E712

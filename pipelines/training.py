@@ -5,13 +5,16 @@ from kfp import dsl
 from kfp_lifecycle.cluster import with_s3_access
 from kfp_lifecycle.components.balance import balance
 from kfp_lifecycle.components.clean import clean
+from kfp_lifecycle.components.diagnose import diagnose
 from kfp_lifecycle.components.evaluate import calibrate_threshold, evaluate
+from kfp_lifecycle.components.explain import explain
 from kfp_lifecycle.components.features import select_features
 from kfp_lifecycle.components.gate import gate
 from kfp_lifecycle.components.ingest import ingest
 from kfp_lifecycle.components.preprocess import preprocess
 from kfp_lifecycle.components.profile import profile
 from kfp_lifecycle.components.register import register
+from kfp_lifecycle.components.report import report
 from kfp_lifecycle.components.select import select
 from kfp_lifecycle.components.split import split
 from kfp_lifecycle.components.train import DEFAULT_FAMILIES, train
@@ -22,8 +25,10 @@ PIPELINE_NAME = "training"
 
 @dsl.pipeline(
     name=PIPELINE_NAME,
-    description="Ingest, validate, split, preprocess, train model families in parallel, "
-    "select the champion, evaluate it on held-out data, gate it and register it.",
+    description="Ingest, validate, profile, clean, split, preprocess, select features, "
+    "balance, tune and train model families in parallel, select the champion, choose its "
+    "decision threshold, evaluate it on held-out data, gate it against business thresholds "
+    "and the current champion, diagnose its fit, explain it, report, and register it.",
 )
 def training_pipeline(
     data: str,
@@ -33,7 +38,11 @@ def training_pipeline(
     task: str = "auto",
     metric: str = "auto",
     families: list = DEFAULT_FAMILIES,
+    tuning_options: dict = {},  # noqa: B006
     threshold_options: dict = {},  # noqa: B006
+    diagnose_options: dict = {},  # noqa: B006
+    explain_options: dict = {},  # noqa: B006
+    report_options: dict = {},  # noqa: B006
     gate_options: dict = {},  # noqa: B006
     profile_options: dict = {},  # noqa: B006
     clean_options: dict = {},  # noqa: B006
@@ -94,6 +103,7 @@ def training_pipeline(
             validation_report=checked.outputs["report"],
             target=target,
             family=family,
+            tuning=tuning_options,
         )
 
     chosen = select(
@@ -117,9 +127,28 @@ def training_pipeline(
             options=gate_options,
         ).set_caching_options(False)  # the registry's champion is an input it cannot see
     )
+    diagnosed = diagnose(
+        model=calibrated.outputs["tuned"],
+        train=prepared.outputs["train_clean"],
+        validation=parts.outputs["validation"],
+        options=diagnose_options,
+    ).set_display_name("diagnose (learning curves)")
+    explained = explain(
+        model=calibrated.outputs["tuned"], test=parts.outputs["test"], options=explain_options
+    ).set_display_name("explain (feature importance)")
+    reported = report(
+        model=explained.outputs["explained"],
+        test=parts.outputs["test"],
+        evaluation=evaluated.outputs["evaluation"],
+        blessing=decided.outputs["blessing"],
+        diagnosis=diagnosed.outputs["diagnosis"],
+        explanation=explained.outputs["explanation"],
+        trials=dsl.Collected(candidate.outputs["trials"]),
+        options=report_options,
+    ).set_display_name("report (evaluation report, model card)")
     registered = with_s3_access(
         register(
-            champion=calibrated.outputs["tuned"],
+            champion=reported.outputs["carded"],
             evaluation=evaluated.outputs["evaluation"],
             blessing=decided.outputs["blessing"],
             contract=checked.outputs["contract"],

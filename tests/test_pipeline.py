@@ -10,6 +10,7 @@ import pytest
 
 from kfp_lifecycle.bundle import load_bundle
 from kfp_lifecycle.components.drift import reference_frame
+from kfp_lifecycle.components.train import DEFAULT_FAMILIES
 from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.local_run import run_training
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry
@@ -53,7 +54,7 @@ def test_summary_names_champion_metrics_and_decision(churn_runs):
     assert set(first) >= SUMMARY_KEYS
     assert json.loads((root / "run1" / "summary.json").read_text()) == first
     assert (first["task"], first["primary_metric"]) == ("classification", "roc_auc")
-    assert set(first["leaderboard"]) == {"linear", "random_forest", "xgboost"}
+    assert set(first["leaderboard"]) == set(DEFAULT_FAMILIES)
     best = max(first["leaderboard"], key=first["leaderboard"].get)
     assert first["champion"] == best
     assert first["blessed"] is True
@@ -76,10 +77,26 @@ def test_registered_bundle_is_complete_and_predicts(churn_runs, churn):
     contract = metadata["contract"]
     assert contract["target"] == "churned" and set(contract["columns"]) == set(churn.columns)
     assert contract["columns"]["plan"]["categories"] == ["basic", "pro", "standard"]
+    assert metadata["model_card"].startswith("# Model card")
+    assert set(metadata["explanation"]["permutation_importance"]) == set(bundle.schema.names)
+    tuning = metadata["tuning"]
+    assert tuning["trials_run"] >= 1 and tuning["best_score"] >= tuning["default_score"]
     reference = reference_frame(metadata)  # the training rows drift monitoring compares with
     assert list(reference.columns) == bundle.schema.names and len(reference) > 500
     prediction = bundle.predict(churn.drop(columns=["churned"]).head(20))
     assert set(prediction.labels) <= {"no", "yes"}
+
+
+def test_the_run_writes_an_evaluation_report_with_every_section_filled(churn_runs):
+    root, _, _ = churn_runs
+    (page,) = (root / "run1" / "pipeline-root").glob("*/report/report")
+    html = page.read_text()
+    for key in ("metrics", "gate", "roc", "pr", "confusion", "calibration", "learning",
+                "importance", "tuning", "slices"):  # fmt: skip
+        assert f'<section id="{key}">' in html, key
+    for missing in ("No fit diagnosis", "No feature importance", "No hyperparameter tuning"):
+        assert missing not in html
+    assert "http://" not in html and "https://" not in html  # self-contained
 
 
 def test_unblessed_run_is_registered_but_does_not_move_the_champion(churn_runs):

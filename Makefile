@@ -110,7 +110,7 @@ submit: $(STAMP)
 	$(BIN)/lifecycle submit training --host $(KFP_HOST) --wait \
 		--param data=s3://data/churn.csv --param target=churned \
 		--param registry=s3://models/registry --param model_name=churn \
-		--param 'thresholds={"roc_auc": 0.7}'
+		--param 'gate_options={"thresholds": {"roc_auc": 0.7}}'
 
 e2e: $(STAMP)
 	KFP_HOST=$(KFP_HOST) $(BIN)/python -m pytest -m cluster tests/e2e -v

@@ -32,6 +32,21 @@ def package_path(pipeline: str) -> str:
     return str(COMPILED_DIR / f"{pipeline}.yaml")
 
 
+def check_params(pipeline: str, params: dict[str, Any]) -> None:
+    """Refuse a parameter the compiled pipeline does not take, before anything is sent."""
+    import yaml
+
+    with open(package_path(pipeline)) as handle:
+        spec = next(yaml.safe_load_all(handle))
+    known = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise LifecycleError(
+            f"the {pipeline} pipeline has no parameter(s) {', '.join(unknown)}; "
+            f"it takes: {', '.join(sorted(known))}"
+        )
+
+
 def client(host: str, namespace: str | None) -> Any:
     import kfp
 
@@ -47,6 +62,7 @@ def submit(
     namespace: str | None,
     wait: bool,
 ) -> dict[str, Any]:
+    check_params(pipeline, params)
     result = kfp_client.create_run_from_pipeline_package(
         package_path(pipeline),
         arguments=params,
@@ -77,6 +93,7 @@ def schedule(
         raise LifecycleError(
             f"--cron '{cron}' needs six fields (seconds first), e.g. '0 0 3 * * *' for 03:00 daily"
         )
+    check_params(pipeline, params)
     experiment_id = kfp_client.create_experiment(experiment, namespace=namespace).experiment_id
     recurring = kfp_client.create_recurring_run(
         experiment_id=experiment_id,

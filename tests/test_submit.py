@@ -26,7 +26,7 @@ def test_submit_sends_the_compiled_package_with_typed_params(kfp_client, capsys)
     args = ["submit", "training", "--host", "http://localhost:8080", "--wait",
             "--param", "data=s3://data/churn.csv", "--param", "target=churned",
             "--param", 'gate_options={"thresholds": {"roc_auc": 0.8}}',
-            "--param", "seed=7"]  # fmt: skip
+            "--param", 'families=["linear"]']  # fmt: skip
     assert cli.main(args) == 0
     assert kfp_client.made == [("http://localhost:8080", None)]
     kfp_client.create_run_from_pipeline_package.assert_called_once_with(
@@ -35,7 +35,7 @@ def test_submit_sends_the_compiled_package_with_typed_params(kfp_client, capsys)
             "data": "s3://data/churn.csv",
             "target": "churned",
             "gate_options": {"thresholds": {"roc_auc": 0.8}},
-            "seed": 7,
+            "families": ["linear"],
         },
         experiment_name="kfp-lifecycle",
         namespace=None,
@@ -81,3 +81,12 @@ def test_bad_arguments_fail_before_any_call(kfp_client, capsys, args, message):
     assert message in capsys.readouterr().err
     kfp_client.create_run_from_pipeline_package.assert_not_called()
     kfp_client.create_recurring_run.assert_not_called()
+
+
+def test_a_parameter_the_pipeline_does_not_take_is_refused_before_sending(kfp_client, capsys):
+    args = ["submit", "training", "--host", "http://kfp", "--param", 'thresholds={"auc": 1}']
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "the training pipeline has no parameter(s) thresholds; it takes:" in err
+    assert "gate_options" in err
+    kfp_client.create_run_from_pipeline_package.assert_not_called()

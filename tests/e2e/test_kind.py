@@ -82,7 +82,7 @@ def predict(rows: list[dict]) -> dict:
 
 
 def test_train_deploy_and_canary_through_the_ingress(tmp_path):
-    from kfp_lifecycle.demo import make_churn_dataset
+    from kfp_lifecycle.demo import DEMO_GATE, make_churn_dataset
     from kfp_lifecycle.storage import s3_client, upload_file
 
     table = make_churn_dataset()
@@ -91,7 +91,7 @@ def test_train_deploy_and_canary_through_the_ingress(tmp_path):
     training = [
         "--param", "data=s3://data/churn.csv", "--param", "target=churned",
         "--param", "registry=s3://models/registry", "--param", "model_name=churn",
-        "--param", 'thresholds={"roc_auc": 0.7}',
+        "--param", f"gate_options={json.dumps(DEMO_GATE)}",
     ]  # fmt: skip
     lifecycle("submit", "training", "--host", KFP_HOST, "--wait", *training)
     deployment = [

@@ -123,3 +123,19 @@ def test_the_cloud_overlay_scrapes_the_model_servers(tmp_path):
     (monitor,) = [o for o in render("cloud", tmp_path) if o["kind"] == "PodMonitor"]
     endpoint = monitor["spec"]["podMetricsEndpoints"][0]
     assert (endpoint["targetPort"], endpoint["path"]) == (8080, "/metrics")
+
+
+def test_model_servers_log_requests_to_a_bucket_the_cluster_creates(objects):
+    from kfp_lifecycle.serving.payload_log import URI_ENV
+    from kfp_lifecycle.storage import parse_s3_uri
+
+    _, rendered = objects
+    (runtime,) = [o for o in rendered if o["kind"] == "ServingRuntime"]
+    (container,) = runtime["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    bucket, _ = parse_s3_uri(env[URI_ENV])
+    assert {ref["secretRef"]["name"] for ref in container["envFrom"] if "secretRef" in ref} == {
+        S3_SECRET
+    }
+    (job,) = [o for o in rendered if o["kind"] == "Job"]
+    assert bucket in job["spec"]["template"]["spec"]["containers"][0]["args"][-1]

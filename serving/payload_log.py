@@ -102,7 +102,7 @@ class LogSettings:
         if not uri:
             return None
         try:
-            return cls(
+            settings = cls(
                 uri,
                 int(env.get(BATCH_ROWS_ENV, cls.batch_rows)),
                 float(env.get(FLUSH_SECONDS_ENV, cls.flush_seconds)),
@@ -110,6 +110,14 @@ class LogSettings:
             )
         except ValueError as error:
             raise DataError(f"request log settings: {error}") from None
+        for name, value in (
+            (BATCH_ROWS_ENV, settings.batch_rows),
+            (FLUSH_SECONDS_ENV, settings.flush_seconds),
+            (QUEUE_ROWS_ENV, settings.queue_rows),
+        ):
+            if not value > 0:  # a zero flush interval would spin the writer thread
+                raise DataError(f"request log settings: {name} must be above 0, got {value}")
+        return settings
 
 
 class PayloadLogger:
@@ -161,7 +169,11 @@ class PayloadLogger:
                     self._queued_rows -= len(item)
             due = item is None or item is ... or rows >= self.settings.batch_rows
             if due and batch:
-                self._write(pd.concat(batch, ignore_index=True))
+                try:
+                    self._write(pd.concat(batch, ignore_index=True))
+                except Exception as error:  # the thread must outlive any bad batch
+                    LOGGED_ROWS.labels(self.model_name, "failed").inc(rows)
+                    print(f"request log: dropped {rows} row(s): {error}")
                 batch, rows = [], 0
             if item is None:
                 return
@@ -194,7 +206,7 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
 def _writer_for(uri: str):
     """A function (key, data) -> None writing under the log's root, local or S3."""
     if uri.startswith("s3://"):
-        from kfp_lifecycle.storage import S3Config, parse_s3_uri, s3_client
+        from kfp_lifecycle.storage import S3Config, parse_s3_uri, s3_client, s3_errors
 
         bucket, prefix = parse_s3_uri(uri)
         # The logger retries whole writes itself; one client retry keeps a failure short.
@@ -202,7 +214,8 @@ def _writer_for(uri: str):
 
         def put(key: str, data: bytes) -> None:
             full = f"{prefix.rstrip('/')}/{key}" if prefix else key
-            client.put_object(bucket, full, io.BytesIO(data), len(data))
+            with s3_errors(f"writing s3://{bucket}/{full}"):  # one line, no credentials
+                client.put_object(bucket, full, io.BytesIO(data), len(data))
 
         return put
     root = Path(uri.removeprefix("file://"))
@@ -217,13 +230,25 @@ def _writer_for(uri: str):
     return write
 
 
-def _days(start: str, end: str) -> list[str]:
-    first, last = date.fromisoformat(start), date.fromisoformat(end)
+def _day(value: str | date) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise DataError(f"request log window: a day is YYYY-MM-DD, not {value!r}") from None
+
+
+def _days(start: str | date, end: str | date) -> list[str]:
+    first, last = _day(start), _day(end)
     return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
 
 
-def read_payload_log(uri: str, model_name: str, start: str, end: str) -> pd.DataFrame:
-    """Every logged row of `model_name` from day `start` to day `end` (inclusive, UTC)."""
+def read_payload_log(uri: str, model_name: str, start: str | date, end: str | date) -> pd.DataFrame:
+    """Every logged row of `model_name` from day `start` to day `end` (inclusive, UTC days,
+    YYYY-MM-DD or dates), oldest first; an empty window gives an empty frame."""
     frames = []
     for day in _days(start, end):
         partition = f"{model_name}/{DATE_PARTITION}{day}/"

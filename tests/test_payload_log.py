@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -11,11 +12,14 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from bundles import build_bundle
+from prometheus_client.parser import text_string_to_metric_families
 from s3_server import MotoS3, new_bucket, running_moto
 from server_process import Server, free_port, server_command, wait_until_ready
 
 from kfp_lifecycle.bundle import Prediction, load_bundle
 from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.schema import CATEGORICAL, DATETIME, NUMERIC
 from kfp_lifecycle.serving.model import INPUT_DATATYPE
 from kfp_lifecycle.serving.payload_log import (
     LOGGED_ROWS,
@@ -29,7 +33,6 @@ from kfp_lifecycle.serving.payload_log import (
     log_rows,
     read_payload_log,
 )
-from tests.bundles import build_bundle
 
 TODAY = datetime.now(UTC).date().isoformat()
 
@@ -113,6 +116,53 @@ def test_settings_come_from_the_environment():
         LogSettings.from_env(
             {"LIFECYCLE_PAYLOAD_LOG_URI": "x", "LIFECYCLE_PAYLOAD_LOG_QUEUE_ROWS": "many"}
         )
+    with pytest.raises(DataError, match="LIFECYCLE_PAYLOAD_LOG_FLUSH_SECONDS must be above 0"):
+        LogSettings.from_env(
+            {"LIFECYCLE_PAYLOAD_LOG_URI": "x", "LIFECYCLE_PAYLOAD_LOG_FLUSH_SECONDS": "0"}
+        )
+
+
+def test_a_store_that_never_answers_blocks_neither_the_caller_nor_the_stop(monkeypatch):
+    """The endpoint accepts connections and never replies: the writer hangs, nothing else."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes the handshakes; nobody ever reads or replies
+    monkeypatch.setenv("S3_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-access-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    failed = _counted("failed")
+    logger = PayloadLogger(LogSettings("s3://silent/log", flush_seconds=0.05), "churn")
+    try:
+        for n in range(50):  # the writer is stuck in its first write meanwhile
+            started = time.perf_counter()
+            assert logger.log(_rows(2, f"req-{n}"))
+            assert time.perf_counter() - started < 1.0  # a blocked call would wait 30 s
+            time.sleep(0.01)
+        started = time.perf_counter()
+        logger.close(timeout=0.5)  # a stop waits at most its timeout
+        assert time.perf_counter() - started < 5.0
+    finally:
+        silent.close()  # resets the hung connection, so the writer fails and ends
+    logger._thread.join(30)
+    assert not logger._thread.is_alive()
+    assert _counted("failed") == failed + 100
+
+
+def test_the_writer_outlives_a_batch_that_cannot_be_written(tmp_path):
+    logger = PayloadLogger(LogSettings(str(tmp_path), batch_rows=1, flush_seconds=60), "churn")
+    failed, written = _counted("failed"), _counted("written")
+    bad = _rows(1, "bad").assign(age=[object()])  # no Parquet type for this
+    assert logger.log(bad)
+    assert logger.log(_rows(2, "good"))
+    logger.close()
+    assert _counted("failed") == failed + 1 and _counted("written") == written + 2
+    assert read_payload_log(str(tmp_path), "churn", TODAY, TODAY)[REQUEST_ID].tolist() == [
+        "good",
+        "good",
+    ]
+    with pytest.raises(DataError, match="YYYY-MM-DD"):
+        read_payload_log(str(tmp_path), "churn", "yesterday", TODAY)
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +213,11 @@ def test_the_model_server_logs_v1_and_v2_requests_to_s3(tmp_path, churn, moto):
             f"{server.url}/v1/models/bundle:predict", json={"instances": [{"x": 1}]}, timeout=10
         )
         assert bad.status_code == 400  # a refused request is not logged
+        anonymous = httpx.post(
+            f"{server.url}/v1/models/bundle:predict", json={"instances": rows[:1]}, timeout=10
+        )
+        generated = anonymous.json()["request_id"]  # a new id, in the body and the header
+        assert anonymous.headers["x-request-id"] == generated and generated != "client-42"
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -177,4 +232,64 @@ def test_the_model_server_logs_v1_and_v2_requests_to_s3(tmp_path, churn, moto):
     assert logged["plan"].tolist()[:3] == [r["plan"] for r in rows]
     assert set(logged[PREDICTION]) <= {"no", "yes"} and "proba_yes" in logged.columns
     assert v2.status_code == 200 and v2.json()["id"] == "v2-req"
-    assert ids.count("v2-req") == 1 and len(ids) == 4
+    assert ids.count("v2-req") == 1 and ids.count(generated) == 1 and len(ids) == 5
+    schema = load_bundle(bundle).schema
+    kinds = {NUMERIC: "float64", CATEGORICAL: "object", DATETIME: "datetime64[ns]"}
+    for column in schema.columns:  # typed as the bundle's schema says
+        if column.kind in kinds:
+            assert str(logged[column.name].dtype) == kinds[column.kind], column.name
+    assert str(logged[TIMESTAMP].dt.tz) == "UTC"
+    keys = [o.object_name for o in moto.client().list_objects(bucket, recursive=True)]
+    assert len(keys) == 1, keys  # three requests, one file: written in a batch at the stop
+    assert keys[0].startswith(f"requests/bundle/date={TODAY}/") and keys[0].endswith(".parquet")
+
+
+def _metric(url: str, outcome: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "kfp_lifecycle_payload_log_rows_total" and sample.labels == {
+                "model_name": "bundle",
+                "outcome": outcome,
+            }:
+                return sample.value
+    return 0.0
+
+
+@pytest.mark.serving
+def test_a_missing_bucket_fails_the_log_but_never_a_prediction(tmp_path, churn, moto):
+    bundle = build_bundle(tmp_path / "bundle", churn)
+    port = free_port()
+    server = Server(port, "bundle", tmp_path / "server.log")
+    env = {
+        **os.environ,
+        **moto.env(),
+        "LIFECYCLE_PAYLOAD_LOG_URI": "s3://no-such-bucket-here/requests",
+        "LIFECYCLE_PAYLOAD_LOG_FLUSH_SECONDS": "0.1",
+    }
+    with open(server.log, "wb") as sink:
+        process = subprocess.Popen(
+            server_command(bundle, port), stdout=sink, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        wait_until_ready(process, server)
+        rows = json.loads(
+            churn.dropna().drop(columns=["churned"]).head(2).to_json(orient="records")
+        )
+        for _ in range(5):  # writes fail meanwhile, between retries and after them
+            response = httpx.post(
+                f"{server.url}/v1/models/bundle:predict", json={"instances": rows}, timeout=10
+            )
+            assert response.status_code == 200, response.text
+            assert len(response.json()["predictions"]) == 2
+            time.sleep(0.1)
+        deadline = time.monotonic() + 20
+        while _metric(server.url, "failed") < 10 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _metric(server.url, "failed") == 10, server.log.read_text()[-3000:]
+        assert _metric(server.url, "written") == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) is not None
+    output = server.log.read_text()
+    assert "NoSuchBucket" in output and moto.env()["AWS_SECRET_ACCESS_KEY"] not in output

@@ -24,12 +24,18 @@ from kfp_lifecycle.bundle import Bundle
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.balance import split_balance_columns
 from kfp_lifecycle.components.evaluate import compute_metrics
-from kfp_lifecycle.components.tune import TuningOptions, fit_estimator, tune
+from kfp_lifecycle.components.tune import (
+    EARLY_STOPPING_ROUNDS,
+    TuningOptions,
+    fit_estimator,
+    tune,
+)
 from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.schema import InputSchema
 from kfp_lifecycle.tasks import CLASSIFICATION
 
-XGBOOST_EARLY_STOPPING_ROUNDS = 100
+# The family default is the tuning default, so the defaults' trial is training's defaults.
+XGBOOST_EARLY_STOPPING_ROUNDS = EARLY_STOPPING_ROUNDS
 
 
 def _linear(task: str, seed: int) -> Any:
@@ -135,7 +141,9 @@ def tune_family(
     seed: int = 42,
     fitted_rows: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The Optuna study of one family (components/tune.py) on the same matrices training uses."""
+    """The Optuna study of one family (components/tune.py) on the same matrices training uses.
+
+    `train_model(..., params=chosen_params(study))` then fits the best trial's model."""
     data = _matrices(train, validation, target, task, preprocessor, fitted_rows)
     return tune(
         make_estimator(family, task, seed),
@@ -255,18 +263,23 @@ def train(
 
     Args:
         train: Training rows, as the balance step left them (weights and synthetic rows).
-        validation: Validation rows (early stopping and the leaderboard).
+        validation: Validation rows: the tuning objective (unless cv), XGBoost's early
+            stopping and the leaderboard score.
         preprocessor: The transform fitted on the training rows.
         fitted_rows: The rows the transform was fitted on (for cross-fitted encodings).
-        target: Name of the column to predict.
         validation_report: The validate step's report: the resolved task and primary metric.
+        target: Name of the column to predict.
         family: linear, random_forest, hist_gradient_boosting or xgboost.
-        model: Bundle directory: model.joblib (one scikit-learn Pipeline) and metadata.json.
-        trials: JSON tuning history: family, metric, budget, default_score, best_score,
-            best_params, and every trial (number, params, value, state, is_default).
+        model: Bundle directory: model.joblib (one scikit-learn Pipeline) and metadata.json,
+            whose tuning entry holds the best params, the default and best scores and the
+            number of trials run.
+        trials: JSON tuning history: family, metric, objective, budget, stopped_by,
+            default_score, best_score, best_params, and every trial (number, params, value,
+            state, is_default). The report step draws it.
         seed: Random seed of the estimator.
-        tuning: TuningOptions: enabled, trials, timeout_seconds, objective (validation or
-            cv), cv_folds, pruning, seed. The family's defaults are always trial 0.
+        tuning: TuningOptions (empty: defaults): enabled, trials, timeout_seconds,
+            objective (validation or cv), cv_folds, pruning, seed, early_stopping_rounds.
+            The family's defaults are always trial 0; disabled: that trial only.
     """
     import json
 
@@ -275,8 +288,9 @@ def train(
     from kfp_lifecycle.bundle import write_bundle
     from kfp_lifecycle.components.preprocess import load_preprocessor
     from kfp_lifecycle.components.train import train_model, tune_family
-    from kfp_lifecycle.components.tune import TuningOptions
+    from kfp_lifecycle.components.tune import TuningOptions, chosen_params
 
+    options = TuningOptions.model_validate(tuning)
     with open(validation_report.path) as handle:
         resolved = json.load(handle)
     task, primary_metric = resolved["task"], resolved["primary_metric"]
@@ -285,14 +299,13 @@ def train(
     held_out = pd.read_parquet(validation.path)
     fitted_on = pd.read_parquet(fitted_rows.path)
     study = tune_family(
-        rows, held_out, target, task, family, fitted, primary_metric,
-        TuningOptions.model_validate(tuning), seed, fitted_on,
-    )  # fmt: skip
+        rows, held_out, target, task, family, fitted, primary_metric, options, seed, fitted_on
+    )
     with open(trials.path, "w") as handle:
         json.dump(study, handle, indent=2)
     bundle = train_model(
         rows, held_out, target, task, family, fitted, schema, seed, fitted_on,
-        params=study["best_params"],
+        params=chosen_params(study),
     )  # fmt: skip
     bundle.metadata["primary_metric"] = primary_metric
     bundle.metadata["tuning"] = {
@@ -303,7 +316,9 @@ def train(
     write_bundle(model.path, bundle.pipeline, bundle.metadata)
     score = bundle.metadata["metrics"]["validation"][primary_metric]
     model.metadata.update({"family": family, f"validation_{primary_metric}": score})
+    default = study["default_score"]
     print(
         f"{family}: validation {primary_metric} = {score:.4f} (defaults: "
-        f"{study['default_score']:.4f}; {len(study['trials'])} trial(s), {study['stopped_by']})"
+        f"{'failed' if default is None else f'{default:.4f}'}; {len(study['trials'])} "
+        f"trial(s), stopped by {study['stopped_by']})"
     )

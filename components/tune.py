@@ -2,13 +2,18 @@
 
 The family's default parameters are always the first trial, so tuning can only keep or beat
 them on the objective, and the report can show by how much. The objective is the primary
-metric on the validation rows, or a stratified k-fold cross-validation over the training
-rows (with the median pruner stopping a poor trial after its first folds). XGBoost trials
-keep early stopping on the validation rows; the number of trees it found is recorded.
+metric on the validation rows, or its mean over a stratified k-fold cross-validation of the
+training rows. The median pruner stops a trial that lags the others at the same step: after
+each fold (objective cv), or after each stage of a random forest's trees (objective
+validation). Boosted families are not pruned stage by stage: a partly boosted model scores
+low whenever its learning rate is small, so the pruner would bias the search against slow
+learners; they stop on their own (early stopping). XGBoost trials stop early on the
+validation rows; the number of trees each one reached is recorded.
 """
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -21,14 +26,24 @@ from kfp_lifecycle.bundle import Prediction
 from kfp_lifecycle.components.evaluate import compute_metrics
 from kfp_lifecycle.tasks import CLASSIFICATION, METRICS
 
+# XGBoost's patience: rounds without improvement on the validation rows before a fit stops.
+EARLY_STOPPING_ROUNDS = 20
+# A random forest trial grows this many trees at a time and is scored after each stage.
+FOREST_STAGE_TREES = 100
+
 
 class TuningOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Search hyperparameters; false: family defaults.")
-    trials: int = Field(15, ge=1, le=10_000, description="Trials per family, defaults included.")
+    trials: int = Field(
+        15, ge=1, le=10_000, description="Trials per family, the defaults' trial included."
+    )
     timeout_seconds: float = Field(
-        60, gt=0, description="Time budget per family; the running trial finishes first."
+        60,
+        gt=0,
+        le=86_400,
+        description="Time budget per family, in seconds; the running trial finishes first.",
     )
     objective: Literal["validation", "cv"] = Field(
         "validation",
@@ -37,8 +52,19 @@ class TuningOptions(BaseModel):
         "added synthetic rows, which must not reach a held-out fold).",
     )
     cv_folds: int = Field(3, ge=2, le=20, description="Folds for objective cv.")
-    pruning: bool = Field(True, description="objective cv: stop a trial whose first folds lag.")
+    pruning: bool = Field(
+        True,
+        description="Stop a trial that lags the median of earlier trials at the same step: "
+        "after each fold (objective cv) or each stage of a random forest's trees.",
+    )
     seed: int = Field(42, description="Seed of the TPE sampler (and of the folds).")
+    early_stopping_rounds: int = Field(
+        EARLY_STOPPING_ROUNDS,
+        ge=1,
+        le=1000,
+        description="XGBoost: rounds without improvement on the validation rows before a fit "
+        "stops, in every trial and in the final fit.",
+    )
 
 
 def _space(trial: optuna.Trial, family: str, task: str) -> dict[str, Any]:
@@ -75,8 +101,19 @@ def _space(trial: optuna.Trial, family: str, task: str) -> dict[str, Any]:
 
 def defaults_of(estimator: Any, family: str, task: str) -> dict[str, Any]:
     """The estimator's current values of the parameters the search space tunes."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     return {name: estimator.get_params()[name] for name in _space(probe, family, task)}
+
+
+def fixed_params(family: str, options: TuningOptions) -> dict[str, Any]:
+    """Parameters that every trial and the final fit share, set by the options, not searched."""
+    return {"early_stopping_rounds": options.early_stopping_rounds} if family == "xgboost" else {}
+
+
+def chosen_params(study: dict[str, Any]) -> dict[str, Any]:
+    """What the final fit sets on the family's estimator: the best trial's parameters."""
+    return {**study.get("fixed_params", {}), **study["best_params"]}
 
 
 def fit_estimator(
@@ -95,6 +132,31 @@ def fit_estimator(
     if family == "xgboost":
         options.update({"eval_set": [(x_eval, y_eval)], "verbose": False})
     return estimator.fit(x, y, **options)
+
+
+def grow_forest(
+    forest: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    sample_weight: np.ndarray | None,
+    score: Callable[[Any], float],
+    report: Callable[[float, int], None],
+) -> float:
+    """Fit a random forest FOREST_STAGE_TREES trees at a time; `report(score, trees)` after
+    each stage (it may raise optuna.TrialPruned). Warm start draws each tree's seed exactly as
+    a single fit does, so the grown forest is the one a single fit gives. Returns the score
+    of the whole forest."""
+    total = forest.n_estimators
+    options = {} if sample_weight is None else {"sample_weight": sample_weight}
+    forest.set_params(warm_start=True)
+    try:
+        for trees in [*range(FOREST_STAGE_TREES, total, FOREST_STAGE_TREES), total]:
+            forest.set_params(n_estimators=trees).fit(x, y, **options)
+            value = score(forest)
+            report(value, trees)
+    finally:
+        forest.set_params(warm_start=False)
+    return value
 
 
 def score_model(
@@ -126,47 +188,70 @@ def tune(
     sample_weight: np.ndarray | None = None,
     has_synthetic_rows: bool = False,
 ) -> dict[str, Any]:
-    """Search the family's space; return the study document (trials, best, default score)."""
+    """Search the family's space; return the study document (trials, best, default score).
+
+    `base` is the family's estimator with its defaults; every trial fits a clone of it with
+    the trial's parameters, exactly as training fits the final model (`chosen_params`)."""
     greater = METRICS[metric].greater_is_better
     objective_kind = options.objective
     note = ""
     if objective_kind == "cv" and has_synthetic_rows:
         objective_kind, note = "validation", "cv fell back to validation: synthetic rows"
+    fixed = fixed_params(family, options)
+    base = clone(base).set_params(**fixed)
     defaults = defaults_of(base, family, task)
     trials_budget = options.trials if options.enabled else 1
 
-    def fit(params: dict[str, Any], x, y, weight, x_eval, y_eval) -> Any:
-        estimator = clone(base).set_params(**params)
-        return fit_estimator(estimator, family, x, y, weight, x_eval, y_eval)
+    def score(estimator: Any, x: np.ndarray, y: np.ndarray) -> float:
+        return score_model(estimator, x, y, task, metric, classes)
 
-    def objective(trial: optuna.Trial) -> float:
-        params = _space(trial, family, task)
-        if objective_kind == "validation":
-            estimator = fit(params, x_train, y_train, sample_weight, x_valid, y_valid)
-            if family == "xgboost":
-                trial.set_user_attr("best_iteration", int(estimator.best_iteration))
-            return score_model(estimator, x_valid, y_valid, task, metric, classes)
+    def validation_objective(trial: optuna.Trial, estimator: Any) -> float:
+        if family == "random_forest" and options.pruning:
+
+            def report(value: float, trees: int) -> None:
+                trial.report(value, trees)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            return grow_forest(
+                estimator, x_train, y_train, sample_weight,
+                lambda forest: score(forest, x_valid, y_valid), report,
+            )  # fmt: skip
+        fit_estimator(estimator, family, x_train, y_train, sample_weight, x_valid, y_valid)
+        if family == "xgboost":
+            trial.set_user_attr("best_iteration", int(estimator.best_iteration))
+        return score(estimator, x_valid, y_valid)
+
+    def cv_objective(trial: optuna.Trial, params: dict[str, Any]) -> float:
         splitter = (
             StratifiedKFold(options.cv_folds, shuffle=True, random_state=options.seed)
             if task == CLASSIFICATION
             else KFold(options.cv_folds, shuffle=True, random_state=options.seed)
         )
-        scores = []
+        scores, iterations = [], []
         for fold, (inside, held_out) in enumerate(splitter.split(x_train, y_train)):
             weight = None if sample_weight is None else sample_weight[inside]
-            estimator = fit(
-                params, x_train[inside], y_train[inside], weight,
-                x_train[held_out], y_train[held_out],
-            )  # fmt: skip
-            scores.append(
-                score_model(estimator, x_train[held_out], y_train[held_out], task, metric, classes)
-            )
+            estimator = clone(base).set_params(**params)
+            # XGBoost stops early on the validation rows, as the final fit does: stopping on
+            # the held-out fold would let that fold pick the trees it is scored on.
+            fit_estimator(estimator, family, x_train[inside], y_train[inside], weight,
+                          x_valid, y_valid)  # fmt: skip
+            if family == "xgboost":
+                iterations.append(int(estimator.best_iteration))
+            scores.append(score(estimator, x_train[held_out], y_train[held_out]))
             trial.report(float(np.mean(scores)), fold)
             if options.pruning and trial.should_prune():
                 raise optuna.TrialPruned()
+        if iterations:
+            trial.set_user_attr("best_iteration", round(float(np.mean(iterations))))
         return float(np.mean(scores))
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    def objective(trial: optuna.Trial) -> float:
+        params = _space(trial, family, task)
+        if objective_kind == "cv":
+            return cv_objective(trial, params)
+        return validation_objective(trial, clone(base).set_params(**params))
+
     study = optuna.create_study(
         direction="maximize" if greater else "minimize",
         sampler=optuna.samplers.TPESampler(seed=options.seed),
@@ -178,11 +263,17 @@ def tune(
     started = time.monotonic()
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        shown = "pruned" if trial.value is None else f"{trial.value:.4f}"
-        best = study.best_value if any(t.value is not None for t in study.trials) else math.nan
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            shown = f"{metric}={trial.value:.4f}"
+        elif trial.state == optuna.trial.TrialState.PRUNED:
+            shown = f"pruned at step {trial.last_step}"
+        else:
+            shown = trial.state.name.lower()
+        best = study.best_value if _completed(study) else math.nan
         print(
-            f"{family}: trial {trial.number + 1}/{trials_budget} {metric}={shown} "
-            f"(best {best:.4f}, {time.monotonic() - started:.0f}s)"
+            f"{family}: trial {trial.number + 1}/{trials_budget} {shown} "
+            f"(best {best:.4f}, {time.monotonic() - started:.0f}s of {options.timeout_seconds:g}s)",
+            flush=True,
         )
 
     study.optimize(
@@ -193,8 +284,15 @@ def tune(
         catch=(ValueError,),
     )
     elapsed = time.monotonic() - started
-    done = [t for t in study.trials if t.value is not None]
+    stopped_by = "trials" if len(study.trials) >= trials_budget else "timeout"
+    if stopped_by == "timeout":
+        print(
+            f"{family}: the time budget ({options.timeout_seconds:g}s) stopped the search after "
+            f"{len(study.trials)} of {trials_budget} trials"
+        )
+    done = _completed(study)
     default = study.trials[0]
+    best = study.best_trial if done else None
     return {
         "family": family,
         "metric": metric,
@@ -203,24 +301,34 @@ def tune(
         "objective_data": objective_kind,
         "note": note,
         "default_params": _plain(defaults),
+        "fixed_params": fixed,
         "default_score": default.value,
-        "best_score": study.best_value if done else None,
-        "best_params": _plain(study.best_params) if done else _plain(defaults),
-        "best_iteration": study.best_trial.user_attrs.get("best_iteration") if done else None,
+        "best_score": best.value if best else None,
+        "best_params": _plain(best.params) if best else _plain(defaults),
+        "best_iteration": best.user_attrs.get("best_iteration") if best else None,
         "budget": {"trials": trials_budget, "timeout_seconds": options.timeout_seconds},
-        "stopped_by": "trials" if len(study.trials) >= trials_budget else "timeout",
+        "stopped_by": stopped_by,
         "elapsed_seconds": round(elapsed, 2),
-        "trials": [
-            {
-                "number": t.number,
-                "params": _plain(t.params),
-                "value": t.value,
-                "state": t.state.name,
-                "is_default": bool(t.user_attrs.get("is_default")),
-            }
-            for t in study.trials
-        ],
+        "trials": [_trial_record(t) for t in study.trials],
     }
+
+
+def _completed(study: optuna.Study) -> bool:
+    return any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def _trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    record = {
+        "number": trial.number,
+        "params": _plain(trial.params),
+        "value": trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None,
+        "state": trial.state.name,
+        "is_default": bool(trial.user_attrs.get("is_default")),
+        "duration_seconds": None if trial.duration is None else trial.duration.total_seconds(),
+    }
+    if "best_iteration" in trial.user_attrs:
+        record["best_iteration"] = trial.user_attrs["best_iteration"]
+    return record
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:

@@ -1,15 +1,32 @@
 """Diagnose: is the chosen model under- or overfitting? Learning and validation curves.
 
-The bundle's whole pipeline (preprocessing + estimator) is refitted on growing shares of the
-training rows (learning curve) and over a grid of the family's main regularisation parameter
-(validation curve), each scored on the training rows it saw and on the validation rows.
+What is refitted: the bundle's estimator (a clone, same hyperparameters), on the features the
+bundle's fitted preprocessing gives, exactly as the training step builds them
+(components/train.py `training_matrix`: cross-fitted encodings of the training rows).
+The preprocessing is not refitted per subset: on a small share of the rows an encoder sees
+fewer categories, the feature set changes and the bundle's feature selection no longer
+applies. XGBoost keeps the number of trees early stopping chose for the bundle.
 
-Scores are compared as skill: 0 for a constant predictor (the training rows' prior or mean,
-scored the same way), 1 for a perfect one. The verdict:
-- overfitting: training skill exceeds validation skill by more than `gap_tolerance`;
-- underfitting: validation skill below `min_skill`, and training skill not much higher
-  (the model cannot fit even the rows it sees);
-- good fit otherwise.
+- Learning curve: the estimator refitted on nested, class-stratified shares of the training
+  rows (`sizes`), scored with the primary metric on the rows it saw and on validation rows.
+- Validation curve: the estimator refitted on all the (sampled) training rows for each value
+  of its family's main regularisation parameter (VALIDATION_GRIDS), scored the same way.
+
+Scores become skill so that one tolerance serves every metric: 0 is the score of a constant
+predictor (the training rows' class prior or mean, scored on the validation rows), 1 a
+perfect score, whether the metric is better high (roc_auc, r2) or low (rmse, log_loss).
+The verdict is read at the full training size, in this order:
+1. overfitting: training skill exceeds validation skill by more than `gap_tolerance`;
+2. underfitting: the gap is within `gap_tolerance` and validation skill is below
+   `min_skill`, so the training skill is low too (the model cannot fit even the rows it sees);
+3. good fit otherwise.
+The evidence lists the numbers behind the verdict and what the curves add (the best value on
+the validation curve; whether the validation score still rises with more rows).
+
+Training rows: the preprocessed, unbalanced training rows (the pipeline passes the
+preprocess step's `train_clean`, the rows the preprocessing was fitted on). If rows from the
+balance step come instead, its weight column is honoured as `sample_weight`, its synthetic
+rows and repeated copies are dropped (each real row once, in its original order).
 """
 
 from typing import Any
@@ -17,72 +34,192 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier, DummyRegressor
 
 from kfp_lifecycle.bundle import Bundle
 from kfp_lifecycle.component import component
-from kfp_lifecycle.components.balance import split_balance_columns
+from kfp_lifecycle.components.balance import ORIGIN_COLUMN, split_balance_columns
+from kfp_lifecycle.components.train import training_matrix
 from kfp_lifecycle.components.tune import score_model
 from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION, METRICS
+from kfp_lifecycle.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC, REGRESSION
 
+OVERFITTING, UNDERFITTING, GOOD_FIT = "overfitting", "underfitting", "good fit"
 # Metrics whose best value is 0 (errors); the others are best at 1.
 PERFECT_AT_ZERO = {"rmse", "mae", "mape", "log_loss", "brier", "calibration_error"}
 # The family's main regularisation parameter and the grid the validation curve walks.
 VALIDATION_GRIDS: dict[str, dict[str, tuple[str, list[Any]]]] = {
-    CLASSIFICATION: {"linear": ("C", [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])},
-    "regression": {"linear": ("alpha", [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4])},
-}
-FAMILY_GRIDS: dict[str, tuple[str, list[Any]]] = {
-    "random_forest": ("min_samples_leaf", [1, 2, 5, 10, 20, 50]),
-    "hist_gradient_boosting": ("max_leaf_nodes", [4, 8, 16, 31, 64]),
-    "xgboost": ("max_depth", [1, 2, 3, 4, 6, 8, 10]),
+    "linear": {
+        CLASSIFICATION: ("C", [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]),
+        REGRESSION: ("alpha", [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]),
+    },
+    **{
+        family: {CLASSIFICATION: grid, REGRESSION: grid}
+        for family, grid in (
+            ("random_forest", ("min_samples_leaf", [1, 2, 5, 10, 20, 50])),
+            ("hist_gradient_boosting", ("max_leaf_nodes", [4, 8, 16, 31, 64])),
+            ("xgboost", ("max_depth", [1, 2, 3, 4, 6, 8, 10])),
+        )
+    },
 }
 SUGGESTIONS = {
-    ("overfitting", "linear"): "lower C / raise alpha (stronger regularisation), or add rows",
-    ("overfitting", "random_forest"): "raise min_samples_leaf or cap max_depth, or add rows",
-    ("overfitting", "hist_gradient_boosting"): "fewer max_leaf_nodes, more l2_regularization",
-    ("overfitting", "xgboost"): "lower max_depth, raise min_child_weight or reg_lambda",
-    ("underfitting", "linear"): "weaker regularisation, or a non-linear family (xgboost)",
-    ("underfitting", "random_forest"): "lower min_samples_leaf, allow deeper trees",
-    ("underfitting", "hist_gradient_boosting"): "more max_leaf_nodes, a higher learning rate",
-    ("underfitting", "xgboost"): "deeper trees (max_depth), more rounds, less regularisation",
+    (OVERFITTING, "linear"): "lower C / raise alpha (stronger regularisation), or add rows",
+    (OVERFITTING, "random_forest"): "raise min_samples_leaf or cap max_depth, or add rows",
+    (OVERFITTING, "hist_gradient_boosting"): "fewer max_leaf_nodes, more l2_regularization, "
+    "or add rows",
+    (OVERFITTING, "xgboost"): "lower max_depth, raise min_child_weight or reg_lambda, or add rows",
+    (UNDERFITTING, "linear"): "weaker regularisation (raise C / lower alpha), more informative "
+    "features, or a non-linear family (xgboost, hist_gradient_boosting)",
+    (UNDERFITTING, "random_forest"): "lower min_samples_leaf, allow deeper trees (max_depth), "
+    "or more informative features",
+    (UNDERFITTING, "hist_gradient_boosting"): "more max_leaf_nodes, a higher learning_rate, "
+    "less l2_regularization, or more informative features",
+    (UNDERFITTING, "xgboost"): "deeper trees (max_depth), more rounds, less reg_lambda, "
+    "or more informative features",
 }
+# A curve point counts as better than the model only by at least this much skill.
+NOTABLE_SKILL = 0.02
 
 
 class DiagnoseOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     gap_tolerance: float = Field(
-        0.15, gt=0, description="Overfitting above this train-validation skill gap."
+        0.15,
+        gt=0,
+        description="Overfitting when training skill exceeds validation skill by more than "
+        "this, at the full training size (skill: 0 constant predictor, 1 perfect).",
     )
     min_skill: float = Field(
-        0.1, description="Underfitting below this validation skill (0: a constant predictor)."
+        0.1,
+        description="Underfitting when validation skill is below this and the gap is within "
+        "gap_tolerance (0: no better than a constant predictor).",
     )
     sizes: list[float] = Field(
-        [0.1, 0.25, 0.5, 0.75, 1.0], description="Shares of the training rows (learning curve)."
+        [0.1, 0.25, 0.5, 0.75, 1.0],
+        min_length=1,
+        description="Shares of the training rows for the learning curve, each in (0, 1]; the "
+        "verdict reads the largest.",
     )
-    max_rows: int = Field(20_000, ge=100, description="Training rows used at most (sampled).")
-    seed: int = Field(0, description="Seed of the subsamples.")
+    min_rows: int = Field(
+        30, ge=2, description="Smallest learning-curve subset (per class: 10 rows at least)."
+    )
+    max_rows: int = Field(
+        10_000,
+        ge=100,
+        description="Training rows used at most, and validation rows likewise (seeded "
+        "samples): bounds the cost of the refits.",
+    )
+    seed: int = Field(0, description="Seed of the samples and of the learning-curve order.")
+
+    @field_validator("sizes")
+    @classmethod
+    def _shares(cls, sizes: list[float]) -> list[float]:
+        wrong = [share for share in sizes if not 0 < share <= 1]
+        if wrong:
+            raise ValueError(f"sizes are shares of the training rows, in (0, 1]; got {wrong}")
+        return sorted(set(sizes))
 
 
 def skill(score: float, baseline: float, metric: str) -> float:
     """0 for the constant predictor's score, 1 for a perfect score."""
     perfect = 0.0 if metric in PERFECT_AT_ZERO else 1.0
     span = perfect - baseline
-    return float((score - baseline) / span) if span else 0.0
+    return float((score - baseline) / span) if abs(span) > 1e-12 else 0.0
 
 
-def _refit(bundle: Bundle, rows: pd.DataFrame, y: np.ndarray, param: tuple | None = None):
-    pipeline = clone(bundle.pipeline)
-    if bundle.metadata["family"] == "xgboost":  # no validation set here: the trees it found
-        trees = bundle.metadata["params"].get("best_iteration", 100) + 1
-        pipeline.set_params(model__early_stopping_rounds=None, model__n_estimators=trees)
+def nested_order(y: np.ndarray, stratify: bool, seed: int) -> np.ndarray:
+    """A permutation of the rows whose every prefix holds the classes in their overall
+    proportions (stratify) or is a plain random sample: the learning curve's subsets are its
+    prefixes, so each subset contains the smaller ones."""
+    rng = np.random.default_rng(seed)
+    if not stratify:
+        return rng.permutation(len(y))
+    # Each row's place within its class, as a share of the class: 0.0, 1/n, 2/n, ... shuffled
+    # and jittered. Sorting by it interleaves the classes evenly.
+    place = np.empty(len(y), dtype="float64")
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        place[members] = (rng.permutation(len(members)) + rng.random(len(members))) / len(members)
+    return np.argsort(place, kind="stable")
+
+
+def _real_rows(train: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None, list[str]]:
+    """The balance step's output back to real rows, once each; its weights if it set any."""
+    rows, weights, origins = split_balance_columns(train)
+    notes = []
+    if origins is not None:
+        keep = pd.Series(origins).where(lambda o: o >= 0).dropna().drop_duplicates()
+        keep = keep.sort_values()
+        dropped = len(rows) - len(keep)
+        rows = rows.iloc[keep.index].reset_index(drop=True)
+        weights = None if weights is None else weights[keep.index.to_numpy()]
+        if dropped:
+            notes.append(
+                f"{dropped} synthetic or repeated row(s) from the balance step ({ORIGIN_COLUMN}) "
+                "left out: each real training row counts once"
+            )
+    if weights is not None:
+        notes.append("the balance step's sample weights are honoured in every refit")
+    return rows, weights, notes
+
+
+def _labels(frame: pd.DataFrame, target: str, classes: list | None, name: str) -> np.ndarray:
+    if frame[target].isna().any():
+        raise DataError(
+            f"{int(frame[target].isna().sum())} {name} row(s) have no value in the target "
+            f"column '{target}'"
+        )
+    if not classes:
+        return frame[target].to_numpy(dtype="float64")
+    index = {label: i for i, label in enumerate(classes)}
+    unknown = sorted({str(v) for v in frame[target] if v not in index})
+    if unknown:
+        raise DataError(
+            f"the {name} rows hold class(es) the model was not trained on in '{target}': "
+            f"{', '.join(unknown[:5])} (model classes: {', '.join(map(str, classes))})"
+        )
+    return frame[target].map(index).to_numpy(dtype=int)
+
+
+def _features(bundle: Bundle, rows: pd.DataFrame, target: str) -> tuple[np.ndarray, list[str]]:
+    """The training rows as the bundle's estimator was fitted on them (cross-fitted
+    encodings); the fitted preprocessing's plain transform if a refit on these rows gives
+    another feature set (rows other than those the preprocessing was fitted on)."""
+    preprocessor = bundle.pipeline[:-1]
+    width = len(preprocessor.get_feature_names_out())
+    try:
+        honest = training_matrix(preprocessor, rows, target, None, None)
+    except ValueError:  # e.g. the selection step cannot find its features in a refit
+        honest = None
+    if honest is not None and honest.shape[1] == width:
+        return honest, []
+    plain = np.asarray(preprocessor.transform(rows.drop(columns=[target])), dtype="float64")
+    return plain, [
+        "the training rows are not those the preprocessing was fitted on (a refit gives "
+        "another feature set): they are transformed as fitted, without cross-fitted encodings"
+    ]
+
+
+def _refit(
+    bundle: Bundle,
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray | None,
+    param: tuple[str, Any] | None = None,
+) -> Any:
+    estimator = clone(bundle.pipeline[-1])
+    if bundle.metadata["family"] == "xgboost":  # no early stopping here: the trees it found
+        best = bundle.metadata.get("params", {}).get("best_iteration")
+        trees = best + 1 if best is not None else estimator.get_params()["n_estimators"]
+        estimator.set_params(early_stopping_rounds=None, n_estimators=trees)
     if param is not None:
-        pipeline.set_params(**{f"model__{param[0]}": param[1]})
-    return pipeline.fit(rows, y)
+        estimator.set_params(**{param[0]: param[1]})
+    if weights is None:
+        return estimator.fit(x, y)
+    return estimator.fit(x, y, sample_weight=weights)
 
 
 def diagnose_fit(
@@ -91,98 +228,187 @@ def diagnose_fit(
     """The learning curve, the validation curve and the verdict, with evidence."""
     task, target = bundle.metadata["task"], bundle.metadata["target"]
     family = bundle.metadata["family"]
-    metric = bundle.metadata.get("primary_metric") or next(
-        name for name, spec in METRICS.items() if spec.task == task
-    )
+    metric = bundle.metadata.get("primary_metric") or PRIMARY_METRIC[task]
+    if family not in VALIDATION_GRIDS:
+        raise DataError(f"no fit diagnosis for model family '{family}'")
     for name, frame in (("training", train), ("validation", validation)):
         if target not in frame.columns:
             raise DataError(f"the {name} rows have no target column '{target}'")
         if frame.empty:
             raise DataError(f"no {name} rows to diagnose the fit on")
-    train, _, _ = split_balance_columns(train)
-    if len(train) > options.max_rows:
-        train = train.sample(options.max_rows, random_state=options.seed)
     classes = bundle.classes
-    encode = (lambda s: s.map({c: i for i, c in enumerate(classes)}).to_numpy()) if classes else (
-        lambda s: s.to_numpy(dtype=float)
-    )  # fmt: skip
-    x_train, y_train = train.drop(columns=[target]), encode(train[target])
-    x_valid, y_valid = validation.drop(columns=[target]), encode(validation[target])
+    rows, weights, notes = _real_rows(train)
+    y_all = _labels(rows, target, classes, "training")
+    y_valid = _labels(validation, target, classes, "validation")
+    x_all, more_notes = _features(bundle, rows, target)
+    notes += more_notes
 
-    def scores(model, x_seen: pd.DataFrame, y_seen: np.ndarray) -> tuple[float, float]:
+    rng = np.random.default_rng(options.seed)
+    if len(rows) > options.max_rows:
+        chosen = np.sort(rng.choice(len(rows), options.max_rows, replace=False))
+        notes.append(f"a seeded sample of {options.max_rows} of the {len(rows)} training rows")
+        x_all, y_all = x_all[chosen], y_all[chosen]
+        weights = None if weights is None else weights[chosen]
+    if len(validation) > options.max_rows:
+        validation = validation.sample(options.max_rows, random_state=options.seed)
+        y_valid = _labels(validation, target, classes, "validation")
+    x_valid = np.asarray(
+        bundle.pipeline[:-1].transform(validation.drop(columns=[target])), dtype="float64"
+    )
+
+    def scores(model: Any, x_seen: np.ndarray, y_seen: np.ndarray) -> tuple[float, float]:
         """The score on the training rows the model saw, and on the validation rows."""
         return (
             score_model(model, x_seen, y_seen, task, metric, classes),
             score_model(model, x_valid, y_valid, task, metric, classes),
         )
 
-    dummy = (DummyClassifier(strategy="prior") if classes else DummyRegressor()).fit(
-        x_train, y_train
-    )
-    baseline = score_model(dummy, x_valid, y_valid, task, metric, classes)
+    constant = DummyClassifier(strategy="prior") if classes else DummyRegressor()
+    baseline = score_model(constant.fit(x_all, y_all), x_valid, y_valid, task, metric, classes)
 
-    order = np.random.default_rng(options.seed).permutation(len(train))
-    learning = {"train_sizes": [], "train_scores": [], "validation_scores": []}
-    for share in sorted(set(options.sizes)):
-        count = max(round(share * len(train)), 10)
-        chosen = order[:count]
-        if classes and len(set(y_train[chosen])) < len(classes):
-            continue  # too few rows to hold every class
-        x_seen, y_seen = x_train.iloc[chosen], y_train[chosen]
-        seen, held = scores(_refit(bundle, x_seen, y_seen), x_seen, y_seen)
+    # Learning curve: nested prefixes of one (stratified) order.
+    order = nested_order(y_all, bool(classes), options.seed)
+    floor = max(options.min_rows, 10 * len(classes or []))
+    counts = sorted({min(len(order), max(round(s * len(order)), floor)) for s in options.sizes})
+    learning: dict[str, list] = {"train_sizes": [], "train_scores": [], "validation_scores": []}
+    for count in counts:
+        chosen = np.sort(order[:count])  # the rows, in their own order
+        if classes and len(np.unique(y_all[chosen])) < len(classes):
+            notes.append(f"learning curve: {count} rows do not hold every class; size skipped")
+            continue
+        part = None if weights is None else weights[chosen]
+        model = _refit(bundle, x_all[chosen], y_all[chosen], part)
+        seen, held = scores(model, x_all[chosen], y_all[chosen])
         learning["train_sizes"].append(int(count))
         learning["train_scores"].append(seen)
         learning["validation_scores"].append(held)
+    if not learning["train_sizes"]:
+        raise DataError(
+            f"too few training rows ({len(order)}) to fit the model for a learning curve"
+        )
 
-    param, values = FAMILY_GRIDS.get(family) or VALIDATION_GRIDS[task][family]
-    validation_curve = {"param": param, "values": values, "train_scores": [],
-                        "validation_scores": []}  # fmt: skip
+    param, values = VALIDATION_GRIDS[family][task]
+    current = bundle.pipeline[-1].get_params().get(param)
+    validation_curve: dict[str, Any] = {
+        "param": param,
+        "values": values,
+        "train_scores": [],
+        "validation_scores": [],
+        "current": current,
+    }
     for value in values:
-        seen, held = scores(_refit(bundle, x_train, y_train, (param, value)), x_train, y_train)
+        seen, held = scores(_refit(bundle, x_all, y_all, weights, (param, value)), x_all, y_all)
         validation_curve["train_scores"].append(seen)
         validation_curve["validation_scores"].append(held)
 
+    train_score, valid_score = learning["train_scores"][-1], learning["validation_scores"][-1]
+    train_skill = skill(train_score, baseline, metric)
+    valid_skill = skill(valid_score, baseline, metric)
     verdict, evidence = _verdict(
-        learning["train_scores"][-1], learning["validation_scores"][-1], baseline, metric, options
+        train_score, valid_score, train_skill, valid_skill, baseline, metric,
+        learning["train_sizes"][-1], options,
+    )  # fmt: skip
+    hints = _curve_hints(learning, validation_curve, valid_skill, baseline, metric)
+    evidence += [hint for hint, _ in hints] + notes
+    suggestion = (
+        "nothing to change for the fit" if verdict == GOOD_FIT else SUGGESTIONS[(verdict, family)]
     )
-    evidence.append(_curve_evidence(learning, metric))
+    concrete = [advice for _, advice in hints if advice]
+    if concrete:
+        joiner = "; worth a try: " if verdict == GOOD_FIT else "; "
+        suggestion += joiner + "; ".join(concrete)
     return {
         "verdict": verdict,
         "evidence": evidence,
-        "suggestion": SUGGESTIONS.get((verdict, family), "nothing to change"),
+        "suggestion": suggestion,
         "metric": metric,
+        "greater_is_better": METRICS[metric].greater_is_better,
         "baseline_score": baseline,
+        "skill": {
+            "train": train_skill,
+            "validation": valid_skill,
+            "gap": train_skill - valid_skill,
+        },
+        "rules": {"gap_tolerance": options.gap_tolerance, "min_skill": options.min_skill},
         "learning_curve": learning,
         "validation_curve": validation_curve,
     }
 
 
 def _verdict(
-    train_score: float, valid_score: float, baseline: float, metric: str, options: DiagnoseOptions
+    train_score: float,
+    valid_score: float,
+    train_skill: float,
+    valid_skill: float,
+    baseline: float,
+    metric: str,
+    rows: int,
+    options: DiagnoseOptions,
 ) -> tuple[str, list[str]]:
-    seen, held = skill(train_score, baseline, metric), skill(valid_score, baseline, metric)
+    gap = train_skill - valid_skill
     evidence = [
-        f"on all training rows: training {metric} {train_score:.4f}, validation "
-        f"{valid_score:.4f}; a constant predictor scores {baseline:.4f}",
-        f"skill (0: constant predictor, 1: perfect): training {seen:.2f}, validation "
-        f"{held:.2f}, gap {seen - held:.2f} (overfitting above {options.gap_tolerance})",
+        f"fitted on {rows} training rows: training {metric} {train_score:.4f}, validation "
+        f"{valid_score:.4f}; a constant predictor scores {baseline:.4f} on the validation rows",
+        f"skill (0: constant predictor, 1: perfect): training {train_skill:.2f}, validation "
+        f"{valid_skill:.2f}, gap {gap:.2f}",
     ]
-    if seen - held > options.gap_tolerance:
-        return "overfitting", evidence
-    if held < options.min_skill:
-        evidence.append(f"validation skill {held:.2f} is below {options.min_skill}")
-        return "underfitting", evidence
-    return "good fit", evidence
-
-
-def _curve_evidence(learning: dict[str, list], metric: str) -> str:
-    sizes, held = learning["train_sizes"], learning["validation_scores"]
-    if len(sizes) < 2:
-        return "too few rows for a learning curve"
-    return (
-        f"validation {metric} from {held[0]:.4f} at {sizes[0]} rows to {held[-1]:.4f} at "
-        f"{sizes[-1]} rows"
+    if gap > options.gap_tolerance:
+        evidence.append(
+            f"overfitting: the gap {gap:.2f} exceeds the tolerance {options.gap_tolerance}; "
+            "the model fits the rows it saw much better than new rows"
+        )
+        return OVERFITTING, evidence
+    if valid_skill < options.min_skill:
+        evidence.append(
+            f"underfitting: validation skill {valid_skill:.2f} is below {options.min_skill} and "
+            f"the gap {gap:.2f} is within {options.gap_tolerance}: the model does little better "
+            "than a constant even on the rows it saw"
+        )
+        return UNDERFITTING, evidence
+    evidence.append(
+        f"good fit: the gap {gap:.2f} is within {options.gap_tolerance} and validation skill "
+        f"{valid_skill:.2f} reaches {options.min_skill}"
     )
+    return GOOD_FIT, evidence
+
+
+def _curve_hints(
+    learning: dict[str, list],
+    validation_curve: dict[str, Any],
+    valid_skill: float,
+    baseline: float,
+    metric: str,
+) -> list[tuple[str, str]]:
+    """Sentences on what the curves show, each with concrete advice or ''."""
+    hints = []
+    sizes, held = learning["train_sizes"], learning["validation_scores"]
+    if len(sizes) >= 2:
+        rise = skill(held[-1], baseline, metric) - skill(held[-2], baseline, metric)
+        sentence = (
+            f"learning curve: validation {metric} {held[0]:.4f} at {sizes[0]} rows, "
+            f"{held[-2]:.4f} at {sizes[-2]}, {held[-1]:.4f} at {sizes[-1]}"
+        )
+        if rise >= NOTABLE_SKILL:
+            hints.append((f"{sentence}: still rising", "more training rows should help"))
+        else:
+            hints.append((f"{sentence}: levelling off", ""))
+    else:
+        hints.append(("learning curve: a single size; too few rows for a curve", ""))
+
+    param, values = validation_curve["param"], validation_curve["values"]
+    curve = validation_curve["validation_scores"]
+    skills = [skill(score, baseline, metric) for score in curve]
+    best = int(np.argmax(skills))
+    current = validation_curve.get("current")
+    sentence = (
+        f"validation curve over {param}: best validation {metric} {curve[best]:.4f} at "
+        f"{param}={values[best]} (the model has {param}={current}: {held[-1]:.4f})"
+    )
+    if skills[best] - valid_skill >= NOTABLE_SKILL and values[best] != current:
+        hints.append((sentence, f"try {param}={values[best]}"))
+    else:
+        hints.append((sentence, ""))
+    return hints
 
 
 @component
@@ -196,12 +422,18 @@ def diagnose(
     """Learning curve, validation curve and an under/overfitting verdict for the champion.
 
     Args:
-        model: The selected bundle (its pipeline is refitted on shares of the rows).
-        train: The training rows the preprocessing was fitted on (raw columns).
-        validation: Validation rows (the test rows stay untouched).
-        diagnosis: JSON: verdict (underfitting, overfitting, good fit), evidence, suggestion,
-            metric, baseline_score, learning_curve, validation_curve.
-        options: DiagnoseOptions: gap_tolerance, min_skill, sizes, max_rows, seed.
+        model: The selected bundle: its estimator is refitted (same hyperparameters) on
+            shares of the training rows and over its family's regularisation grid.
+        train: The training rows the bundle's preprocessing was fitted on (the preprocess
+            step's train_clean, raw columns and the target). Rows from the balance step also
+            work: synthetic and repeated rows are left out, sample weights honoured.
+        validation: Validation rows with the target (the test rows stay untouched).
+        diagnosis: JSON: verdict (underfitting, overfitting or good fit), evidence (sentences
+            with the numbers), suggestion, metric, baseline_score, skill, learning_curve
+            (train_sizes, train_scores, validation_scores) and validation_curve (param,
+            values, train_scores, validation_scores, current).
+        options: DiagnoseOptions (empty: defaults): gap_tolerance, min_skill, sizes,
+            min_rows, max_rows, seed.
     """
     import json
 
@@ -210,13 +442,15 @@ def diagnose(
     from kfp_lifecycle.bundle import load_bundle
     from kfp_lifecycle.components.diagnose import DiagnoseOptions, diagnose_fit
 
+    settings = DiagnoseOptions.model_validate(options)
     result = diagnose_fit(
         load_bundle(model.path),
         pd.read_parquet(train.path),
         pd.read_parquet(validation.path),
-        DiagnoseOptions.model_validate(options),
+        settings,
     )
     with open(diagnosis.path, "w") as handle:
-        json.dump(result, handle, indent=2)
+        json.dump(result, handle, indent=2, default=str)
     diagnosis.metadata["verdict"] = result["verdict"]
     print(f"fit: {result['verdict']}\n  " + "\n  ".join(result["evidence"]))
+    print(f"suggestion: {result['suggestion']}")

@@ -2,8 +2,11 @@
 
 Permutation importance on the test rows, over the raw input columns (the bundle's pipeline
 takes raw rows, so a column's encoding and its derived features are shuffled together):
-how much the primary metric worsens when a column's values are shuffled. For XGBoost, also
-the model's own SHAP contributions (pred_contribs), mean |value| per transformed feature.
+how much the primary metric worsens when a column's values are shuffled (a drop for
+roc_auc, a rise for rmse: positive always means the model relies on the column), with the
+bundle's decision threshold applied as serving applies it. For XGBoost, also the model's own
+SHAP contributions (pred_contribs, over the trees its predictions use), mean |value| per
+transformed feature.
 The result goes into the bundle's metadata["explanation"]; the model server returns it with
 its per-row `:explain` answers.
 """
@@ -20,40 +23,61 @@ from sklearn.inspection import permutation_importance
 
 from kfp_lifecycle.bundle import Bundle, read_metadata, verify_bundle, write_metadata
 from kfp_lifecycle.component import component
-from kfp_lifecycle.components.tune import score_model
+from kfp_lifecycle.components.evaluate import compute_metrics
 from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import METRICS
+from kfp_lifecycle.tasks import METRICS, PRIMARY_METRIC
 
 
 class ExplainOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    repeats: int = Field(5, ge=1, description="Shuffles per column (permutation importance).")
-    max_rows: int = Field(5000, ge=50, description="Test rows used at most (sampled).")
-    seed: int = Field(0, description="Seed of the shuffles and the sample.")
+    repeats: int = Field(
+        5, ge=1, le=100, description="Shuffles per column (permutation importance's n_repeats)."
+    )
+    max_rows: int = Field(
+        5000, ge=50, description="Test rows used at most (a seeded sample): bounds the cost."
+    )
+    seed: int = Field(0, description="Seed of the shuffles and of the sample.")
 
 
 def explain_bundle(bundle: Bundle, test: pd.DataFrame, options: ExplainOptions) -> dict[str, Any]:
     """Permutation importance per input column (+ mean |SHAP| per feature for XGBoost)."""
     target, task = bundle.metadata["target"], bundle.metadata["task"]
-    metric = bundle.metadata.get("primary_metric") or "roc_auc"
+    metric = bundle.metadata.get("primary_metric") or PRIMARY_METRIC[task]
     if target not in test.columns:
         raise DataError(f"the test rows have no target column '{target}'")
     if test.empty:
         raise DataError("no test rows to explain the model on")
+    names = bundle.schema.names
+    absent = [name for name in names if name not in test.columns]
+    if absent:
+        raise DataError(
+            f"the test rows lack input column(s) the model was trained on: {', '.join(absent)}"
+        )
+    if test[target].isna().any():
+        raise DataError(
+            f"{int(test[target].isna().sum())} test row(s) have no value in the target "
+            f"column '{target}'"
+        )
     if len(test) > options.max_rows:
         test = test.sample(options.max_rows, random_state=options.seed)
     classes = bundle.classes
-    x = test.drop(columns=[target])[bundle.schema.names]
-    y = (
-        test[target].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        if classes
-        else test[target].to_numpy(dtype=float)
-    )
+    x = test[names]
+    if classes:
+        known = set(classes)
+        unknown = sorted({str(v) for v in test[target] if v not in known})
+        if unknown:
+            raise DataError(
+                f"the test rows hold class(es) the model was not trained on in '{target}': "
+                f"{', '.join(unknown[:5])} (model classes: {', '.join(map(str, classes))})"
+            )
+    y = test[target].to_numpy()
     sign = 1.0 if METRICS[metric].greater_is_better else -1.0
 
     def scorer(model: Any, rows: pd.DataFrame, truth: np.ndarray) -> float:
-        return sign * score_model(model, rows, truth, task, metric, classes)
+        """The metric as the served model would score (bundle's threshold), greater-better."""
+        prediction = Bundle(None, model, bundle.metadata).predict(rows)
+        return sign * compute_metrics(task, list(truth), prediction)[metric]
 
     found = permutation_importance(
         bundle.pipeline, x, y, scoring=scorer, n_repeats=options.repeats,
@@ -75,18 +99,31 @@ def _by_column(columns: pd.Index, values: np.ndarray) -> dict[str, float]:
     return {str(name): float(value) for name, value in zip(columns, values, strict=True)}
 
 
-def xgboost_shap(bundle: Bundle, rows: pd.DataFrame) -> dict[str, float]:
-    """XGBoost's exact tree SHAP: mean |contribution| per transformed feature (bias left out)."""
+def xgboost_contributions(bundle: Bundle, rows: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """XGBoost's exact tree SHAP values of raw `rows`: rows x features + 1 (the last column is
+    the bias), or rows x classes x features + 1 for multiclass; in the model's raw (margin)
+    units, over the trees its predictions use (early stopping's best iteration)."""
     preprocess, estimator = bundle.pipeline[:-1], bundle.pipeline[-1]
     features = np.asarray(preprocess.transform(rows), dtype="float64")
-    contributions = estimator.get_booster().predict(xgboost.DMatrix(features), pred_contribs=True)
-    without_bias = contributions[..., :-1]
-    magnitude = np.abs(without_bias).reshape(-1, without_bias.shape[-1]).mean(0)
+    best = getattr(estimator, "best_iteration", None)
+    contributions = estimator.get_booster().predict(
+        xgboost.DMatrix(features),
+        pred_contribs=True,
+        iteration_range=(0, best + 1) if best is not None else (0, 0),
+    )
     try:
-        names = list(preprocess.get_feature_names_out())
+        names = [str(name) for name in preprocess.get_feature_names_out()]
     except (AttributeError, ValueError):
         names = [f"f{i}" for i in range(features.shape[1])]
-    return dict(zip(map(str, names), map(float, magnitude), strict=True))
+    return contributions, names
+
+
+def xgboost_shap(bundle: Bundle, rows: pd.DataFrame) -> dict[str, float]:
+    """Mean |SHAP value| per transformed feature (bias left out; multiclass: over classes)."""
+    contributions, names = xgboost_contributions(bundle, rows)
+    without_bias = contributions[..., :-1]
+    magnitude = np.abs(without_bias).reshape(-1, without_bias.shape[-1]).mean(0)
+    return dict(zip(names, map(float, magnitude), strict=True))
 
 
 def explained_bundle(bundle_dir: str, explanation: dict[str, Any], output_dir: str) -> None:
@@ -108,12 +145,15 @@ def explain(
     """Global feature importance of the champion, kept in its bundle for serving.
 
     Args:
-        model: The calibrated champion bundle.
-        test: Held-out test rows (with the target).
-        explanation: JSON: method, metric, permutation_importance and its std per input
-            column; shap_mean_abs per transformed feature for XGBoost.
-        explained: The same bundle with metadata["explanation"] (served with :explain).
-        options: ExplainOptions: repeats, max_rows, seed.
+        model: The calibrated champion bundle (its pipeline takes raw input rows).
+        test: Held-out test rows: every input column of the model's schema and the target.
+        explanation: JSON: method, metric, permutation_importance and
+            permutation_importance_std per raw input column (how much the metric worsens
+            when the column is shuffled); shap_mean_abs per transformed feature (XGBoost).
+        explained: The same bundle (model.joblib untouched, its sha256 still valid) with the
+            explanation in metadata["explanation"]; the model server's :explain answer
+            carries it as global_importance.
+        options: ExplainOptions (empty: defaults): repeats, max_rows, seed.
     """
     import json
 

@@ -12,14 +12,19 @@ from bundles import build_bundle
 from kfp.dsl import Artifact, Dataset, Model
 
 from kfp_lifecycle.bundle import load_bundle, write_bundle
-from kfp_lifecycle.components.explain import ExplainOptions, explain, explain_bundle
+from kfp_lifecycle.components.explain import (
+    ExplainOptions,
+    explain,
+    explain_bundle,
+    xgboost_contributions,
+)
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.report import _importance_section
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
 from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.serving.model import BundleModel
-from kfp_lifecycle.tasks import CLASSIFICATION
+from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
 
 
 def _planted(rows: int = 1500, seed: int = 0) -> pd.DataFrame:
@@ -95,7 +100,40 @@ def test_other_families_get_permutation_importance_only(churn, tmp_path):
     assert "shap_mean_abs" not in result
 
 
-def test_missing_target_is_named(planted):
+def test_shap_values_add_up_to_the_served_models_raw_score(planted):
+    """Over the trees early stopping kept, not every tree the booster grew."""
+    bundle, test = planted
+    estimator = bundle.pipeline[-1]
+    assert estimator.best_iteration + 1 < estimator.get_booster().num_boosted_rounds()
+    rows = test.drop(columns=["y"]).head(20)
+    contributions, names = xgboost_contributions(bundle, rows)
+    assert contributions.shape == (20, len(names) + 1)
+    features = bundle.pipeline[:-1].transform(rows)
+    margin = estimator.predict(features, output_margin=True)
+    np.testing.assert_allclose(contributions.sum(axis=1), margin, rtol=1e-4, atol=1e-4)
+
+
+def test_regression_importance_is_the_rise_in_error(regression, tmp_path):
+    parts = split_table(regression, "price", REGRESSION, seed=0)
+    fitted, schema, _ = fit_preprocessor(parts.train, "price", REGRESSION)
+    bundle = train_model(parts.train, parts.validation, "price", REGRESSION, "linear", fitted,
+                         schema)  # fmt: skip
+    assert "primary_metric" not in bundle.metadata  # the task's primary metric: rmse
+    result = explain_bundle(bundle, parts.test, ExplainOptions(repeats=3))
+    importance = result["permutation_importance"]
+    assert result["metric"] == "rmse"
+    # price is mostly 2 x size_m2: shuffling it adds far more error than shuffling rooms
+    assert importance["size_m2"] > importance["rooms"] > 0
+
+
+def test_bad_test_rows_are_named(planted):
     bundle, test = planted
     with pytest.raises(DataError, match="the test rows have no target column 'y'"):
         explain_bundle(bundle, test.drop(columns=["y"]), ExplainOptions())
+    with pytest.raises(DataError, match=r"lack input column.*: weak"):
+        explain_bundle(bundle, test.drop(columns=["weak"]), ExplainOptions())
+    with pytest.raises(DataError, match="no test rows"):
+        explain_bundle(bundle, test.head(0), ExplainOptions())
+    odd = test.assign(y=test["y"].where(test["y"] == "yes", "maybe"))
+    with pytest.raises(DataError, match="not trained on in 'y': maybe"):
+        explain_bundle(bundle, odd, ExplainOptions())

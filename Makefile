@@ -113,7 +113,7 @@ submit: $(STAMP)
 		--param 'gate_options={"thresholds": {"roc_auc": 0.7}}'
 
 e2e: $(STAMP)
-	KFP_HOST=$(KFP_HOST) $(BIN)/python -m pytest -m cluster tests/e2e -v
+	LIFECYCLE_E2E_REQUIRED=$${LIFECYCLE_E2E_REQUIRED:-1} KFP_HOST=$(KFP_HOST) $(BIN)/python -m pytest -m cluster tests/e2e -v
 
 kind-down:
 	@echo ">> deleting kind cluster kfp-lifecycle"

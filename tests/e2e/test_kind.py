@@ -1,11 +1,13 @@
 """End to end on a real cluster (kind or cloud): what `make e2e` and the e2e-kind workflow run.
 
 Needs the stack of `make kind-up` (KFP, KServe with Knative and Kourier, MinIO, the
-project's manifests) and the image loaded (`make images kind-load`). Skips, saying why, when
-no cluster is reachable. Environment: KFP_HOST (default http://localhost:8080), S3_ENDPOINT
-(default http://localhost:9000) and the MinIO credentials in AWS_ACCESS_KEY_ID /
-AWS_SECRET_ACCESS_KEY (default: read from manifests/overlays/kind/minio.env), INGRESS
-(default http://localhost:8081).
+project's manifests, Prometheus) and the image loaded (`make images kind-load`). Skips,
+saying why, when no cluster is reachable, unless LIFECYCLE_E2E_REQUIRED=1 (set by the e2e-kind
+workflow): then an unreachable cluster is a failure, so a run that tested nothing cannot pass.
+Environment: KFP_HOST (default http://localhost:8080), S3_ENDPOINT (default
+http://localhost:9000) and the MinIO credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+(default: read from manifests/overlays/kind/minio.env), INGRESS (default
+http://localhost:8081), PROMETHEUS (default http://localhost:9090).
 """
 
 import json
@@ -22,6 +24,8 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 KFP_HOST = os.environ.get("KFP_HOST", "http://localhost:8080")
 INGRESS = os.environ.get("INGRESS", "http://localhost:8081")
+PROMETHEUS = os.environ.get("PROMETHEUS", "http://localhost:9090")
+REQUIRED = os.environ.get("LIFECYCLE_E2E_REQUIRED", "").strip().lower() in {"1", "true", "yes"}
 NAMESPACE = "kfp-lifecycle"
 SERVICE = "churn"
 
@@ -43,6 +47,8 @@ def _cluster_reason() -> str | None:
 
 
 REASON = _cluster_reason()
+if REASON and REQUIRED:
+    pytest.fail(f"LIFECYCLE_E2E_REQUIRED is set, but {REASON}", pytrace=False)
 if REASON:
     pytest.skip(REASON, allow_module_level=True)
 
@@ -116,6 +122,25 @@ def test_train_deploy_and_canary_through_the_ingress(tmp_path):
     lifecycle("rollout", "set-traffic", "50", "--name", SERVICE, "--namespace", NAMESPACE)
     versions = {predict(rows)["model_version"] for _ in range(30)}
     assert len(versions) == 2, f"both revisions should answer at 50%, saw {versions}"
+    assert_prometheus_sees(versions, rows)
     lifecycle("rollout", "promote", "--name", SERVICE, "--namespace", NAMESPACE)
     time.sleep(10)
     assert len({predict(rows)["model_version"] for _ in range(10)}) == 1
+
+
+def assert_prometheus_sees(versions: set[str], rows: list[dict]) -> None:
+    """The canary analysis' data on kind: both revisions' requests, counted in Prometheus.
+
+    Traffic goes on while polling: `increase()` needs the counters to move between scrapes.
+    """
+    from kfp_lifecycle.canary import revision_stats
+
+    deadline = time.monotonic() + 120  # several 15 s scrapes
+    while True:
+        for _ in range(10):
+            predict(rows)
+        stats = [revision_stats(PROMETHEUS, SERVICE, version, "5m") for version in versions]
+        if all(s.requests > 0 for s in stats) or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert all(s.requests > 0 for s in stats), f"Prometheus at {PROMETHEUS} counted {stats}"

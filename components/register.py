@@ -78,7 +78,8 @@ def register(
         contract: The data contract inferred by validate, kept with the model.
         reference: The raw training rows; a seeded sample of their inputs is kept with the
             model as the reference that drift monitoring compares live traffic with.
-        registry: Registry location (a local directory or file:// URI).
+        registry: Registry location: a directory, file:// or s3://bucket/prefix URI (S3
+            settings from the environment: see kfp_lifecycle/storage.py).
         model_name: Registered model name (lowercase letters, digits, dashes).
         data_source: Where the training data came from (lineage).
         data_sha256: Hash of the training data file (lineage).

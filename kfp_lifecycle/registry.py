@@ -5,14 +5,23 @@ Layout (the same under a local directory and, later, an S3 prefix):
     <root>/<model>/versions/<n>/model.joblib
     <root>/<model>/versions/<n>/metadata.json
     <root>/<model>/aliases/<alias>.json      {"version": n, ...}
+    <root>/<model>/aliases/champion.json     {"version": n, "previous": m, ...}
 
 A version appears only once complete: it is written and verified in a staging directory,
 then renamed into place (atomic on POSIX; the rename fails if another run took the number).
+Published versions are readable by everyone (0755 directories, 0644 files), like any
+directory a model server running as another user has to read.
 Aliases are replaced atomically under a lock, so concurrent updates are never lost.
+
+`previous` is not an alias file of its own: champion.json records the champion it replaced,
+so a champion move and its `previous` change in one atomic write and can never disagree
+(two files would, after a crash between their writes). Every reader of `previous`
+(alias(), aliases(), rollback) takes it from champion.json.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -28,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kfp_lifecycle.bundle import (
+    METADATA_FILE,
     MODEL_FILE,
     Bundle,
     load_bundle,
@@ -43,6 +53,10 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 PREVIOUS = "previous"
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DIRECTORY_MODE, FILE_MODE = 0o755, 0o644
+# What rename() of a staging directory onto an existing version directory fails with.
+TAKEN = (errno.EEXIST, errno.ENOTEMPTY)
+Record = dict[str, Any]
 
 
 def model_name_from(text: str) -> str:
@@ -79,13 +93,26 @@ class LocalRegistry:
         return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
     def register(self, model: str, bundle_dir: str | Path, extra: dict[str, Any]) -> ModelVersion:
-        """Copy a verified bundle to the next free version number, `extra` added to its metadata."""
+        """Copy a verified bundle to the next free version number, `extra` added to its metadata.
+
+        A filesystem failure (no permission, disk full, ...) is a RegistryError naming the
+        path; only "that number is taken" (another run published it first) is retried.
+        """
         verify_bundle(bundle_dir)
-        versions_dir = self._model_dir(model) / "versions"
-        versions_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self._model_dir(model)))
         try:
-            shutil.copy2(Path(bundle_dir) / MODEL_FILE, staging / MODEL_FILE)
+            return self._publish(model, Path(bundle_dir), extra)
+        except OSError as error:
+            raise RegistryError(f"cannot register '{model}' in {self.root}: {error}") from error
+
+    def _publish(self, model: str, bundle_dir: Path, extra: dict[str, Any]) -> ModelVersion:
+        model_dir = self._model_dir(model)
+        versions_dir = model_dir / "versions"
+        versions_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+        try:
+            os.chmod(staging, DIRECTORY_MODE)  # mkdtemp makes it 0700: readable by us only
+            shutil.copy2(bundle_dir / MODEL_FILE, staging / MODEL_FILE)
+            os.chmod(staging / MODEL_FILE, FILE_MODE)
             metadata = read_metadata(bundle_dir)
             while True:
                 number = (self.versions(model) or [0])[-1] + 1
@@ -94,12 +121,16 @@ class LocalRegistry:
                     staging,
                     {**metadata, **extra, "registry_version": number, "registered_at": now},
                 )
+                os.chmod(staging / METADATA_FILE, FILE_MODE)
                 verify_bundle(staging)
+                target = versions_dir / str(number)
                 try:
-                    os.rename(staging, versions_dir / str(number))
-                except OSError:  # another run published this number first: take the next
-                    continue
-                return ModelVersion(model, number, str(versions_dir / str(number)))
+                    os.rename(staging, target)
+                except OSError as error:
+                    if error.errno in TAKEN:  # another run published this number first
+                        continue
+                    raise
+                return ModelVersion(model, number, str(target))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -113,37 +144,35 @@ class LocalRegistry:
     def metadata(self, model: str, version: int) -> dict[str, Any]:
         return read_metadata(self.get(model, version).uri)
 
-    def alias(self, model: str, alias: str) -> ModelVersion | None:
-        path = self._model_dir(model) / "aliases" / f"{alias}.json"
-        if not path.is_file():
-            return None
-        return self.get(model, json.loads(path.read_text())["version"])
-
-    def aliases(self, model: str) -> dict[str, int]:
+    def _records(self, model: str) -> dict[str, Record]:
+        """The alias files as stored; see alias_versions for what they mean."""
         directory = self._model_dir(model) / "aliases"
         if not directory.is_dir():
             return {}
-        return {
-            p.stem: json.loads(p.read_text())["version"] for p in sorted(directory.glob("*.json"))
-        }
+        return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
+
+    def alias(self, model: str, alias: str) -> ModelVersion | None:
+        number = alias_versions(self._records(model)).get(alias)
+        return None if number is None else self.get(model, number)
+
+    def aliases(self, model: str) -> dict[str, int]:
+        return alias_versions(self._records(model))
 
     def set_alias(self, model: str, alias: str, version: int) -> None:
         """Point `alias` at a complete version; `champion` keeps its predecessor as `previous`."""
+        check_settable(alias)
         target = self.get(model, version)
         verify_bundle(target.uri)
         with self._lock(model):
-            if alias == CHAMPION:
-                current = self.alias(model, CHAMPION)
-                if current is not None and current.version != version:
-                    self._write_alias(model, PREVIOUS, current.version)
-            self._write_alias(model, alias, version)
+            current = self._records(model).get(alias)
+            record = next_champion(current, version) if alias == CHAMPION else {"version": version}
+            self._write_alias(model, alias, record)
 
-    def _write_alias(self, model: str, alias: str, version: int) -> None:
+    def _write_alias(self, model: str, alias: str, record: Record) -> None:
         directory = self._model_dir(model) / "aliases"
         directory.mkdir(parents=True, exist_ok=True)
         temporary = directory / f".{alias}.{uuid.uuid4().hex}"
-        record = {"version": version, "updated_at": datetime.now(UTC).isoformat()}
-        temporary.write_text(json.dumps(record))
+        temporary.write_text(json.dumps({**record, "updated_at": datetime.now(UTC).isoformat()}))
         os.replace(temporary, directory / f"{alias}.json")
 
     @contextmanager
@@ -155,6 +184,37 @@ class LocalRegistry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def alias_versions(records: dict[str, Record]) -> dict[str, int]:
+    """Alias name -> version, from the stored alias records of one model.
+
+    `previous` comes from champion.json's "previous" field only; a previous.json (written by
+    earlier versions of this code) is ignored, so it can never contradict the champion.
+    """
+    versions = {name: record["version"] for name, record in records.items() if name != PREVIOUS}
+    champion = records.get(CHAMPION) or {}
+    if champion.get("previous") is not None:
+        versions[PREVIOUS] = champion["previous"]
+    return versions
+
+
+def next_champion(current: Record | None, version: int) -> Record:
+    """The champion record after moving to `version`: the replaced champion becomes `previous`."""
+    if current is None:
+        return {"version": version}
+    if current["version"] == version:
+        return {key: current[key] for key in ("version", "previous") if key in current}
+    return {"version": version, "previous": current["version"]}
+
+
+def check_settable(alias: str) -> None:
+    """`previous` follows the champion; setting it by hand would rewrite the champion's past."""
+    if alias == PREVIOUS:
+        raise RegistryError(
+            f"'{PREVIOUS}' is kept by the registry as the champion before the current one; "
+            "promote a version or roll back instead of setting it"
+        )
 
 
 def open_registry(uri: str) -> LocalRegistry | S3Registry:
@@ -182,7 +242,8 @@ def promote(
 
 
 def rollback(registry: LocalRegistry | S3Registry, model: str) -> int:
-    """Point the champion back at `previous` (which then holds the version rolled back)."""
+    """Point the champion back at `previous` (as champion.json records it); afterwards
+    `previous` is the version rolled back from, so a second rollback undoes the first."""
     previous = registry.alias(model, PREVIOUS)
     if previous is None:
         raise RegistryError(f"model '{model}' has no previous champion to roll back to")

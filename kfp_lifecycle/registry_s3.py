@@ -3,6 +3,7 @@
     <prefix>/<model>/versions/<n>/model.joblib
     <prefix>/<model>/versions/<n>/metadata.json     written last: it publishes version n
     <prefix>/<model>/aliases/<alias>.json           {"version": n, "updated_at": ...}
+    <prefix>/<model>/aliases/champion.json          {"version": n, "previous": m, ...}
     <prefix>/<model>/claims/<n>                     {"owner": ..., "claimed_at": ...}
 
 S3 has neither rename nor locks, so every step that must not race is a conditional
@@ -14,17 +15,19 @@ register:
   2. claim n = 1 + the highest claimed or published number by creating claims/<n> with
      If-None-Match: * and a random token, then reading it back: n is ours only if the claim
      holds our token; otherwise list again and claim the next number;
-  3. upload model.joblib to versions/<n>/ (multipart when large);
+  3. upload model.joblib to versions/<n>/ (multipart when large) with If-None-Match: *, so
+     no other run's upload is ever replaced (a refusal is our own retried write or a
+     broken claim: step 4 tells them apart);
   4. read the stored object back: its sha256 must be the bundle's;
   5. publish: create versions/<n>/metadata.json with If-None-Match: *.
   A version exists (versions(), get(), alias targets) only once its metadata.json does, so
   a run that dies before step 5 leaves an invisible version whose number is never reused.
 
 Aliases are read with their ETag and written with If-Match (If-None-Match: * when new),
-read and retried on refusal. champion.json also records the version it replaced ("previous"), so the
-champion's history changes in one atomic write; previous.json is then brought in line with
-it by the same compare-and-swap, reading previous.json before champion.json so a slower run
-can never put an older value back.
+read and retried on refusal. champion.json also records the version it replaced
+("previous"): a champion move and its `previous` are one atomic write, and `previous` is
+read from there only (registry.alias_versions), so no crash between two writes can leave
+them disagreeing. No previous.json is written; one left by earlier code is ignored.
 
 A version's URI is s3://bucket/prefix/<model>/versions/<n>. KServe's storage initializer
 copies every key that starts with its storageUri, so give KServe the URI plus a trailing "/":
@@ -48,7 +51,16 @@ from minio import Minio
 
 from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, verify_bundle, write_metadata
 from kfp_lifecycle.errors import BundleError, RegistryError
-from kfp_lifecycle.registry import CHAMPION, NAME_PATTERN, PREVIOUS, ModelVersion
+from kfp_lifecycle.registry import (
+    CHAMPION,
+    NAME_PATTERN,
+    PREVIOUS,
+    ModelVersion,
+    Record,
+    alias_versions,
+    check_settable,
+    next_champion,
+)
 from kfp_lifecycle.storage import (
     PreconditionFailed,
     StorageError,
@@ -66,7 +78,6 @@ from kfp_lifecycle.storage import (
 )
 
 PROBE_KEY = ".conditional-write-probe"
-Record = dict[str, Any]
 
 
 class S3Registry:
@@ -129,14 +140,21 @@ class S3Registry:
             self._check_conditional_writes()
             number = self._claim(model)
             model_key = self._version_key(model, number, MODEL_FILE)
-            upload_file(self.client, Path(bundle_dir) / MODEL_FILE, self.bucket, model_key)
+            with suppress(PreconditionFailed):  # already there: checked just below
+                upload_file(
+                    self.client,
+                    Path(bundle_dir) / MODEL_FILE,
+                    self.bucket,
+                    model_key,
+                    create_only=True,
+                )
             now = datetime.now(UTC).isoformat()
             record = {**metadata, **extra, "registry_version": number, "registered_at": now}
             stored = object_sha256(self.client, self.bucket, model_key)
             if stored != record["sha256"]:
                 raise RegistryError(
-                    f"{self._s3_uri(model_key)} holds sha256 {stored}, not the recorded one; "
-                    f"version {number} of '{model}' is left unpublished"
+                    f"{self._s3_uri(model_key)} holds sha256 {stored}, not this run's model "
+                    f"({record['sha256']}); version {number} of '{model}' is left unpublished"
                 )
             self._publish(model, number, _metadata_document(record))
         return ModelVersion(model, number, self._version_uri(model, number))
@@ -196,61 +214,52 @@ class S3Registry:
         return found[0]
 
     def alias(self, model: str, alias: str) -> ModelVersion | None:
-        found = self._read(self._alias_key(model, alias))
-        return None if found is None else self.get(model, found[0]["version"])
+        stored = CHAMPION if alias == PREVIOUS else alias  # `previous` is in champion.json
+        found = self._read(self._alias_key(model, stored))
+        number = None if found is None else alias_versions({stored: found[0]}).get(alias)
+        return None if number is None else self.get(model, number)
 
     def aliases(self, model: str) -> dict[str, int]:
         base = self._key(model, "aliases") + "/"
         with self._failures(f"listing aliases of '{model}'"):
             keys = list_keys(self.client, self.bucket, base)
-        result = {}
+        records = {}
         for key in keys:
             name = key[len(base) :].removesuffix(".json")
-            if NAME_PATTERN.match(name) and (found := self._read(key)) is not None:
-                result[name] = found[0]["version"]
-        return result
+            if NAME_PATTERN.match(name) and name != PREVIOUS and (found := self._read(key)):
+                records[name] = found[0]
+        return alias_versions(records)
 
     def set_alias(self, model: str, alias: str, version: int) -> None:
-        """Point `alias` at a complete version; `champion` keeps its predecessor as `previous`."""
+        """Point `alias` at a complete version; `champion` keeps its predecessor as `previous`.
+
+        One conditional write of one object, so it either happens whole or not at all.
+        """
+        check_settable(alias)
         self.get(model, version)
         self._verify(model, version)
         with self._failures(f"moving alias '{alias}' of '{model}' to version {version}"):
             self._check_conditional_writes()
-            if alias != CHAMPION:
+            if alias == CHAMPION:
+                self._swap(model, alias, lambda current: next_champion(current, version))
+            else:
                 self._swap(model, alias, lambda current: {"version": version})
-                return
-            record = self._swap(model, CHAMPION, lambda current: _champion(current, version))
-            if record.get("previous") is not None:
-                self._swap(model, PREVIOUS, lambda current: self._previous(model, current))
 
-    def _previous(self, model: str, current: Record | None) -> Record | None:
-        """previous.json as champion.json says, read after previous.json (see module doc)."""
-        champion = self._read(self._alias_key(model, CHAMPION))
-        wanted = None if champion is None else champion[0].get("previous")
-        if wanted is None or (current is not None and current["version"] == wanted):
-            return None
-        return {"version": wanted}
-
-    def _swap(
-        self, model: str, alias: str, change: Callable[[Record | None], Record | None]
-    ) -> Record:
+    def _swap(self, model: str, alias: str, change: Callable[[Record | None], Record]) -> None:
         """Compare-and-swap an alias object: re-read and retry when another run wrote first.
 
-        `change` maps the current record to the new one, or None to leave it as it is.
+        `change` maps the current record (None when there is none) to the new one.
         """
         key = self._alias_key(model, alias)
         for attempt in range(self.attempts):
             found = self._read(key)
             current, etag = found if found is not None else (None, None)
-            record = change(current)
-            if record is None:
-                return current or {}
-            record = {**record, "updated_at": datetime.now(UTC).isoformat()}
+            record = {**change(current), "updated_at": datetime.now(UTC).isoformat()}
             try:
                 write_json(
                     self.client, self.bucket, key, record, if_match=etag, create_only=etag is None
                 )
-                return record
+                return
             except PreconditionFailed:
                 _pause(attempt)
         raise RegistryError(
@@ -292,15 +301,6 @@ class S3Registry:
 def _pause(attempt: int) -> None:
     """Wait before retrying a lost race: exponential with full jitter, so racers spread out."""
     time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
-
-
-def _champion(current: Record | None, version: int) -> Record:
-    """The new champion record: the replaced champion becomes `previous`."""
-    if current is None:
-        return {"version": version}
-    if current["version"] == version:
-        return {key: current[key] for key in ("version", "previous") if key in current}
-    return {"version": version, "previous": current["version"]}
 
 
 def _metadata_document(metadata: dict[str, Any]) -> bytes:

@@ -14,8 +14,13 @@ Configuration comes from the environment, the variables KServe's storage initial
 
 Every failure reaches the caller as a one-line LifecycleError (StorageError, or BundleError
 for content that does not match its sha256); credentials never appear in reprs or messages.
-Requests are retried with exponential backoff on connection errors, timeouts and HTTP
-500/502/503/504, a bounded number of times (see S3Config).
+Every request (GET, HEAD, PUT, POST, DELETE: multipart create and complete are POSTs) is
+retried with exponential backoff on connection errors, timeouts and HTTP 429/500/502/503/504,
+a bounded number of times (see S3Config); the error after the last attempt names the HTTP
+status and what was being done. Retrying a POST is safe here: a repeated
+CompleteMultipartUpload of the same upload id is answered as the first one was, and a
+repeated CreateMultipartUpload only leaves an unused upload id behind (a bucket lifecycle
+rule with AbortIncompleteMultipartUpload cleans those up).
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from typing import Any
 import certifi
 import urllib3
 from minio import Minio
+from minio.datatypes import CompleteMultipartUploadResult
 from minio.error import InvalidResponseError, S3Error, ServerError
-from minio.helpers import check_bucket_name
+from minio.helpers import check_bucket_name, md5sum_hash
+from minio.xml import Element, SubElement, getbytes
 from urllib3.util import Retry, Timeout
 
 from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, read_metadata, verify_bundle
@@ -45,7 +52,9 @@ DEFAULT_ENDPOINT = "s3.amazonaws.com"
 # Files above this size are uploaded in parts of this size (minio's minimum part is 5 MiB).
 PART_SIZE = 64 * 1024 * 1024
 CHUNK = 1024 * 1024
-TRANSIENT_STATUSES = (500, 502, 503, 504)
+TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
+# Every verb the minio client sends; urllib3's default leaves out POST.
+RETRIED_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
 # A conditional write lost a race: 412 PreconditionFailed, or 409 ConditionalRequestConflict
 # (AWS, when conditional writes to one key overlap).
 LOST_RACE_CODES = ("PreconditionFailed", "ConditionalRequestConflict")
@@ -161,7 +170,8 @@ def s3_client(config: S3Config | None = None) -> Minio:
         backoff_factor=config.backoff,
         backoff_max=config.max_backoff,
         status_forcelist=TRANSIENT_STATUSES,
-        raise_on_status=False,  # the last 5xx reaches minio, which reports the S3 error code
+        allowed_methods=RETRIED_METHODS,
+        raise_on_status=False,  # the last reply reaches minio, which reports the S3 error code
         respect_retry_after_header=False,  # keeps the total time bounded
     )
     http = urllib3.PoolManager(
@@ -184,22 +194,39 @@ def s3_client(config: S3Config | None = None) -> Minio:
 
 @contextmanager
 def s3_errors(action: str) -> Iterator[None]:
-    """Turn client and transport failures into one-line StorageErrors without credentials."""
+    """Turn client and transport failures into one-line StorageErrors without credentials.
+
+    Each names the HTTP status the endpoint answered last, and says when that status is a
+    transient one that was retried: "uploading ... failed after retries with backoff:
+    HTTP 503 SlowDown: Please reduce your request rate."
+    """
     try:
         yield
     except S3Error as error:
         kind = PreconditionFailed if error.code in LOST_RACE_CODES else StorageError
-        raise kind(f"{action} failed: {error.code}: {error.message}") from error
+        response = getattr(error, "response", None)
+        status = _failed(response.status if response is not None else None)
+        raise kind(f"{action} {status} {error.code}: {error.message}") from error
     except ServerError as error:
-        raise StorageError(f"{action} failed: HTTP {error.status_code}") from error
+        raise StorageError(f"{action} {_failed(error.status_code)}") from error
     except InvalidResponseError as error:
-        raise StorageError(f"{action} failed: unexpected response from the endpoint") from error
+        # minio keeps the status only in its private `_code` (what its __reduce__ passes on).
+        status = _failed(getattr(error, "_code", None))
+        raise StorageError(f"{action} {status} (a reply that is not S3's XML)") from error
     except urllib3.exceptions.HTTPError as error:
         reason = getattr(error, "reason", None) or error
         detail = re.sub(r"<[^>]*>:?\s*", "", str(reason))  # drop "<HTTPConnection object at ..>"
         raise StorageError(
             f"{action} failed: endpoint unreachable ({type(reason).__name__}: {detail})"
         ) from error
+
+
+def _failed(status: int | None) -> str:
+    """ "failed: HTTP 404", or "failed after retries with backoff: HTTP 503" when transient."""
+    if status is None:
+        return "failed:"
+    retried = " after retries with backoff" if status in TRANSIENT_STATUSES else ""
+    return f"failed{retried}: HTTP {status}"
 
 
 def _uri(bucket: str, key: str) -> str:
@@ -228,11 +255,81 @@ def list_keys(client: Minio, bucket: str, prefix: str) -> list[str]:
 
 
 def upload_file(
-    client: Minio, path: str | Path, bucket: str, key: str, part_size: int = PART_SIZE
+    client: Minio,
+    path: str | Path,
+    bucket: str,
+    key: str,
+    part_size: int = PART_SIZE,
+    *,
+    create_only: bool = False,
 ) -> str:
-    """Upload one file; above `part_size` it goes as a multipart upload. Returns the ETag."""
+    """Upload one file; above `part_size` it goes as a multipart upload. Returns the ETag.
+
+    `create_only` makes the write conditional on the key being absent (`If-None-Match: *`
+    on the PutObject, or on the CompleteMultipartUpload of a large file) and raises
+    PreconditionFailed when the endpoint refuses it: an existing object is never replaced.
+    That object may be this call's own, when a reply was lost and the PUT retried: a caller
+    that must know compares what is stored (as S3Registry.register does).
+    """
     with s3_errors(f"uploading {path} to {_uri(bucket, key)}"):
+        if create_only:
+            return _upload_new(client, Path(path), bucket, key, part_size)
         return client.fput_object(bucket, key, str(path), part_size=part_size).etag
+
+
+def _upload_new(client: Minio, path: Path, bucket: str, key: str, part_size: int) -> str:
+    """fput_object with `If-None-Match: *`, which minio 7.2.20's public API cannot send.
+
+    It makes the calls put_object itself makes (`_put_object`; `_create_multipart_upload`,
+    `_upload_part`, `_abort_multipart_upload`) and sends the CompleteMultipartUpload that
+    `_complete_multipart_upload` sends, plus the header (see put_bytes for why private
+    calls; tests/test_storage.py fails if they stop working). Parts go one at a time.
+    """
+    condition = {"If-None-Match": "*"}
+    headers = {"Content-Type": "application/octet-stream"}
+    with open(path, "rb") as source:
+        if path.stat().st_size <= part_size:
+            data = source.read()
+            return client._put_object(bucket, key, data, {**headers, **condition}).etag or ""
+        upload_id = client._create_multipart_upload(bucket, key, headers)
+        try:
+            parts = []
+            while data := source.read(part_size):
+                number = len(parts) + 1
+                parts.append(
+                    (number, client._upload_part(bucket, key, data, None, upload_id, number))
+                )
+            return _complete_upload(client, bucket, key, upload_id, parts, condition)
+        except BaseException:
+            with suppress(Exception):  # the upload's failure is the error worth reporting
+                client._abort_multipart_upload(bucket, key, upload_id)
+            raise
+
+
+def _complete_upload(
+    client: Minio,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    parts: list[tuple[int, str]],
+    headers: dict[str, str],
+) -> str:
+    """CompleteMultipartUpload with extra request headers; returns the object's ETag."""
+    element = Element("CompleteMultipartUpload")
+    for number, etag in parts:
+        part = SubElement(element, "Part")
+        SubElement(part, "PartNumber", str(number))
+        SubElement(part, "ETag", f'"{etag}"')
+    body = getbytes(element)
+    response = client._execute(
+        "POST",
+        bucket,
+        key,
+        body=body,
+        headers={"Content-Type": "application/xml", "Content-MD5": md5sum_hash(body), **headers},
+        query_params={"uploadId": upload_id},
+    )
+    return CompleteMultipartUploadResult(response).etag or ""
 
 
 def download_file(

@@ -1,7 +1,11 @@
 import json
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 from bundles import build_bundle
@@ -61,6 +65,63 @@ def test_versions_are_numbered_and_immutable_copies(tmp_path, bundle_dir):
     assert (metadata["note"], metadata["registry_version"]) == ("a", 1)
     load_bundle(first.uri)  # the copy verifies
     assert not [p for p in (tmp_path / "churn").iterdir() if p.name.startswith(".staging")]
+
+
+def test_published_versions_are_readable_by_everyone(tmp_path, bundle_dir):
+    """A model server often runs as another user than the pipeline step that registered."""
+    version = LocalRegistry(tmp_path).register("churn", bundle_dir, {})
+    modes = {
+        path.name: stat.S_IMODE(path.stat().st_mode)
+        for path in (Path(version.uri), *Path(version.uri).iterdir())
+    }
+    assert modes == {"1": 0o755, MODEL_FILE: 0o644, METADATA_FILE: 0o644}
+
+
+@pytest.mark.timeout(60)  # the old code retried any failed rename forever
+def test_a_version_that_cannot_be_published_fails_with_the_path(tmp_path, bundle_dir):
+    """Only "this number is taken" is retried; any other failure is a clear error at once.
+
+    versions/ is on another filesystem (a symlink into /dev/shm), so renaming the staging
+    directory into it fails with EXDEV: a real refusal, whoever runs the tests (root would
+    pass any permission check).
+    """
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm")) if Path("/dev/shm").is_dir() else None
+    if elsewhere is None or elsewhere.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a filesystem of its own")
+    try:
+        (tmp_path / "churn").mkdir()
+        (tmp_path / "churn" / "versions").symlink_to(elsewhere)
+        registry = LocalRegistry(tmp_path)
+        with pytest.raises(RegistryError) as refused:
+            registry.register("churn", bundle_dir, {})
+        assert str(refused.value).startswith(
+            f"cannot register 'churn' in {tmp_path}: [Errno 18] Invalid cross-device link"
+        )
+        assert str(refused.value).endswith(f"-> '{tmp_path / 'churn' / 'versions' / '1'}'")
+        assert registry.versions("churn") == []
+        assert not list((tmp_path / "churn").glob(".staging-*"))  # nothing left half-written
+    finally:
+        shutil.rmtree(elsewhere)
+
+
+def test_previous_is_recorded_in_the_champion_alias(tmp_path, bundle_dir):
+    """One file, written atomically, holds the champion and its previous: they cannot disagree."""
+    registry = LocalRegistry(tmp_path)
+    for _ in range(3):
+        registry.register("churn", bundle_dir, {})
+    for version in (1, 2, 3):
+        registry.set_alias("churn", CHAMPION, version)
+    aliases = tmp_path / "churn" / "aliases"
+    assert sorted(p.name for p in aliases.iterdir()) == [f"{CHAMPION}.json"]
+    record = json.loads((aliases / f"{CHAMPION}.json").read_text())
+    assert (record["version"], record["previous"]) == (3, 2)
+    (aliases / f"{PREVIOUS}.json").write_text(json.dumps({"version": 1}))  # as older code left
+    assert registry.aliases("churn") == {CHAMPION: 3, PREVIOUS: 2}
+    assert registry.alias("churn", PREVIOUS).version == 2
+    assert rollback(registry, "churn") == 2
+    with pytest.raises(RegistryError, match="'previous' is kept by the registry"):
+        registry.set_alias("churn", PREVIOUS, 1)
+    assert registry.aliases("churn") == {CHAMPION: 2, PREVIOUS: 3}
 
 
 def _register_once(args):

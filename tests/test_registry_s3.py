@@ -4,18 +4,37 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
+import joblib
 import pytest
 from bundles import build_bundle
 from minio import Minio
 from s3_server import MotoS3, new_bucket, running_moto
 
-from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, load_bundle
+from kfp_lifecycle import registry_s3
+from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, load_bundle, sha256_file, write_bundle
+from kfp_lifecycle.cli import main
+from kfp_lifecycle.components.register import register_bundle
 from kfp_lifecycle.errors import BundleError, RegistryError
-from kfp_lifecycle.registry import CHAMPION, PREVIOUS, LocalRegistry, open_registry
+from kfp_lifecycle.registry import (
+    CHAMPION,
+    PREVIOUS,
+    LocalRegistry,
+    open_registry,
+    promote,
+    rollback,
+)
 from kfp_lifecycle.registry_s3 import S3Registry
-from kfp_lifecycle.storage import download_bundle, list_keys, parse_s3_uri, put_bytes, read_json
+from kfp_lifecycle.storage import (
+    download_bundle,
+    list_keys,
+    parse_s3_uri,
+    put_bytes,
+    read_bytes,
+    read_json,
+)
 
 
 @pytest.fixture(scope="module")
@@ -110,19 +129,57 @@ def test_an_alias_update_that_lost_a_race_retries_and_loses_nothing(
     assert second.aliases("churn") == {CHAMPION: 2, PREVIOUS: 3}
 
 
+def distinct_bundles(bundle_dir: Path, directory: Path, count: int) -> list[Path]:
+    """`count` bundles whose model files all differ: the fitted pipeline with a different
+    (unused after fitting) `tol` recorded in each, so every file has its own sha256."""
+    pipeline = joblib.load(bundle_dir / MODEL_FILE)
+    metadata = json.loads((bundle_dir / METADATA_FILE).read_text())
+    bundles = []
+    for run in range(count):
+        pipeline.set_params(model__tol=1e-4 * (run + 1))
+        bundles.append(directory / f"run-{run}")
+        write_bundle(bundles[-1], pipeline, metadata)
+    assert len({sha256_file(path / MODEL_FILE) for path in bundles}) == count
+    return bundles
+
+
 def test_concurrent_registrations_get_distinct_complete_versions(moto, root, bundle_dir, tmp_path):
-    def register_once(_: int) -> int:
-        return S3Registry(root, moto.client()).register("churn", bundle_dir, {}).version
+    """Eight runs with eight different models: each version holds its own run's bundle."""
+    bundles = distinct_bundles(bundle_dir, tmp_path / "runs", 8)
+
+    def register_once(run: int) -> int:
+        registry = S3Registry(root, moto.client())
+        return registry.register(
+            "churn", bundles[run], {"lineage": {"run_id": f"run-{run}"}}
+        ).version
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         numbers = list(pool.map(register_once, range(8)))
     assert sorted(numbers) == list(range(1, 9))
     registry = S3Registry(root, moto.client())
     assert registry.versions("churn") == list(range(1, 9))
-    for number in numbers:
+    for run, number in enumerate(numbers):
         uri = registry.get("churn", number).uri
-        metadata = download_bundle(uri, tmp_path / str(number), registry.client)
+        metadata = download_bundle(uri, tmp_path / "download" / str(number), registry.client)
         assert metadata["registry_version"] == number
+        assert metadata["lineage"]["run_id"] == f"run-{run}"
+        # download_bundle checked the stored model against this sha256: it is this run's file.
+        assert metadata["sha256"] == sha256_file(bundles[run] / MODEL_FILE)
+
+
+def test_a_model_object_already_at_a_claimed_number_is_never_replaced(client, root, bundle_dir):
+    """The model upload is conditional: a foreign object at versions/<n>/ stays as it was
+    and n is not published (a claim that was not exclusive cannot mix two runs' files)."""
+    bucket, _ = parse_s3_uri(root)
+    key = f"registry/churn/versions/1/{MODEL_FILE}"
+    put_bytes(client, bucket, key, b"another run's model", content_type="application/octet-stream")
+    registry = S3Registry(root, client)
+    with pytest.raises(
+        RegistryError, match=r"versions/1/model\.joblib holds sha256 .*not this run"
+    ):
+        registry.register("churn", bundle_dir, {})
+    assert read_bytes(client, bucket, key)[0] == b"another run's model"
+    assert registry.versions("churn") == []
 
 
 def test_a_server_that_stops_mid_registration_leaves_nothing_visible(bundle_dir, monkeypatch):
@@ -158,6 +215,126 @@ def test_a_server_that_stops_mid_registration_leaves_nothing_visible(bundle_dir,
         assert registry.versions("churn") == [1, 3]
     finally:
         server.stop()
+
+
+def test_a_crash_around_a_champion_move_leaves_consistent_aliases(
+    bundle_dir, monkeypatch, tmp_path
+):
+    """champion.json alone says what `previous` is: a server that stops before or after the
+    champion write leaves the old or the new champion, each with its own `previous`."""
+    server = MotoS3()  # a server of its own to stop; moto's state outlives it
+    try:
+        bucket = new_bucket(server.client())
+        root = f"s3://{bucket}/registry"
+        registry = S3Registry(root, server.client())
+        for _ in range(3):
+            registry.register("churn", bundle_dir, {})
+        registry.set_alias("churn", CHAMPION, 1)
+        registry.set_alias("churn", CHAMPION, 2)
+        write = registry_s3.write_json
+
+        def stop_before(client, bucket, key, value, **condition):
+            server.stop()
+            return write(client, bucket, key, value, **condition)
+
+        def stop_after(client, bucket, key, value, **condition):
+            etag = write(client, bucket, key, value, **condition)
+            if key.endswith(f"/{CHAMPION}.json"):
+                server.stop()  # whatever the move writes next does not happen
+            return etag
+
+        crashes = [
+            (stop_before, {CHAMPION: 2, PREVIOUS: 1}),
+            (stop_after, {CHAMPION: 3, PREVIOUS: 2}),
+        ]
+        for crash, expected in crashes:
+            monkeypatch.setattr(registry_s3, "write_json", crash)
+            # The crash may or may not reach this caller as an error; the state left is the point.
+            with suppress(RegistryError):
+                S3Registry(root, server.client()).set_alias("churn", CHAMPION, 3)
+            monkeypatch.undo()
+            server.start()
+            after = S3Registry(root, server.client())
+            assert after.aliases("churn") == expected
+            for alias, number in expected.items():  # each alias: a complete, verified bundle
+                assert after.alias("churn", alias).version == number
+                download_bundle(after.alias("churn", alias).uri, tmp_path / alias, after.client)
+
+        # A previous.json as older code left it is not read: champion.json decides.
+        stale = json.dumps({"version": 1}).encode()
+        put_bytes(server.client(), bucket, f"registry/churn/aliases/{PREVIOUS}.json", stale)
+        assert after.aliases("churn") == {CHAMPION: 3, PREVIOUS: 2}
+        assert rollback(after, "churn") == 2
+        assert after.aliases("churn") == {CHAMPION: 2, PREVIOUS: 3}
+    finally:
+        server.stop()
+
+
+def test_promote_and_rollback_on_s3(client, root, bundle_dir):
+    registry = S3Registry(root, client)
+    with pytest.raises(RegistryError, match="no previous champion to roll back to"):
+        rollback(registry, "churn")
+    blessed = registry.register("churn", bundle_dir, {"gate": {"blessed": True}}).version
+    refused = registry.register("churn", bundle_dir, {"gate": {"blessed": False}}).version
+    promote(registry, "churn", blessed)
+    with pytest.raises(RegistryError, match=f"version {refused} of 'churn' was not blessed"):
+        promote(registry, "churn", refused)
+    assert registry.aliases("churn") == {CHAMPION: blessed}
+    promote(registry, "churn", refused, override_reason="hotfix accepted by on-call")
+    assert registry.aliases("churn") == {CHAMPION: refused, PREVIOUS: blessed}
+    assert rollback(registry, "churn") == blessed
+    assert registry.aliases("churn") == {CHAMPION: blessed, PREVIOUS: refused}
+    assert rollback(registry, "churn") == refused  # a second rollback undoes the first
+    bucket, _ = parse_s3_uri(root)
+    assert list_keys(client, bucket, "registry/churn/aliases/") == [
+        f"registry/churn/aliases/{CHAMPION}.json"
+    ]  # one object holds the champion and its previous
+    record = read_json(client, bucket, f"registry/churn/aliases/{CHAMPION}.json")[0]
+    assert (record["version"], record["previous"]) == (refused, blessed)
+    with pytest.raises(RegistryError, match="'previous' is kept by the registry"):
+        registry.set_alias("churn", PREVIOUS, refused)
+
+
+def test_registry_commands_on_s3(moto, root, bundle_dir, monkeypatch, capsys):
+    for name, value in {**moto.env(), "COLUMNS": "200"}.items():
+        monkeypatch.setenv(name, value)  # what the command reads its endpoint from
+    evaluation = {"metrics": {"roc_auc": 0.8}}
+    for blessed in (True, False):
+        register_bundle(
+            str(bundle_dir), root, "churn", evaluation,
+            {"blessed": blessed, "reasons": []}, {"run_id": f"run-{blessed}"},
+        )  # fmt: skip
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["registry", *args, "--registry", root, "--model", "churn"])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, listed, _ = run("list")
+    rows = {line.split("│")[1].strip(): line for line in listed.splitlines() if "│" in line}
+    assert code == 0 and f"churn in {root}" in listed
+    assert "yes" in rows["1"] and "champion" in rows["1"] and "roc_auc=0.8000" in rows["1"]
+    assert " no " in rows["2"] and "champion" not in rows["2"]
+    code, shown, _ = run("show")
+    assert code == 0 and json.loads(shown)["registry_version"] == 1  # the champion's
+    assert json.loads(run("show", "--version", "2")[1])["gate"]["blessed"] is False
+
+    code, _, error = run("promote", "--version", "2")
+    assert code == 2
+    assert error == (
+        "error: version 2 of 'churn' was not blessed by the gate; promoting it needs an "
+        "explicit override reason (--override-reason)\n"
+    )
+    registry = S3Registry(root, moto.client())
+    assert registry.aliases("churn") == {CHAMPION: 1}
+    code, out, _ = run("promote", "--version", "2", "--override-reason", "accepted by on-call")
+    assert (code, out) == (0, "champion of 'churn' is now version 2\n")
+    assert registry.aliases("churn") == {CHAMPION: 2, PREVIOUS: 1}
+    assert run("rollback") == (0, "champion of 'churn' rolled back to version 1\n", "")
+    assert registry.aliases("churn") == {CHAMPION: 1, PREVIOUS: 2}
+    rows = {line.split("│")[1].strip(): line for line in run("list")[1].splitlines() if "│" in line}
+    assert "champion" in rows["1"] and "previous" in rows["2"]
+    assert run("show", "--version", "7")[0] == 2
 
 
 def test_a_tampered_model_object_is_refused(client, root, bundle_dir, tmp_path):

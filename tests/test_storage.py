@@ -1,6 +1,7 @@
 """The S3 storage layer against moto's S3 server: the real S3 HTTP protocol on localhost."""
 
 import io
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from bundles import build_bundle
+from flaky_s3 import flaky_proxy
 from minio import Minio
 from s3_server import FAST, SECRET, TOKEN, MotoS3, new_bucket, running_moto
 from server_process import free_port
@@ -22,9 +24,11 @@ from kfp_lifecycle.storage import (
     download_bundle,
     download_dir,
     download_file,
+    exists,
     list_keys,
     parse_s3_uri,
     put_bytes,
+    read_bytes,
     read_json,
     s3_client,
     upload_dir,
@@ -191,3 +195,77 @@ def test_download_bundle_verifies_the_model(client, bundle_dir, tmp_path):
     with pytest.raises(BundleError, match="does not match its recorded sha256"):
         download_bundle(f"s3://{bucket}/churn/versions/1", tmp_path / "tampered", client)
     assert list((tmp_path / "tampered").iterdir()) == []
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])  # what overloaded S3 endpoints send
+def test_transient_statuses_are_retried_for_a_put_and_a_get(moto, status):
+    bucket = new_bucket(moto.client())
+    with flaky_proxy(moto, failures=2, status=status) as proxy:
+        client = proxy.client(retries=3, backoff=0.01)
+        put_bytes(client, bucket, "k.json", b'{"a": 1}')
+        assert read_bytes(client, bucket, "k.json")[0] == b'{"a": 1}'
+    assert [(s.method, s.status) for s in proxy.seen] == [
+        *[("PUT", status)] * 2, ("PUT", 200), *[("GET", status)] * 2, ("GET", 200)
+    ]  # fmt: skip
+
+
+def test_every_request_of_a_multipart_upload_is_retried(moto, tmp_path):
+    """Create and complete are POSTs, which urllib3 does not retry unless told to."""
+    bucket = new_bucket(moto.client())
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(11 * 1024 * 1024))
+    with flaky_proxy(moto, failures=2) as proxy:
+        client = proxy.client(retries=3, backoff=0.01)
+        for key, create_only in (("plain.bin", False), ("conditional.bin", True)):
+            etag = upload_file(client, path, bucket, key, 5 * 1024 * 1024, create_only=create_only)
+            assert etag.endswith("-3")
+            copy = download_file(client, bucket, key, tmp_path / key, sha256_file(path))
+            assert sha256_file(copy) == sha256_file(path)
+            assert proxy.attempts("POST", f"{key}?uploads") == 3  # create: 2 failures, then ok
+            assert proxy.attempts("POST", f"{key}?uploadId=") == 3  # complete
+            assert proxy.attempts("PUT", f"{key}?partNumber=2&") == 3
+            assert proxy.attempts("GET", key) == 3
+
+
+@pytest.mark.parametrize("xml", [True, False], ids=["s3-error", "html-from-a-proxy"])
+def test_a_request_that_keeps_failing_names_the_status_and_the_key(moto, tmp_path, xml):
+    bucket = new_bucket(moto.client())
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(6 * 1024 * 1024))
+    with flaky_proxy(moto, failures=math.inf, xml=xml) as proxy:
+        client = proxy.client(retries=2, backoff=0.01)
+        with pytest.raises(StorageError) as upload:
+            upload_file(client, path, bucket, "models/big.bin", 5 * 1024 * 1024)
+        with pytest.raises(StorageError) as read:
+            read_bytes(client, bucket, "models/k.json")
+        with pytest.raises(StorageError) as check:
+            exists(client, bucket, "models/k.json")  # a HEAD: no body at all
+    retried = "failed after retries with backoff: HTTP 503"
+    assert str(upload.value).startswith(
+        f"uploading {path} to s3://{bucket}/models/big.bin {retried}"
+    )
+    assert str(read.value).startswith(f"reading s3://{bucket}/models/k.json {retried}")
+    assert str(check.value) == f"checking s3://{bucket}/models/k.json {retried}"
+    if xml:
+        assert str(read.value).endswith("SlowDown: Please reduce your request rate.")
+    assert proxy.attempts("POST", "big.bin?uploads") == 3  # the configured 1 + 2 retries
+    assert proxy.attempts("GET", "k.json") == proxy.attempts("HEAD", "k.json") == 3
+    assert not proxy.attempts("PUT", "big.bin")  # no part was sent without an upload id
+
+
+def test_create_only_uploads_never_replace_an_object(client, tmp_path):
+    """Single-part and multipart alike: the If-None-Match: * reaches the endpoint."""
+    bucket = new_bucket(client)
+    for name, size in (("small.bin", 1000), ("large.bin", 11 * 1024 * 1024)):
+        first, second = tmp_path / f"first-{name}", tmp_path / f"second-{name}"
+        first.write_bytes(os.urandom(size))
+        second.write_bytes(os.urandom(size))
+        upload_file(client, first, bucket, name, 5 * 1024 * 1024, create_only=True)
+        with pytest.raises(PreconditionFailed, match=f"uploading .* to s3://{bucket}/{name}"):
+            upload_file(client, second, bucket, name, 5 * 1024 * 1024, create_only=True)
+        copy = download_file(client, bucket, name, tmp_path / f"copy-{name}")
+        assert sha256_file(copy) == sha256_file(first)
+    upload_file(client, second, bucket, "large.bin", 5 * 1024 * 1024)  # unconditional: replaces
+    assert sha256_file(download_file(client, bucket, "large.bin", tmp_path / "c")) == sha256_file(
+        second
+    )

@@ -158,15 +158,15 @@ class LocalRegistry:
     def aliases(self, model: str) -> dict[str, int]:
         return alias_versions(self._records(model))
 
-    def set_alias(self, model: str, alias: str, version: int) -> None:
-        """Point `alias` at a complete version; `champion` keeps its predecessor as `previous`."""
+    def set_alias(self, model: str, alias: str, version: int, override_reason: str = "") -> None:
+        """Point `alias` at a complete version; `champion` keeps its predecessor as `previous`.
+        An override reason (a version the gate refused) is kept in the alias record."""
         check_settable(alias)
         target = self.get(model, version)
         verify_bundle(target.uri)
         with self._lock(model):
             current = self._records(model).get(alias)
-            record = next_champion(current, version) if alias == CHAMPION else {"version": version}
-            self._write_alias(model, alias, record)
+            self._write_alias(model, alias, alias_record(alias, current, version, override_reason))
 
     def _write_alias(self, model: str, alias: str, record: Record) -> None:
         directory = self._model_dir(model) / "aliases"
@@ -197,6 +197,14 @@ def alias_versions(records: dict[str, Record]) -> dict[str, int]:
     if champion.get("previous") is not None:
         versions[PREVIOUS] = champion["previous"]
     return versions
+
+
+def alias_record(
+    alias: str, current: Record | None, version: int, override_reason: str = ""
+) -> Record:
+    """The record `alias` gets when it moves to `version` (both registries write this)."""
+    record = next_champion(current, version) if alias == CHAMPION else {"version": version}
+    return {**record, "override_reason": override_reason} if override_reason else record
 
 
 def next_champion(current: Record | None, version: int) -> Record:
@@ -238,7 +246,7 @@ def promote(
             f"version {version} of '{model}' was not blessed by the gate; promoting it needs "
             "an explicit override reason (--override-reason)"
         )
-    registry.set_alias(model, CHAMPION, version)
+    registry.set_alias(model, CHAMPION, version, override_reason)
 
 
 def rollback(registry: LocalRegistry | S3Registry, model: str) -> int:

@@ -57,9 +57,9 @@ from kfp_lifecycle.registry import (
     PREVIOUS,
     ModelVersion,
     Record,
+    alias_record,
     alias_versions,
     check_settable,
-    next_champion,
 )
 from kfp_lifecycle.storage import (
     PreconditionFailed,
@@ -230,8 +230,9 @@ class S3Registry:
                 records[name] = found[0]
         return alias_versions(records)
 
-    def set_alias(self, model: str, alias: str, version: int) -> None:
-        """Point `alias` at a complete version; `champion` keeps its predecessor as `previous`.
+    def set_alias(self, model: str, alias: str, version: int, override_reason: str = "") -> None:
+        """Point `alias` at a complete version; `champion` keeps its predecessor as `previous`;
+        an override reason is kept in the record.
 
         One conditional write of one object, so it either happens whole or not at all.
         """
@@ -240,10 +241,11 @@ class S3Registry:
         self._verify(model, version)
         with self._failures(f"moving alias '{alias}' of '{model}' to version {version}"):
             self._check_conditional_writes()
-            if alias == CHAMPION:
-                self._swap(model, alias, lambda current: next_champion(current, version))
-            else:
-                self._swap(model, alias, lambda current: {"version": version})
+            self._swap(
+                model,
+                alias,
+                lambda current: alias_record(alias, current, version, override_reason),
+            )
 
     def _swap(self, model: str, alias: str, change: Callable[[Record | None], Record]) -> None:
         """Compare-and-swap an alias object: re-read and retry when another run wrote first.

@@ -180,8 +180,11 @@ def test_promote_needs_a_blessing_or_a_stated_override(tmp_path, bundle_dir):
     assert registry.aliases("churn") == {CHAMPION: 1}
     promote(registry, "churn", 2, override_reason="hotfix accepted by on-call")
     assert registry.aliases("churn") == {CHAMPION: 2, PREVIOUS: 1}
+    champion_file = tmp_path / "churn" / "aliases" / f"{CHAMPION}.json"
+    assert json.loads(champion_file.read_text())["override_reason"] == "hotfix accepted by on-call"
     assert rollback(registry, "churn") == 1
     assert registry.aliases("churn") == {CHAMPION: 1, PREVIOUS: 2}
+    assert "override_reason" not in json.loads(champion_file.read_text())  # blessed again
     rows = describe_versions(registry, "churn")
     assert [(r["version"], r["blessed"], r["aliases"]) for r in rows] == [
         (1, True, [CHAMPION]),

@@ -282,10 +282,13 @@ def test_promote_and_rollback_on_s3(client, root, bundle_dir):
     assert registry.aliases("churn") == {CHAMPION: blessed}
     promote(registry, "churn", refused, override_reason="hotfix accepted by on-call")
     assert registry.aliases("churn") == {CHAMPION: refused, PREVIOUS: blessed}
+    bucket, _ = parse_s3_uri(root)
+    champion_key = f"registry/churn/aliases/{CHAMPION}.json"
+    overridden = read_json(client, bucket, champion_key)[0]
+    assert overridden["override_reason"] == "hotfix accepted by on-call"
     assert rollback(registry, "churn") == blessed
     assert registry.aliases("churn") == {CHAMPION: blessed, PREVIOUS: refused}
     assert rollback(registry, "churn") == refused  # a second rollback undoes the first
-    bucket, _ = parse_s3_uri(root)
     assert list_keys(client, bucket, "registry/churn/aliases/") == [
         f"registry/churn/aliases/{CHAMPION}.json"
     ]  # one object holds the champion and its previous

@@ -35,7 +35,17 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, InputSchema, infer_schema
+from kfp_lifecycle.schema import (
+    BOOLEAN,
+    CATEGORICAL,
+    CONSTANT,
+    DATETIME,
+    ID_LIKE,
+    NUMERIC,
+    InputSchema,
+    infer_schema,
+    unusable_column,
+)
 from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION, TASKS
 
 PREPROCESSOR_FILE = "preprocessor.joblib"
@@ -44,10 +54,6 @@ SCHEMA_FILE = "schema.json"
 MISSING_CATEGORY = "__missing__"
 RANDOM_STATE = 0
 TARGET_ENCODER_FOLDS = 5
-# ID-like columns: text with at least this share of distinct values, or whole numbers that
-# are all distinct, among at least ID_MIN_VALUES training values (fewer proves nothing).
-ID_DISTINCT_SHARE = 0.95
-ID_MIN_VALUES = 50
 # Period and first value of each cyclical date-time part.
 CYCLES = {
     "month": (12.0, 1.0),
@@ -269,40 +275,33 @@ def _timestamps(values: pd.Series) -> pd.Series:
 def columns_to_drop(
     frame: pd.DataFrame, schema: InputSchema, options: PreprocessOptions
 ) -> dict[str, str]:
-    """Columns that cannot help a model, each with the reason, judged on training rows."""
+    """Columns that cannot help a model, each with the reason, judged on training rows by
+    the same rule (schema.unusable_column) that the validate step warns by."""
+    drops = {CONSTANT: options.drop_constant, ID_LIKE: options.drop_id_like}
     dropped = {}
     for column in schema.columns:
-        values = frame[column.name]
-        reason = None
-        if options.drop_constant:
-            reason = _constant_reason(values)
-        if reason is None and options.drop_id_like:
-            reason = _id_like_reason(values, column.kind)
-        if reason is None and column.kind == DATETIME and not options.datetime_parts:
-            reason = "date-time with no datetime_parts configured"
-        if reason is not None:
-            dropped[column.name] = reason
+        unusable = unusable_column(frame[column.name], column.kind)
+        if unusable is not None and drops[unusable.rule]:
+            dropped[column.name] = str(unusable)
+        elif column.kind == DATETIME and not options.datetime_parts:
+            dropped[column.name] = "date-time with no datetime_parts configured"
     return dropped
 
 
-def _constant_reason(values: pd.Series) -> str | None:
-    if values.nunique(dropna=False) > 1:
-        return None
-    if values.isna().all():
-        return "constant: missing in every training row"
-    return f"constant: every training row holds {values.iloc[0]!r}"
+def drop_unusable(
+    frame: pd.DataFrame, schema: InputSchema, options: PreprocessOptions
+) -> tuple[InputSchema, dict[str, str]]:
+    """The schema without the columns that cannot help a model, and why each went.
 
-
-def _id_like_reason(values: pd.Series, kind: str) -> str | None:
-    present = values.dropna()
-    if len(present) < ID_MIN_VALUES or kind not in (CATEGORICAL, NUMERIC):
-        return None
-    distinct = present.nunique()
-    if kind == CATEGORICAL and distinct < ID_DISTINCT_SHARE * len(present):
-        return None
-    if kind == NUMERIC and (distinct < len(present) or not (present == present.round()).all()):
-        return None
-    return f"ID-like: {distinct} distinct values in {len(present)} training rows"
+    Raises DataError when none is left. The local runner calls it on the whole table
+    before the pipeline starts, so a table of only IDs fails at once, not mid-run.
+    """
+    dropped = columns_to_drop(frame, schema, options)
+    kept = InputSchema([c for c in schema.columns if c.name not in dropped])
+    if not kept.columns:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in dropped.items())
+        raise DataError(f"no usable feature columns left after cleaning ({reasons})")
+    return kept, dropped
 
 
 def choose_encodings(frame: pd.DataFrame, options: PreprocessOptions) -> dict[str, str]:
@@ -421,11 +420,7 @@ def fit_preprocessor(
     check_training_rows(train, target, task)
     full_schema = infer_schema(train, target)
     coerced = full_schema.coerce(train)
-    dropped = columns_to_drop(coerced, full_schema, options)
-    schema = InputSchema([c for c in full_schema.columns if c.name not in dropped])
-    if not schema.columns:
-        reasons = "; ".join(f"{name}: {reason}" for name, reason in dropped.items())
-        raise DataError(f"no usable feature columns left after cleaning ({reasons})")
+    schema, dropped = drop_unusable(coerced, full_schema, options)
 
     outlier_rows = np.empty(0, dtype=int)
     if options.outliers == "isolation_forest":

@@ -19,7 +19,15 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, infer_kind
+from kfp_lifecycle.schema import (
+    BOOLEAN,
+    CATEGORICAL,
+    DATETIME,
+    ID_LIKE,
+    NUMERIC,
+    infer_kind,
+    unusable_column,
+)
 from kfp_lifecycle.tasks import CLASSIFICATION
 
 SECTIONS = (
@@ -34,9 +42,6 @@ class ProfileOptions(BaseModel):
     sample_rows: int = Field(50_000, ge=100, description="Rows sampled (seeded) for plots/stats.")
     leak_score: float = Field(
         0.98, gt=0.5, le=1, description="A single feature scoring this alone is a suspected leak."
-    )
-    id_unique_share: float = Field(
-        0.95, gt=0, le=1, description="A column this unique (text or integers) looks like an ID."
     )
     max_plots: int = Field(40, ge=0, description="Distribution plots drawn at most.")
     seed: int = 42
@@ -99,7 +104,7 @@ def profile_table(
     )
     numeric = [c for c in features if kinds[c] == NUMERIC]
     correlations = sample[numeric].corr().round(3).fillna(0).to_dict() if len(numeric) > 1 else {}
-    id_like = _id_like(frame, features, kinds, options)
+    id_like = _id_like(frame, features, kinds)
     # An identifier's "relation" to the target is memorisation, not information.
     related = [c for c in features if c not in id_like]
     relations, leaks = _relations(sample, related, kinds, target, task, options)
@@ -156,16 +161,13 @@ def _column(sample: pd.Series, kind: str, rows: int, full: pd.Series) -> ColumnP
     )  # fmt: skip
 
 
-def _id_like(frame, features, kinds, options) -> dict[str, str]:
+def _id_like(frame: pd.DataFrame, features: list[str], kinds: dict[str, str]) -> dict[str, str]:
+    """ID-like columns by the rule preprocessing drops them by (schema.unusable_column)."""
     found = {}
     for name in features:
-        values = frame[name].dropna()
-        if len(values) < 20 or kinds[name] in (BOOLEAN, DATETIME):
-            continue
-        unique = values.nunique() / len(values)
-        integral = kinds[name] == NUMERIC and bool((values == values.round()).all())
-        if unique >= options.id_unique_share and (kinds[name] == CATEGORICAL or integral):
-            found[name] = f"{unique:.0%} of its values are distinct"
+        unusable = unusable_column(frame[name], kinds[name])
+        if unusable is not None and unusable.rule == ID_LIKE:
+            found[name] = unusable.detail
     return found
 
 
@@ -184,7 +186,7 @@ def _relations(sample, features, kinds, target, task, options):
         else:
             encoded[name] = column.astype(str).astype("category").cat.codes
     encoded, y = encoded[known].fillna(0), labels[known]
-    if len(y) < 20 or y.nunique() < 2:
+    if not features or len(y) < 20 or y.nunique() < 2:  # nothing to relate, or too little
         return {}, {}
     classify = task == CLASSIFICATION
     if classify:
@@ -281,12 +283,21 @@ def render_html(profile: Profile, frame: pd.DataFrame, options: ProfileOptions) 
         target.add(table(["class", "share"], list(profile.target_balance.items())))
     else:
         target.add(table(["statistic", "value"], list(sample[profile.target].describe().items())))
-    relations = Section("relations", "Each feature's relation to the target").add(
-        table(
-            ["feature", "mutual information"],
-            sorted(profile.relations.items(), key=lambda item: -item[1]),
+    relations = Section("relations", "Each feature's relation to the target")
+    if profile.relations:
+        relations.add(
+            table(
+                ["feature", "mutual information"],
+                sorted(profile.relations.items(), key=lambda item: -item[1]),
+            )
         )
-    )
+    elif all(c.name in profile.id_like for c in profile.column_profiles):
+        relations.text("No feature to relate to the target: every other column is ID-like.")
+    else:
+        relations.text(
+            "Too few labelled rows (fewer than 20, or one target value) to relate the "
+            "features to the target."
+        )
     outliers = Section("outliers", "Outliers (1.5 x IQR rule, numeric columns)").add(
         table(
             ["column", "rows outside the fences"],
@@ -349,7 +360,7 @@ def profile(
             correlations, target, relations to the target, outliers, duplicates, leaks.
         summary: A short Markdown summary of the findings.
         findings: JSON: warnings, suspected leaks, ID-like columns, duplicate count.
-        options: ProfileOptions: sample_rows, leak_score, id_unique_share, max_plots, seed.
+        options: ProfileOptions: sample_rows, leak_score, max_plots, seed.
     """
     import json
 

@@ -8,10 +8,27 @@ from kfp.dsl import Artifact, Dataset, Input, Output
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION, resolve_metric, resolve_task
+from kfp_lifecycle.schema import (
+    CATEGORICAL,
+    CONSTANT,
+    DATETIME,
+    ID_LIKE,
+    NUMERIC,
+    infer_kind,
+    plain,
+    unusable_column,
+)
+from kfp_lifecycle.tasks import (
+    CLASSIFICATION,
+    MAX_CLASSES_FOR_INTEGER_TARGET,
+    resolve_metric,
+    resolve_task,
+)
 
 # Stratified train/validation/test needs every class on each side.
 MIN_ROWS_PER_CLASS = 3
+# Rare classes named in the error; a continuous target has hundreds.
+MAX_LISTED_CLASSES = 5
 
 
 @dataclass
@@ -50,21 +67,40 @@ def validate_table(
         labels = labels.dropna()
     if labels.nunique() < 2:
         raise DataError(
-            f"target '{target}' is constant ({labels.iloc[0]!r}); a model needs at least two values"
+            f"target '{target}' is constant ({plain(labels.iloc[0])!r}); "
+            "a model needs at least two values"
         )
 
     resolved_task = resolve_task(task, labels)
     if resolved_task == CLASSIFICATION:
-        counts = labels.value_counts()
-        rare = counts[counts < MIN_ROWS_PER_CLASS]
-        if len(rare):
-            listed = ", ".join(f"{label!r} ({n})" for label, n in rare.items())
-            raise DataError(
-                f"class(es) of '{target}' with fewer than {MIN_ROWS_PER_CLASS} rows: {listed}; "
-                "a stratified split needs more examples, or use --task regression"
-            )
+        check_class_sizes(labels, target)
     warnings += column_warnings(frame, target)
     return ValidationResult(resolved_task, resolve_metric(metric, resolved_task), warnings)
+
+
+def check_class_sizes(labels: pd.Series, target: str) -> None:
+    """Refuse classes too small to stratify, naming a few; a numeric target with many
+    values was most likely meant as regression, and the error says so."""
+    counts = labels.value_counts()
+    rare = counts[counts < MIN_ROWS_PER_CLASS]
+    if rare.empty:
+        return
+    listed = ", ".join(
+        f"{plain(label)!r} ({n})" for label, n in rare.head(MAX_LISTED_CLASSES).items()
+    )
+    if len(rare) > MAX_LISTED_CLASSES:
+        listed += f" and {len(rare) - MAX_LISTED_CLASSES} more"
+    if pd.api.types.is_numeric_dtype(labels) and len(counts) > MAX_CLASSES_FOR_INTEGER_TARGET:
+        advice = (
+            f"'{target}' looks numeric and continuous ({len(counts)} distinct values): "
+            "use --task regression"
+        )
+    else:
+        advice = "a stratified split needs more examples, or use --task regression"
+    raise DataError(
+        f"{len(rare)} class(es) of '{target}' with fewer than {MIN_ROWS_PER_CLASS} rows: "
+        f"{listed}; {advice}"
+    )
 
 
 # --- the data contract -------------------------------------------------------------------
@@ -89,8 +125,6 @@ class Finding:
 
 def infer_contract(frame: pd.DataFrame, target: str) -> dict:
     """Types, ranges, allowed categories, null rates and uniqueness of the training table."""
-    from kfp_lifecycle.schema import CATEGORICAL, NUMERIC, infer_kind
-
     columns = {}
     for name in frame.columns:
         values = frame[name]
@@ -112,8 +146,6 @@ def infer_contract(frame: pd.DataFrame, target: str) -> dict:
 def check_contract(frame: pd.DataFrame, contract: dict) -> list[Finding]:
     """Every way the table breaks the contract; pandera runs the value checks."""
     import pandera.pandas as pa
-
-    from kfp_lifecycle.schema import CATEGORICAL, NUMERIC, infer_kind
 
     findings: list[Finding] = []
     checks: dict[str, pa.Column] = {}
@@ -165,22 +197,20 @@ def check_contract(frame: pd.DataFrame, contract: dict) -> list[Finding]:
 
 
 def column_warnings(frame: pd.DataFrame, target: str) -> list[str]:
-    """What preprocessing will handle, said out loud: constant, ID-like, mixed-type, dates."""
-    from kfp_lifecycle.schema import DATETIME, infer_kind
-
+    """What preprocessing will do, said out loud: constant and ID-like columns (by the rule
+    preprocessing drops them by), mixed-type columns, dates given as text."""
     warnings = []
     for name in frame.columns:
-        if name == target:
-            continue
-        values = frame[name].dropna()
-        if values.empty:
-            continue
-        if values.nunique() == 1:
-            value = values.iloc[0]
-            value = value.item() if hasattr(value, "item") else value  # numpy -> Python
-            warnings.append(f"column '{name}' is constant ({value!r}): no information, dropped")
+        if name == target or frame[name].isna().all():  # all-null is an error already
             continue
         kind = infer_kind(frame[name])
+        unusable = unusable_column(frame[name], kind)
+        if unusable is not None and unusable.rule == CONSTANT:
+            warnings.append(
+                f"column '{name}' is {unusable}: no information, dropped by preprocessing"
+            )
+            continue
+        values = frame[name].dropna()
         textual = not pd.api.types.is_numeric_dtype(values)
         if kind == DATETIME and textual:
             warnings.append(f"column '{name}' holds date-times as text: parsed as dates")
@@ -193,11 +223,10 @@ def column_warnings(frame: pd.DataFrame, target: str) -> list[str]:
                     f"column '{name}' mixes numbers ({share:.0%}) and text (e.g. {examples}): "
                     "treated as categories"
                 )
-        unique = values.nunique() / len(values)
-        integral = not textual and bool((values == values.round()).all())
-        if len(values) >= 20 and unique >= 0.95 and (textual or integral) and kind != DATETIME:
+        if unusable is not None and unusable.rule == ID_LIKE:
             warnings.append(
-                f"column '{name}' looks like an identifier ({unique:.0%} distinct): dropped"
+                f"column '{name}' looks like an identifier, {unusable}: it cannot generalise "
+                "to new rows, dropped by preprocessing"
             )
     return warnings
 

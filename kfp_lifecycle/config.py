@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from kfp_lifecycle.components.balance import BalanceOptions
 from kfp_lifecycle.components.clean import CleanOptions
@@ -27,9 +28,12 @@ from kfp_lifecycle.components.quality import QualityOptions
 from kfp_lifecycle.components.report import ReportOptions
 from kfp_lifecycle.components.retrain import RetrainRule
 from kfp_lifecycle.components.split import SplitOptions
-from kfp_lifecycle.components.train import DEFAULT_FAMILIES
+from kfp_lifecycle.components.train import DEFAULT_FAMILIES, FAMILIES
 from kfp_lifecycle.components.tune import TuningOptions
 from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.tasks import METRICS, metrics_for
+
+AUTO_METRIC = ("auto", "")
 
 
 class Section(BaseModel):
@@ -44,6 +48,17 @@ class DataConfig(Section):
     )
     metric: str = Field("auto", description="Primary metric (auto: roc_auc or rmse).")
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str, info: ValidationInfo) -> str:
+        """A metric the project computes, and one of the task's when the task is given."""
+        task = info.data.get("task", "auto")  # absent when the task itself is invalid
+        valid = list(METRICS) if task == "auto" else metrics_for(task)
+        if metric in AUTO_METRIC or metric in valid:
+            return metric
+        problem = f"does not apply to {task}" if metric in METRICS else "is unknown"
+        raise _invalid(f"metric '{metric}' {problem}; valid: auto, {', '.join(valid)}")
+
 
 class ModelsConfig(Section):
     families: list[str] = Field(
@@ -51,6 +66,27 @@ class ModelsConfig(Section):
         description="Model families trained in parallel; the best on validation wins.",
     )
     tuning: TuningOptions = Field(default_factory=TuningOptions)
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, families: list[str]) -> list[str]:
+        unknown = [family for family in families if family not in FAMILIES]
+        if unknown:
+            raise _invalid(
+                f"unknown model famil{'y' if len(unknown) == 1 else 'ies'} "
+                f"{', '.join(map(repr, unknown))}; valid: {', '.join(FAMILIES)}"
+            )
+        if not families:
+            raise _invalid(f"name at least one model family; valid: {', '.join(FAMILIES)}")
+        repeated = sorted({family for family in families if families.count(family) > 1})
+        if repeated:
+            raise _invalid(f"repeated model family: {', '.join(repeated)}")
+        return families
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    """A validation error whose message is shown as is (no "Value error," prefix)."""
+    return PydanticCustomError("invalid_name", "{message}", {"message": message})
 
 
 class MonitoringConfig(Section):

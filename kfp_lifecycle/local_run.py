@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kfp_lifecycle.components.gate import check_thresholds
 from kfp_lifecycle.components.ingest import read_table
+from kfp_lifecycle.components.preprocess import drop_unusable
 from kfp_lifecycle.components.train import make_estimator
-from kfp_lifecycle.components.validate import validate_table
+from kfp_lifecycle.components.validate import champion_contract, enforce_contract, validate_table
 from kfp_lifecycle.config import LifecycleConfig
-from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.errors import (
+    STEP_FAILURE_FILE,
+    LifecycleError,
+    StepCrashed,
+    StepFailed,
+)
 from kfp_lifecycle.registry import model_name_from
+from kfp_lifecycle.schema import infer_schema
 
 SUMMARY_FILE = "summary.json"
 MONITORING_SUMMARY_FILE = "monitoring-summary.json"
@@ -21,7 +31,9 @@ MONITORING_SUMMARY_FILE = "monitoring-summary.json"
 
 def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     """Check the inputs in-process first (same functions the components use), so a bad
-    column name or threshold fails in a second with a one-line reason, not mid-pipeline."""
+    column name, threshold or registry fails in seconds with a one-line reason, before any
+    step starts: the table's validation, the champion's data contract, and whether any
+    feature column survives preprocessing's rule for constant and ID-like columns."""
     data, target = config.data.source, config.data.target
     if not data:
         raise LifecycleError("no data source: pass --data or set data.source in the config")
@@ -29,16 +41,25 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         raise LifecycleError("no target column: pass --target or set data.target in the config")
     if not data.startswith("s3://"):
         data = str(Path(data.removeprefix("file://")).absolute())
-    checked = validate_table(read_table(data), target, config.data.task, config.data.metric)
+    frame = read_table(data)
+    checked = validate_table(frame, target, config.data.task, config.data.metric)
+    drop_unusable(frame, infer_schema(frame, target), config.preprocessing)
     for family in config.models.families:
         make_estimator(family, checked.task)
     check_thresholds(config.gate.thresholds, checked.task)
     output = Path(config.output).absolute()
+    registry = config.registry or str(output / "registry")
+    model_name = config.model_name or model_name_from(target)
+    try:  # opens the registry (on S3, with its credentials) and reads its champion, if any
+        contract = champion_contract(registry, model_name)
+    except LifecycleError as error:
+        raise LifecycleError(f"registry {registry}: {error}") from None
+    enforce_contract(frame, contract)
     return {
         "data": data,
         "target": target,
-        "registry": config.registry or str(output / "registry"),
-        "model_name": config.model_name or model_name_from(target),
+        "registry": registry,
+        "model_name": model_name,
         "task": checked.task,
         "metric": checked.primary_metric,
         "families": config.models.families,
@@ -57,19 +78,64 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     }
 
 
-def _start_local(output: Path) -> None:
+def run_local(pipeline: Callable[..., Any], arguments: dict[str, Any], output: Path) -> Any:
+    """Run a pipeline through kfp.local, its artifacts under <output>/pipeline-root.
+
+    A failed step becomes one line naming the step and why: StepFailed for a LifecycleError
+    (bad input, missing credentials), StepCrashed for anything else (a bug).
+    """
     from kfp import local
 
     output.mkdir(parents=True, exist_ok=True)
+    root = output / "pipeline-root"
     # Locally, each step runs in this environment, which is the project image's own: kfp's
     # warning that the step's image may differ does not apply.
     warnings.filterwarnings(
         "ignore", message=".*custom or non-Python base image", category=RuntimeWarning
     )
+    # Display names (and other dashboard-only settings) mean nothing to kfp.local.
+    warnings.filterwarnings(
+        "ignore", message=".*have no effect in the current local runner", category=UserWarning
+    )
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(output / "pipeline-root"),
-        raise_on_error=True,
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
+    )
+    started = time.time()
+    try:
+        return pipeline(**arguments)
+    except RuntimeError as error:
+        if "finished with status" not in str(error):
+            raise
+        raise step_failure(root, started, str(error)) from None
+
+
+def step_failure(root: Path, since: float, kfp_message: str) -> StepFailed | StepCrashed:
+    """The first step failure recorded under the pipeline root since `since`.
+
+    kfp.local goes on running steps that do not depend on a failed one, so several may have
+    failed; the first is the cause. Without a record (the step died before it could write
+    one), the step named in kfp's own message is reported.
+    """
+    records = []
+    for path in root.rglob(STEP_FAILURE_FILE):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("time", 0) >= since:
+            records.append(record)
+    if not records:
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", kfp_message)
+        found = re.search(r"Inner task failed: '([^']+)'", plain)
+        step = found.group(1) if found else "?"
+        return StepCrashed(f"step '{step}' failed; its log is above")
+    first = min(records, key=lambda record: record["time"])
+    step, message = first["step"], "; ".join(str(first["message"]).splitlines())
+    if first.get("user_error"):
+        return StepFailed(f"step '{step}' failed: {message}")
+    return StepCrashed(
+        f"step '{step}' failed with {first['error']}: {message} "
+        "(a bug: its traceback is in the log above)"
     )
 
 
@@ -79,8 +145,7 @@ def run_training(config: LifecycleConfig) -> dict[str, Any]:
 
     arguments = pipeline_arguments(config)
     output = Path(config.output).absolute()
-    _start_local(output)
-    task = training_pipeline(**arguments)
+    task = run_local(training_pipeline, arguments, output)
     summary = json.loads(Path(task.output.path).read_text())
     (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
@@ -131,8 +196,7 @@ def run_monitoring(config: LifecycleConfig, start: str = "", end: str = "") -> d
     registry = open_registry(config.registry)
     before = set(registry.versions(config.model_name))
     output = Path(config.output).absolute()
-    _start_local(output)
-    task = monitoring_pipeline(**arguments)
+    task = run_local(monitoring_pipeline, arguments, output)
     decision = json.loads(Path(task.output.path).read_text())
     new = sorted(set(registry.versions(config.model_name)) - before)
     summary = {

@@ -23,6 +23,12 @@ KINDS = (NUMERIC, CATEGORICAL, BOOLEAN, DATETIME)
 # Object columns are read as datetimes when at least this share of their values parse.
 DATETIME_PARSE_SHARE = 0.95
 
+# ID-like columns: text or whole numbers, at least this share of them distinct, among at
+# least ID_MIN_VALUES present values (fewer prove nothing).
+ID_DISTINCT_SHARE = 0.95
+ID_MIN_VALUES = 20
+CONSTANT, ID_LIKE = "constant", "ID-like"
+
 
 @dataclass
 class ColumnSpec:
@@ -87,9 +93,56 @@ class InputSchema:
                 row = int(unparsed.idxmax())
                 raise SchemaError(
                     f"record {row}, field '{name}': expected an ISO 8601 date-time string, "
-                    f"got {frame[name].iloc[row]!r}"
+                    f"got {plain(frame[name].iloc[row])!r}"
                 )
         return coerced
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """Why a feature column cannot help a model: `rule` is CONSTANT or ID_LIKE."""
+
+    rule: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.rule} ({self.detail})"
+
+
+def unusable_column(values: pd.Series, kind: str) -> Unusable | None:
+    """The one rule for constant and ID-like columns, or None for a column worth keeping.
+
+    Validate warns with it on the whole table, preprocess drops by it on the training rows,
+    and profile reports it, so what the warning says is what preprocessing does. Constant
+    counts a missing value as a value: a column of 1.0 and gaps is a flag whose missing
+    indicator carries the information, and is kept. ID-like is text or whole numbers that
+    are (almost) all distinct: a model can only memorise them, never generalise.
+
+    Training rows are a subset of the table, so a constant column stays constant there, and
+    an ID-like one stays ID-like unless it sits right at a threshold (its few repeats all
+    land in training, or under ID_MIN_VALUES rows are left); preprocess's report says what
+    it dropped.
+    """
+    if values.nunique(dropna=False) <= 1:
+        if values.isna().all():
+            return Unusable(CONSTANT, "missing in every row")
+        return Unusable(CONSTANT, f"every row holds {plain(values.iloc[0])!r}")
+    if kind not in (CATEGORICAL, NUMERIC):
+        return None
+    present = values.dropna()
+    if len(present) < ID_MIN_VALUES:
+        return None
+    distinct = int(present.nunique())
+    if distinct < ID_DISTINCT_SHARE * len(present):
+        return None
+    if kind == NUMERIC and not bool((present == present.round()).all()):
+        return None
+    return Unusable(ID_LIKE, f"{distinct} distinct values in {len(present)} rows")
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds, so messages show 3, not np.int64(3)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def infer_schema(frame: pd.DataFrame, target: str) -> InputSchema:
@@ -164,8 +217,9 @@ def _check_known_categories(values: pd.Series, column: ColumnSpec) -> None:
         row = int(unseen.idxmax())
         examples = ", ".join(repr(c) for c in column.categories[:8])
         more = f" and {len(column.categories) - 8} more" if len(column.categories) > 8 else ""
+        value = plain(values.iloc[row])
         raise SchemaError(
-            f"record {row}, field '{column.name}': category {values.iloc[row]!r} was never seen "
+            f"record {row}, field '{column.name}': category {value!r} was never seen "
             f"in training (known: {examples}{more})"
         )
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kfp_lifecycle.components.train import FAMILIES
 from kfp_lifecycle.config import (
     LifecycleConfig,
     load_config,
@@ -15,6 +16,7 @@ from kfp_lifecycle.config import (
     with_overrides,
 )
 from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.tasks import METRICS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -69,3 +71,39 @@ def test_the_cli_reports_config_errors_in_one_line_per_key(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {path}: split.strategy: Input should be")
+
+
+def test_unknown_model_families_and_metrics_are_refused_listing_the_valid_ones():
+    with pytest.raises(LifecycleError) as raised:
+        parse_config({"models": {"families": ["lgbm", "linear"]}, "data": {"metric": "auk"}})
+    lines = str(raised.value).splitlines()
+    assert lines == [
+        f"config: data.metric: metric 'auk' is unknown; valid: auto, {', '.join(METRICS)} "
+        "(got 'auk')",
+        f"config: models.families: unknown model family 'lgbm'; valid: {', '.join(FAMILIES)} "
+        "(got ['lgbm', 'linear'])",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"data": {"task": "regression", "metric": "roc_auc"}},
+            "data.metric: metric 'roc_auc' does not apply to regression; valid: auto, rmse, mae",
+        ),
+        ({"models": {"families": []}}, "models.families: name at least one model family"),
+        ({"models": {"families": ["xgboost"] * 2}}, "models.families: repeated model family"),
+    ],
+)
+def test_metric_must_fit_the_task_and_families_must_be_distinct(data, message):
+    with pytest.raises(LifecycleError, match=message):
+        parse_config(data)
+
+
+def test_known_names_pass():
+    config = parse_config(
+        {"data": {"task": "classification", "metric": "f1"}, "models": {"families": ["linear"]}}
+    )
+    assert (config.data.metric, config.models.families) == ("f1", ["linear"])
+    assert parse_config({"data": {"metric": "rmse"}}).data.metric == "rmse"  # task auto

@@ -16,7 +16,9 @@ from kfp_lifecycle.components.validate import (
     infer_contract,
     validate,
 )
+from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.local_run import pipeline_arguments
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry
 from tests.bundles import build_bundle
 
@@ -100,3 +102,27 @@ def test_validate_checks_new_data_against_the_champions_contract(tmp_path, churn
     broken = churn.drop(columns=["age"])
     with pytest.raises(DataError, match="breaks the champion's data contract: error: 'age'"):
         run(broken, "broken")
+
+
+def test_a_run_on_data_that_breaks_the_contract_stops_before_any_step(tmp_path, churn, contract):
+    """The local runner checks the champion's contract with validate's own functions."""
+    registry = LocalRegistry(tmp_path / "registry")
+    version = registry.register(
+        "churn", build_bundle(tmp_path / "bundle", churn), {"contract": contract}
+    )
+    registry.set_alias("churn", CHAMPION, version.version)
+    data = tmp_path / "new.csv"
+    churn.drop(columns=["age"]).to_csv(data, index=False)
+    config = parse_config(
+        {
+            "data": {"source": str(data), "target": "churned"},
+            "registry": str(tmp_path / "registry"),
+            "model_name": "churn",
+            "output": str(tmp_path / "out"),
+        }
+    )
+    with pytest.raises(DataError, match="breaks the champion's data contract: error: 'age'"):
+        pipeline_arguments(config)
+    assert not (tmp_path / "out").exists()
+    churn.to_csv(data, index=False)  # data that keeps the contract passes
+    assert pipeline_arguments(config)["registry"] == str(tmp_path / "registry")

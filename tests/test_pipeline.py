@@ -7,12 +7,16 @@ import sys
 import httpx
 import numpy as np
 import pytest
+from kfp import dsl
 
+from kfp_lifecycle import cli
 from kfp_lifecycle.bundle import load_bundle
+from kfp_lifecycle.component import component
 from kfp_lifecycle.components.drift import reference_frame
 from kfp_lifecycle.components.train import DEFAULT_FAMILIES
 from kfp_lifecycle.config import parse_config
-from kfp_lifecycle.local_run import run_training
+from kfp_lifecycle.errors import StepCrashed
+from kfp_lifecycle.local_run import run_local, run_training
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry
 
 pytestmark = pytest.mark.pipeline
@@ -187,3 +191,69 @@ def test_champion_served_through_its_alias_predicts_like_the_bundle(
         timeout=30,
     )
     assert missing.status_code == 400 and "tenure_months" in missing.text
+
+
+def test_a_step_that_stops_on_bad_input_ends_the_run_in_one_line_naming_it(tmp_path, churn):
+    """What no check before the run can see (a group split with too few groups) fails in its
+    step; the command line still prints one line naming the step and why, without colours."""
+    data = write_csv(churn.head(150).assign(site=["north", "south"] * 75), tmp_path)
+    config = tmp_path / "group.yaml"
+    config.write_text("split: {strategy: group, group_column: site}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "kfp_lifecycle.cli", "run", "training", "--data", str(data),
+         "--target", "churned", "--output", str(tmp_path / "out"), "--families", "linear",
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: step 'split' failed: group_column 'site' has 2 distinct value(s); a group split "
+        "needs at least 3 (one per partition)"
+    ]
+    assert "Traceback" in result.stdout  # the step's log keeps the detail
+
+
+@component
+def crashing_step(rows: int) -> int:
+    """A step with a bug, as a real one would have it: it imports the project, then fails."""
+    import kfp_lifecycle.errors  # noqa: F401
+
+    raise ValueError(f"cannot handle {rows} rows")
+
+
+@dsl.pipeline(name="crashing")
+def crashing_pipeline(rows: int = 3):
+    crashing_step(rows=rows)
+
+
+def test_a_step_that_crashes_is_reported_as_a_bug_in_one_line(tmp_path):
+    with pytest.raises(StepCrashed) as raised:
+        run_local(crashing_pipeline, {"rows": 3}, tmp_path)
+    assert str(raised.value) == (
+        "step 'crashing-step' failed with ValueError: cannot handle 3 rows "
+        "(a bug: its traceback is in the log above)"
+    )
+
+
+def test_the_leaderboard_marks_the_summary_champion_not_rank_one(capsys, tmp_path):
+    """The champion is what the select step chose; a family can top validation and lose."""
+    summary = {
+        "task": "classification", "primary_metric": "roc_auc", "champion": "linear",
+        "leaderboard": {"xgboost": 0.91, "linear": 0.90}, "metrics": {"roc_auc": 0.89},
+        "blessed": True, "reasons": [], "model_name": "churned", "model_version": 1,
+        "model_uri": str(tmp_path),
+    }  # fmt: skip
+    cli.print_summary(summary, str(tmp_path))
+    lines = capsys.readouterr().out.splitlines()
+    first, second = (
+        next(line for line in lines if score in line) for score in ("0.9100", "0.9000")
+    )
+    assert "xgboost" in first and "(champion)" not in first
+    assert "linear" in second and "(champion)" in second
+
+
+def test_registry_help_names_every_kind_of_registry(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "training", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--registry REGISTRY model registry: a directory, file:// or s3:// URI" in help_text

@@ -2,13 +2,15 @@
 
 import shutil
 import subprocess
+from html.parser import HTMLParser
 
 import numpy as np
+import pandas as pd
 import pytest
 from kfp.dsl import HTML, Artifact, Dataset, Markdown
 
+from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.profile import (
-    SECTIONS,
     ProfileOptions,
     profile,
     profile_table,
@@ -51,6 +53,53 @@ def test_regression_and_multiclass_tables_profile(regression, multiclass):
     assert not result.suspected_leaks
 
 
+class _Sections(HTMLParser):
+    """Per <section id=...> of a rendered page: its text (heading aside), images and tables."""
+
+    def __init__(self):
+        super().__init__()
+        self.text: dict[str, str] = {}
+        self.images: dict[str, int] = {}
+        self.tables: dict[str, int] = {}
+        self._current = None
+        self._in_heading = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "section":
+            self._current = dict(attrs).get("id")
+            self.text[self._current], self.images[self._current] = "", 0
+            self.tables[self._current] = 0
+        elif self._current and tag == "img":
+            self.images[self._current] += 1
+        elif self._current and tag == "table":
+            self.tables[self._current] += 1
+        self._in_heading = self._in_heading or tag == "h2"
+
+    def handle_endtag(self, tag):
+        if tag == "section":
+            self._current = None
+        elif tag == "h2":
+            self._in_heading = False
+
+    def handle_data(self, data):
+        if self._current and not self._in_heading:
+            self.text[self._current] += data
+
+
+# The issue's sections (not the module's own list), each with the content it must show.
+EXPECTED_SECTIONS = {
+    "overview": {"tables": 1},
+    "columns": {"tables": 1, "images": 6},  # per-column statistics and six distributions
+    "missing": {"tables": 1},
+    "correlations": {"images": 1},
+    "target": {"tables": 1},  # target balance
+    "relations": {"tables": 1},  # each feature's relation to the target
+    "outliers": {"tables": 1},
+    "duplicates": {},
+    "leaks": {"tables": 1},  # suspected leaks and ID-like columns
+}
+
+
 def test_the_report_renders_in_headless_chromium(tmp_path, planted):
     if CHROMIUM is None:
         pytest.skip("headless Chromium not installed: apt-get install chromium (make system-deps)")
@@ -67,16 +116,49 @@ def test_the_report_renders_in_headless_chromium(tmp_path, planted):
     dom = subprocess.run(
         [CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
     ).stdout
-    for section in SECTIONS:
-        assert f'<section id="{section}">' in dom, section
-    assert dom.count("<img") >= 7  # six distributions and the correlation matrix
-    assert "customer_id" in dom and "refund_issued" in dom
+    sections = _Sections()
+    sections.feed(dom)
+    for key, content in EXPECTED_SECTIONS.items():
+        assert key in sections.text, f"section {key} missing from the rendered page"
+        filled = sections.text[key].strip() or sections.images[key]
+        assert filled, f"section {key} shows nothing under its heading"
+        assert sections.tables[key] >= content.get("tables", 0), f"section {key}: no table"
+        assert sections.images[key] >= content.get("images", 0), f"section {key}: no figure"
+    # The findings are named where they belong, not merely somewhere on the page.
+    leaks = sections.text["leaks"]
+    assert "refund_issued" in leaks and "suspected leak" in leaks
+    assert "customer_id" in leaks and "ID-like" in leaks
+    assert "7 exact duplicate row(s)" in sections.text["duplicates"]
+    assert "refund_issued" in sections.text["relations"]
+    assert all(name in sections.text["missing"] for name in ("age", "region"))
+    assert "yes" in sections.text["target"] and "no" in sections.text["target"]
     subprocess.run(
         [CHROMIUM, *flags, f"--screenshot={tmp_path / 'report.png'}", "--window-size=1280,4000",
          url],
         capture_output=True, timeout=120,
     )  # fmt: skip
     assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
+def test_a_table_of_only_an_id_says_there_is_nothing_to_relate():
+    """No feature left to relate to the target: the report says so instead of failing."""
+    frame = pd.DataFrame({"id": [f"u{i}" for i in range(60)], "y": ["a", "b", "b"] * 20})
+    result = profile_table(frame, "y", CLASSIFICATION)
+    assert result.relations == {} and result.suspected_leaks == {}
+    assert set(result.id_like) == {"id"}
+    sections = _Sections()
+    sections.feed(render_html(result, frame, ProfileOptions()))
+    assert "No feature to relate to the target" in sections.text["relations"]
+    assert "id" in sections.text["leaks"]
+
+
+def test_profile_preprocessing_and_validate_share_one_id_rule(planted):
+    """A 97%-distinct integer ID is flagged by the profile as preprocessing drops it."""
+    frame = planted.assign(order_no=[*range(len(planted) - 30), *range(30)])
+    assert frame["order_no"].nunique() / len(frame) > 0.95
+    assert "order_no" in profile_table(frame, "churned", CLASSIFICATION).id_like
+    _, schema, report = fit_preprocessor(frame, "churned", CLASSIFICATION)
+    assert "order_no" not in schema.names and "order_no" in report.dropped_columns
 
 
 def test_component_writes_report_summary_and_findings(tmp_path, churn):

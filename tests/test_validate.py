@@ -56,3 +56,21 @@ def test_missing_labels_are_a_warning_not_an_error(churn):
     assert "target 'churned' is missing in 5 row(s); they are left out of training" in (
         result.warnings
     )
+
+
+def test_a_continuous_target_forced_to_classification_names_few_classes_and_hints():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": range(300), "price": rng.uniform(10, 90, size=300).round(2)})
+    with pytest.raises(DataError) as raised:
+        validate_table(frame, "price", task="classification")
+    message = str(raised.value)
+    rare = frame["price"].value_counts()
+    rare = rare[rare < 3]
+    assert message.startswith(f"{len(rare)} class(es) of 'price' with fewer than 3 rows: ")
+    listed = message.split(" rows: ", 1)[1].split(";")[0]
+    assert listed.endswith(f" and {len(rare) - 5} more") and listed.count("(") == 5
+    assert "np.float64" not in message
+    assert message.endswith(
+        f"'price' looks numeric and continuous ({frame['price'].nunique()} distinct values): "
+        "use --task regression"
+    )

@@ -4,9 +4,18 @@ Per feature, the test suited to its kind and the sample size: for small samples 
 two-sample test with a p-value (Kolmogorov-Smirnov for numbers, chi-square for categories),
 for large ones a distance with a threshold (Wasserstein distance in units of the reference's
 standard deviation, Jensen-Shannon distance: the square root of the divergence), where
-any p-value would flag negligible shifts. Population stability index on request. Categories
+any p-value would flag negligible shifts. Population stability index on request, for
+numbers (the reference's quantile bins) and categories (each category's share). Categories
 never seen in the reference and a changed share of missing values are findings of their own.
 The dataset drifts when the share of drifted features reaches `drift_share`.
+
+`p_value` is the level of each feature's test: on two samples of one distribution, a
+feature's test fires with probability at most `p_value`. The distance thresholds keep each
+feature's false alarms within that level too, from the default `small_sample` (1000 rows)
+up; on fewer rows they fire far more often (about a quarter of features at 300 rows), so
+lowering `small_sample` well below 1000 trades false alarms for speed. tests/test_drift.py
+checks both regimes. The dataset verdict needs a `drift_share` of the features flagged at
+once, so it alarms far more rarely than any one feature.
 """
 
 import json
@@ -37,6 +46,9 @@ MISSING = "__missing__"
 REFERENCE_ROWS = 2000
 # The report draws at most this many features, drifted ones first.
 PLOTTED_FEATURES = 30
+# PSI takes the log of each bin's share: an empty bin (a category one side never had)
+# counts as this share instead of zero, so that the index stays finite.
+PSI_EPSILON = 1e-6
 
 
 class DriftOptions(BaseModel):
@@ -52,7 +64,9 @@ class DriftOptions(BaseModel):
     jensen_shannon_threshold: float = Field(
         0.1, gt=0, le=1, description="Large samples, categories: JS distance (base 2) above this."
     )
-    psi: bool = Field(False, description="Also compute the population stability index.")
+    psi: bool = Field(
+        False, description="Also compute the population stability index (numbers, categories)."
+    )
     psi_threshold: float = Field(0.2, gt=0, description="PSI above this is drift (when psi).")
     psi_bins: int = Field(10, ge=2, description="Quantile bins of the reference for PSI.")
     new_category_share: float = Field(
@@ -75,6 +89,7 @@ class FeatureDrift:
     threshold: float
     drifted: bool
     reasons: list[str] = field(default_factory=list)
+    psi: float | None = None  # computed only when DriftOptions.psi asks for it
 
 
 @dataclass
@@ -159,12 +174,18 @@ def _column_drift(
     test, statistic, threshold, drifted = found
     if drifted:
         reasons.insert(0, f"{test} {statistic:.4g} (threshold {threshold:g})")
-    if options.psi and kind not in (CATEGORICAL, BOOLEAN):
-        value = psi(reference.dropna(), current.dropna(), options.psi_bins)
-        if value > options.psi_threshold:
-            reasons.append(f"PSI {value:.3f} (threshold {options.psi_threshold:g})")
+    index = None
+    if options.psi:
+        if kind in (CATEGORICAL, BOOLEAN):
+            index = category_psi(reference, current)
+        else:
+            index = psi(reference.dropna(), current.dropna(), options.psi_bins)
+        if index > options.psi_threshold:
+            reasons.append(f"PSI {index:.3f} (threshold {options.psi_threshold:g})")
     name = str(reference.name)
-    return FeatureDrift(name, kind, test, float(statistic), threshold, bool(reasons), reasons)
+    return FeatureDrift(
+        name, kind, test, float(statistic), threshold, bool(reasons), reasons, psi=index
+    )
 
 
 def _numeric(
@@ -192,8 +213,7 @@ def _categorical(
     options: DriftOptions,
     reasons: list[str],
 ) -> tuple[str, float, float, bool]:
-    ref = reference.astype(object).fillna(MISSING).astype(str)
-    cur = current.astype(object).fillna(MISSING).astype(str)
+    ref, cur = _labels(reference), _labels(current)
     new = sorted(set(cur) - set(ref))
     new_share = float(cur.isin(new).mean()) if new else 0.0
     if new and new_share > options.new_category_share:
@@ -218,15 +238,39 @@ def _categorical(
 
 
 def psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
-    """Population stability index over the reference's quantile bins."""
+    """Population stability index of numbers over the reference's quantile bins."""
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
     if len(edges) < 3:
         return 0.0
     edges[0], edges[-1] = -np.inf, np.inf
     expected = np.histogram(reference, edges)[0] / len(reference)
     actual = np.histogram(current, edges)[0] / len(current)
-    expected, actual = np.clip(expected, 1e-6, None), np.clip(actual, 1e-6, None)
+    return _stability_index(expected, actual)
+
+
+def category_psi(reference: pd.Series, current: pd.Series) -> float:
+    """Population stability index of categories: one bin per category either side has.
+
+    Missing values are a category of their own, as in the chi-square and Jensen-Shannon
+    tests; a category only one side has counts there as PSI_EPSILON of the rows."""
+    ref, cur = _labels(reference), _labels(current)
+    if ref.empty or cur.empty:
+        return 0.0
+    categories = sorted(set(ref) | set(cur))
+    expected = ref.value_counts(normalize=True).reindex(categories, fill_value=0).to_numpy()
+    actual = cur.value_counts(normalize=True).reindex(categories, fill_value=0).to_numpy()
+    return _stability_index(expected, actual)
+
+
+def _stability_index(expected: np.ndarray, actual: np.ndarray) -> float:
+    expected = np.clip(expected, PSI_EPSILON, None)
+    actual = np.clip(actual, PSI_EPSILON, None)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def _labels(values: pd.Series) -> pd.Series:
+    """Category values as text, missing ones as the MISSING category."""
+    return values.astype(object).fillna(MISSING).astype(str)
 
 
 def _epoch(values: pd.Series) -> pd.Series:
@@ -255,14 +299,14 @@ def render_report(
             f"(threshold {result.prediction.threshold:g}). " + "; ".join(result.prediction.reasons)
         )
     ordered = sorted(result.features, key=lambda f: not f.drifted)
+    with_psi = any(f.psi is not None for f in ordered)
     rows = [
-        [f.column, f.kind, f.test, f.statistic, f.threshold, "yes" if f.drifted else "no",
-         "; ".join(f.reasons)]
+        [f.column, f.kind, f.test, f.statistic, f.threshold, *([f.psi] if with_psi else []),
+         "yes" if f.drifted else "no", "; ".join(f.reasons)]
         for f in ordered
     ]  # fmt: skip
-    features = Section("features", "Per feature").add(
-        table(["feature", "kind", "test", "statistic", "threshold", "drifted", "why"], rows)
-    )
+    headers = ["feature", "kind", "test", "statistic", "threshold", *(["PSI"] if with_psi else [])]
+    features = Section("features", "Per feature").add(table([*headers, "drifted", "why"], rows))
     sections = [overview, features]
     if reference is not None and current is not None:
         sections.append(_distributions(ordered, reference, current))
@@ -284,8 +328,8 @@ def _distributions(
         ref, cur = reference[finding.column], current[finding.column]
         figure, axes = plt.subplots(figsize=(5, 2.6))
         if finding.kind in (CATEGORICAL, BOOLEAN):
-            ref_share = ref.astype(object).fillna(MISSING).astype(str).value_counts(normalize=True)
-            cur_share = cur.astype(object).fillna(MISSING).astype(str).value_counts(normalize=True)
+            ref_share = _labels(ref).value_counts(normalize=True)
+            cur_share = _labels(cur).value_counts(normalize=True)
             shares = pd.concat([ref_share, cur_share], axis=1, keys=["reference", "current"])
             shares = shares.fillna(0).sort_values("reference", ascending=False).head(15)
             shares.plot.bar(ax=axes, color=["#3b82c4", "#e07b39"], rot=30)
@@ -376,6 +420,8 @@ def drift(
         metrics.log_metric("prediction_drift", result.prediction.statistic)
     for finding in result.features:
         metrics.log_metric(f"drift_{finding.column}", finding.statistic)
+        if finding.psi is not None:
+            metrics.log_metric(f"psi_{finding.column}", finding.psi)
     with open(report.path, "w") as handle:
         handle.write(render_report(result, reference_rows, current_rows))
     with open(verdict.path, "w") as handle:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.errors import LifecycleError, StepCrashed
 from kfp_lifecycle.pipelines import COMPILED_DIR
 
 
@@ -70,7 +70,8 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
         reverse=METRICS[metric].greater_is_better,
     )
     for rank, (family, score) in enumerate(ranked, start=1):
-        table.add_row(str(rank), family + ("  (champion)" if rank == 1 else ""), f"{score:.4f}")
+        label = family + ("  (champion)" if family == summary["champion"] else "")
+        table.add_row(str(rank), label, f"{score:.4f}")
     console.print(table)
     tests = ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items())
     console.print(f"champion [bold]{summary['champion']}[/bold] on test data: {tests}")
@@ -157,6 +158,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         print(f"retrained: new version(s) {versions}; champion is {summary['champion']}")
     print(f"summary: {Path(config.output).absolute() / MONITORING_SUMMARY_FILE}")
     return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    """0 without dataset drift, drift_run.DRIFT_EXIT_CODE (3) with it: a CI job can gate on it."""
+    from kfp_lifecycle.drift_run import drift_options, exit_code, print_findings, run_drift
+
+    run = run_drift(args.model, args.current, args.output, drift_options(args.config, args.psi))
+    print_findings(run)
+    return exit_code(run.result)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -359,7 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="gate threshold on any metric; repeatable; replaces the config's thresholds "
         "(with none at all the gate blesses nothing)",
     )
-    training.add_argument("--registry", help="model registry directory (default: OUTPUT/registry)")
+    training.add_argument(
+        "--registry",
+        help="model registry: a directory, file:// or s3:// URI (default: OUTPUT/registry)",
+    )
     training.add_argument("--model-name", help="registered model name (default: from the target)")
     training.add_argument("--validation-fraction", type=float)
     training.add_argument("--test-fraction", type=float)
@@ -384,6 +397,29 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--pushgateway", help="Prometheus Pushgateway URL for the gauges")
     monitor.add_argument("--output", help="output directory (default: lifecycle-output)")
     monitor.set_defaults(handler=cmd_monitor)
+
+    drift = commands.add_parser(
+        "drift",
+        help="compare a table with a model's training reference (exit 3 on dataset drift)",
+    )
+    drift.add_argument(
+        "--model",
+        required=True,
+        help="bundle directory, s3:// version URI or REGISTRY/MODEL@ALIAS (or @VERSION)",
+    )
+    drift.add_argument(
+        "--current",
+        required=True,
+        help="CSV or Parquet file, or a directory or s3:// prefix: every CSV and Parquet under it",
+    )
+    drift.add_argument("--config", help="pipeline configuration (its monitoring.drift: section)")
+    drift.add_argument("--psi", action="store_true", help="also compute the stability index")
+    drift.add_argument(
+        "--output",
+        default="lifecycle-output",
+        help="directory for drift-report.html and drift-verdict.json (default: %(default)s)",
+    )
+    drift.set_defaults(handler=cmd_drift)
 
     compile_ = commands.add_parser("compile", help="compile the pipelines to KFP IR YAML")
     compile_.add_argument("--output-dir", default=str(COMPILED_DIR))
@@ -456,10 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     except LifecycleError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except RuntimeError as error:
-        if "finished with status" not in str(error):
-            raise
-        print(f"error: {error} (the failing task's log is above)", file=sys.stderr)
+    except StepCrashed as error:  # a step's bug: one line here, the traceback in its log
+        print(f"error: {error}", file=sys.stderr)
         return 1
 
 

@@ -22,7 +22,9 @@ from kfp_lifecycle.local_run import run_monitoring, run_training
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry
 from kfp_lifecycle.serving.payload_log import REQUEST_ID, ROW
 
-TODAY = datetime.now(UTC).date().isoformat()
+
+def utc_today() -> str:
+    return datetime.now(UTC).date().isoformat()
 
 
 def test_window_bounds_fill_blanks_from_today_and_name_bad_input():
@@ -55,7 +57,10 @@ def test_monitor_refuses_a_model_without_champion_in_one_line(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def served_and_shifted(tmp_path_factory):
-    """A trained champion, served with the request log on, that then sees shifted traffic."""
+    """A trained champion, served with the request log on, that then sees shifted traffic.
+
+    Also returns the window that holds the traffic: the UTC days when it began and when the
+    server had written it (the same day, unless the run crosses midnight)."""
     root = tmp_path_factory.mktemp("monitoring")
     data = root / "train.csv"
     make_churn_dataset(2000, seed=1).to_csv(data, index=False)
@@ -83,6 +88,7 @@ def served_and_shifted(tmp_path_factory):
     shifted["tenure_months"] += 48
     shifted["support_calls"] += 3
     labels = []
+    first_day = utc_today()
     try:
         wait_until_ready(process, server)
         for n, start in enumerate(range(0, len(shifted), 20)):
@@ -101,11 +107,11 @@ def served_and_shifted(tmp_path_factory):
         process.send_signal(signal.SIGTERM)  # a graceful stop writes the queued log rows
         process.wait(timeout=30)
     pd.DataFrame(labels).to_csv(root / "labels.csv", index=False)
-    return root, common, first
+    return root, common, first, (first_day, utc_today())
 
 
 def test_shifted_traffic_is_detected_and_a_new_version_is_trained(served_and_shifted):
-    root, common, first = served_and_shifted
+    root, common, first, (start, end) = served_and_shifted
     monitoring = {
         "log_uri": str(root / "log"),
         "labels_uri": str(root / "labels.csv"),
@@ -113,8 +119,8 @@ def test_shifted_traffic_is_detected_and_a_new_version_is_trained(served_and_shi
     }
     summary = run_monitoring(
         parse_config({**common, "output": str(root / "monitor"), "monitoring": monitoring}),
-        TODAY,
-        TODAY,
+        start,
+        end,
     )
     assert summary["rows"] == 600 and summary["retrain"] is True
     assert summary["reasons"][0].startswith("retrain: data drift: 22% of features drifted")
@@ -123,23 +129,21 @@ def test_shifted_traffic_is_detected_and_a_new_version_is_trained(served_and_shi
     assert summary["new_versions"] == [first["model_version"] + 1]
     retrained = registry.metadata("churn", summary["new_versions"][0])
     # trained on the window's labelled rows: the logged inputs joined with their labels
-    assert retrained["lineage"]["data_source"].endswith(
-        f"_retraining/churn/{TODAY}--{TODAY}.parquet"
-    )
+    assert retrained["lineage"]["data_source"].endswith(f"_retraining/churn/{start}--{end}.parquet")
     assert registry.alias("churn", CHAMPION).version == summary["champion"]
     written = json.loads((root / "monitor" / "monitoring-summary.json").read_text())
     assert written == summary
 
 
 def test_without_enough_drift_the_model_is_kept(served_and_shifted):
-    root, common, _ = served_and_shifted
+    root, common, _, (start, end) = served_and_shifted
     registry = LocalRegistry(root / "registry")
     before = registry.versions("churn")
     monitoring = {"log_uri": str(root / "log"), "drift": {"drift_share": 0.9}}
     summary = run_monitoring(
         parse_config({**common, "output": str(root / "keep"), "monitoring": monitoring}),
-        TODAY,
-        TODAY,
+        start,
+        end,
     )
     assert summary["retrain"] is False and summary["new_versions"] == []
     assert "no labels joined yet: live quality unknown" in summary["reasons"]

@@ -447,7 +447,8 @@ def evaluate(
         model: The champion's bundle directory (with its decision threshold, if any).
         test: Held-out rows that no earlier step has looked at.
         metrics: Scalar test metrics (shown in the run's dashboard).
-        classification_metrics: Confusion matrix and ROC curve (binary classification).
+        classification_metrics: Confusion matrix (classifiers) and ROC curve (binary only:
+            KFP draws one ROC; multiclass one-vs-rest curves are in the evaluation report).
         evaluation: JSON read by the gate, the report and the registry: rows, task, target,
             primary_metric, metrics, notes; for classifiers confusion_matrix and
             calibration (reliability curve); binary: decision_threshold, roc_curve,

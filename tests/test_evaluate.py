@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from kfp.dsl import Artifact, Dataset, Model
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
 from pydantic import ValidationError
 from sklearn import metrics as skm
 
@@ -13,6 +13,7 @@ from kfp_lifecycle.components.evaluate import (
     calibrate_threshold,
     choose_threshold,
     compute_metrics,
+    evaluate,
     evaluate_bundle,
     mean_absolute_percentage_error,
     reliability_curve,
@@ -245,3 +246,41 @@ def test_evaluation_refuses_rows_without_the_target(binary):
     directory, parts = binary
     with pytest.raises(DataError, match="target column 'churned'"):
         evaluate_bundle(load_bundle(directory), parts.test.drop(columns=["churned"]))
+
+
+def _run_evaluate(tmp_path, directory, test):
+    """The evaluate component's own body, with the KFP artifacts the dashboard reads."""
+    rows = tmp_path / "test.parquet"
+    test.to_parquet(rows, index=False)
+    metrics, classification = Metrics(uri=str(tmp_path / "m")), ClassificationMetrics(uri="")
+    evaluate.python_func(
+        model=Model(uri=str(directory)),
+        test=Dataset(uri=str(rows)),
+        metrics=metrics,
+        classification_metrics=classification,
+        evaluation=Artifact(uri=str(tmp_path / "evaluation.json")),
+    )
+    return metrics, classification, json.loads((tmp_path / "evaluation.json").read_text())
+
+
+def test_the_dashboard_gets_every_finite_metric_the_confusion_matrix_and_the_roc(tmp_path, binary):
+    directory, parts = binary
+    metrics, classification, written = _run_evaluate(tmp_path, directory, parts.test)
+    finite = {k: v for k, v in written["metrics"].items() if np.isfinite(v)}
+    assert metrics.metadata == pytest.approx(finite) and "roc_auc" in metrics.metadata
+    matrix = classification.metadata["confusionMatrix"]
+    assert [c["displayName"] for c in matrix["annotationSpecs"]] == ["no", "yes"]
+    assert sum(map(sum, (row["row"] for row in matrix["rows"]))) == len(parts.test)
+    assert [row["row"] for row in matrix["rows"]] == written["confusion_matrix"]["matrix"]
+    roc = classification.metadata["confidenceMetrics"]
+    assert len(roc) == len(written["roc_curve"]["fpr"])
+    assert {point["recall"] for point in roc} >= {0.0, 1.0}
+
+
+def test_multiclass_gets_a_confusion_matrix_and_no_binary_roc(tmp_path, three_classes):
+    """KFP's ROC artifact is binary; the one-vs-rest curves are in the evaluation report."""
+    directory, parts = three_classes
+    _, classification, written = _run_evaluate(tmp_path, directory, parts.test)
+    matrix = classification.metadata["confusionMatrix"]
+    assert len(matrix["annotationSpecs"]) == 3 == len(written["roc_curves"])
+    assert "confidenceMetrics" not in classification.metadata

@@ -3,34 +3,57 @@
 from typing import NamedTuple
 
 from kfp_lifecycle.component import component
-from kfp_lifecycle.deploy import KServeApi, ServiceSpec, plan_deploy, storage_uri_of
+from kfp_lifecycle.deploy import (
+    KServeApi,
+    ServiceSpec,
+    canary_in_progress,
+    plan_deploy,
+    stable_storage_uri,
+    storage_uri_of,
+)
 from kfp_lifecycle.errors import LifecycleError
 from kfp_lifecycle.registry import bundle_metadata, model_version_of, resolve_reference
 
+CREATED, CANARY, UNCHANGED = "created", "canary", "unchanged"
+
 
 class DeployResult(NamedTuple):
-    action: str  # created | canary
+    action: str  # created | canary | unchanged
     storage_uri: str
     canary_version: str
     stable_version: str
 
 
 def deploy_blessed(api: KServeApi, spec: ServiceSpec, reference: str) -> DeployResult:
-    """Resolve the registry reference, refuse what the gate did not bless, then apply."""
+    """Resolve the registry reference, refuse what the gate did not bless, then apply.
+
+    A reference that resolves to the model already served changes nothing and says so
+    ("unchanged"): a retraining that kept the champion is not a failed deployment. If that
+    model is a canary nobody judged (an earlier run stopped), it is reported as a canary
+    again, so the rollout judges it instead of leaving it at N%.
+    """
     uri = resolve_reference(reference)
     metadata = bundle_metadata(uri)
+    version = model_version_of(metadata)
     if not metadata.get("gate", {}).get("blessed"):
         raise LifecycleError(f"{uri} was not blessed by the gate: refusing to deploy it")
     spec.storage_uri = uri
     existing = api.get(spec.name, spec.namespace)
+    if existing is not None and storage_uri_of(existing) == uri:
+        if canary_in_progress(existing):
+            print(f"{uri} is already the canary, not yet judged: nothing sent, judging it")
+            stable = model_version_of(bundle_metadata(stable_storage_uri(existing)))
+            return DeployResult(CANARY, uri, version, stable)
+        print(f"{spec.namespace}/{spec.name} already serves {uri}: nothing to deploy")
+        return DeployResult(UNCHANGED, uri, version, "")
     for request in plan_deploy(spec, existing):
         print(request.note or f"{request.verb} {spec.namespace}/{spec.name}")
         print(request.kubectl())
         api.apply(request)
     if existing is None:
-        return DeployResult("created", uri, model_version_of(metadata), "")
-    stable = model_version_of(bundle_metadata(storage_uri_of(existing)))
-    return DeployResult("canary", uri, model_version_of(metadata), stable)
+        return DeployResult(CREATED, uri, version, "")
+    stable = model_version_of(bundle_metadata(stable_storage_uri(existing)))
+    return DeployResult(CANARY, uri, version, stable)
 
 
 @component
@@ -57,9 +80,10 @@ def deploy(
         service_account: Service account holding the S3 credentials Secret for KServe.
 
     Returns:
-        action: created (first deploy, 100%) or canary.
+        action: created (first deploy, 100%), canary, or unchanged (that version is the one
+            already served: nothing sent, no canary to run).
         storage_uri: The deployed version's storageUri.
-        canary_version: Registry version now deployed.
+        canary_version: Registry version now deployed (unchanged: the one served).
         stable_version: Registry version that keeps the rest of the traffic (canary only).
     """
     from kfp_lifecycle.components.deploy import deploy_blessed
@@ -76,15 +100,28 @@ def deploy(
 
 
 @component
-def wait_ready(service_name: str, namespace: str = "kfp-lifecycle", timeout_seconds: int = 900):
+def wait_ready(
+    service_name: str,
+    namespace: str = "kfp-lifecycle",
+    timeout_seconds: int = 900,
+    action: str = "",
+):
     """Wait until the InferenceService's newest revision is ready, or fail with its status.
+
+    A canary that is not ready in time is rolled back before the step fails, so no
+    half-finished rollout is left behind; a first deploy has nothing to roll back to.
 
     Args:
         service_name: InferenceService name.
         namespace: Its namespace.
         timeout_seconds: How long to wait before failing.
+        action: The deploy step's action; "unchanged" means there is nothing to wait for.
     """
-    from kfp_lifecycle.deploy import KServeApi, wait_until_ready
+    from kfp_lifecycle.components.deploy import UNCHANGED
+    from kfp_lifecycle.deploy import KServeApi, wait_ready_or_roll_back
 
-    wait_until_ready(KServeApi(), service_name, namespace, timeout_seconds)
+    if action == UNCHANGED:
+        print(f"{namespace}/{service_name}: nothing was deployed, nothing to wait for")
+        return
+    wait_ready_or_roll_back(KServeApi(), service_name, namespace, timeout_seconds)
     print(f"{namespace}/{service_name} is ready")

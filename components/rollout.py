@@ -20,7 +20,8 @@ def rollout(
     """Step the canary (e.g. 10% -> 50% -> 100%), analysing each step in Prometheus.
 
     A failed analysis rolls back (KServe semantics: canary to 0, previous storageUri
-    re-applied); passing the last step promotes (the canary field removed).
+    re-applied); passing the last step promotes (the canary field removed). An error on the
+    way (Prometheus unreachable, an API failure) rolls back too, then fails the step.
 
     Args:
         service_name: InferenceService name.
@@ -30,7 +31,8 @@ def rollout(
         decision: JSON: the outcome and every analysis with its reasons.
         namespace: Namespace of the InferenceService.
         options: CanaryOptions (kfp_lifecycle/canary.py): steps, interval_seconds, window,
-            min_requests, error-rate and latency limits, prometheus_url.
+            min_requests, error-rate and latency limits, max_prediction_shift (optional
+            prediction distribution shift), prometheus_url.
 
     Returns:
         promoted or rolled back.

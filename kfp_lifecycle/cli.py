@@ -278,7 +278,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     )
     api = _kserve_api(args.dry_run)
     existing = api.get(args.name, args.namespace) if api else None
-    _carry_out(api, plan_deploy(spec, existing), args.dry_run)
+    _carry_out(api, plan_deploy(spec, existing, force=args.force), args.dry_run)
     return 0
 
 
@@ -291,6 +291,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         raise LifecycleError(f"InferenceService {args.namespace}/{args.name} does not exist")
     if args.action == "status":
         print("\n".join(deploy.describe(existing)))
+        print(f"# kubectl equivalent:\n{deploy.status_kubectl(args.name, args.namespace)}")
         return 0
     if args.action == "set-traffic":
         if args.percent is None:
@@ -443,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--canary", type=int, help="canary traffic percent for an update (10)")
     deploy.add_argument("--service-account", default="kfp-lifecycle-serving")
     deploy.add_argument("--override-reason", default="", help="deploy a model the gate refused")
+    deploy.add_argument(
+        "--force", action="store_true", help="replace a canary in progress (else refused)"
+    )
     deploy.add_argument("--dry-run", action="store_true", help="print, change nothing")
     deploy.set_defaults(handler=cmd_deploy)
 

@@ -36,6 +36,15 @@ MODEL_FORMAT = "kfp-lifecycle-bundle"
 RUNTIME = "kfp-lifecycle"
 PREVIOUS_STORAGE_URI = "kfp-lifecycle.io/previous-storage-uri"
 MODEL_VERSION_ANNOTATION = "kfp-lifecycle.io/model-uri"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+# canaryTrafficPercent works only in Knative (Serverless) mode: RawDeployment (Standard)
+# ignores it silently, so the mode is never left to the cluster's default. KServe 0.16
+# renamed "Serverless" to "Knative" (kserve#4608) and records "Knative" in the status; its
+# webhook then rejects every update of a service annotated with the old name, even an
+# unchanged one (kserve#5885, seen on 0.16.0, the version cluster/ installs). KServe up to
+# 0.15 knows only "Serverless": set ServiceSpec.deployment_mode to it there.
+KNATIVE = "Knative"
+SERVERLESS = "Serverless"  # KServe <= 0.15
 MERGE = "merge"
 
 
@@ -54,6 +63,7 @@ class ServiceSpec:
     cpu_limit: str = "2"
     memory_limit: str = "2Gi"
     metrics_port: int = 8080
+    deployment_mode: str = KNATIVE  # SERVERLESS on KServe <= 0.15
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -76,6 +86,10 @@ class Request:
             f"kubectl -n {self.namespace} patch isvc {self.name} --type {self.patch_type} "
             f"-p '{json.dumps(self.body, separators=(',', ':'))}'"
         )
+
+
+class NotReadyError(LifecycleError):
+    """The InferenceService's newest revision did not become ready in time."""
 
 
 def check_percent(percent: int) -> int:
@@ -118,6 +132,7 @@ def build_inference_service(spec: ServiceSpec) -> dict[str, Any]:
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(spec.metrics_port),
                 "prometheus.io/path": "/metrics",
+                DEPLOYMENT_MODE_ANNOTATION: spec.deployment_mode,
                 MODEL_VERSION_ANNOTATION: spec.storage_uri,
             },
         ),
@@ -130,6 +145,28 @@ def storage_uri_of(service: dict[str, Any]) -> str:
     return service["spec"]["predictor"]["model"]["storageUri"]
 
 
+def previous_storage_uri(service: dict[str, Any]) -> str | None:
+    return (service["metadata"].get("annotations") or {}).get(PREVIOUS_STORAGE_URI)
+
+
+def canary_in_progress(service: dict[str, Any]) -> bool:
+    """A canary neither promoted nor rolled back: the field is set and the stable model known.
+
+    A rollback keeps `canaryTrafficPercent: 0` (dropping it would serve the bad revision)
+    but clears the previous-storageUri annotation, so a rolled-back service is settled.
+    """
+    return "canaryTrafficPercent" in service["spec"]["predictor"] and bool(
+        previous_storage_uri(service)
+    )
+
+
+def stable_storage_uri(service: dict[str, Any]) -> str:
+    """The model serving the stable share: the previous one during a canary, else the current."""
+    if canary_in_progress(service):
+        return previous_storage_uri(service) or ""
+    return storage_uri_of(service)
+
+
 def describe(service: dict[str, Any]) -> list[str]:
     """The rollout state a person asks for: which model, what share, which revisions."""
     predictor = service["spec"]["predictor"]
@@ -137,7 +174,7 @@ def describe(service: dict[str, Any]) -> list[str]:
     canary = predictor.get("canaryTrafficPercent")
     lines = [
         f"model:    {storage_uri_of(service)}",
-        f"previous: {service['metadata'].get('annotations', {}).get(PREVIOUS_STORAGE_URI, '-')}",
+        f"previous: {previous_storage_uri(service) or '-'}",
         f"canary:   {'none (fully rolled out)' if canary is None else f'{canary}%'}",
     ]
     for route in status.get("traffic", []):
@@ -151,21 +188,42 @@ def describe(service: dict[str, Any]) -> list[str]:
     return lines
 
 
-def plan_deploy(spec: ServiceSpec, existing: dict[str, Any] | None) -> list[Request]:
-    """First deploy: create at 100%. Later: a canary of the new storageUri at N%."""
+def status_kubectl(name: str, namespace: str) -> str:
+    """What `rollout status` reads, in kubectl: KServe's PREV and LATEST columns are the split."""
+    return f"kubectl -n {namespace} get isvc {name}"
+
+
+def plan_deploy(
+    spec: ServiceSpec, existing: dict[str, Any] | None, force: bool = False
+) -> list[Request]:
+    """First deploy: create at 100%. Later: a canary of the new storageUri at N%.
+
+    A deploy during a canary is refused unless forced: the new version would replace a
+    canary nobody judged yet. Forced, it replaces the canary and keeps the stable model as
+    the one to roll back to (the canary's model was never rolled out).
+    """
     if existing is None:
         first = ServiceSpec(**{**spec.__dict__, "canary_percent": None})
         return [Request("create", spec.name, spec.namespace, build_inference_service(first))]
     percent = check_percent(10 if spec.canary_percent is None else spec.canary_percent)
     current = storage_uri_of(existing)
+    stable = stable_storage_uri(existing)
+    in_progress = canary_in_progress(existing)
+    live = existing["spec"]["predictor"].get("canaryTrafficPercent")
+    where = f"{spec.namespace}/{spec.name}"
     if current == spec.storage_uri:
+        how = f" as a canary at {live}%" if in_progress else ""
+        raise LifecycleError(f"{where} already serves {spec.storage_uri}{how}; nothing to roll out")
+    if in_progress and not force:
         raise LifecycleError(
-            f"{spec.namespace}/{spec.name} already serves {spec.storage_uri}; nothing to roll out"
+            f"{where}: a canary of {current} is in progress at {live}% ({stable} serves the "
+            f"rest): promote or roll back first (`lifecycle rollout promote|rollback --name "
+            f"{spec.name}`), or force the deploy to replace the canary"
         )
     body = {
         "metadata": {
             "annotations": {
-                PREVIOUS_STORAGE_URI: current,
+                PREVIOUS_STORAGE_URI: stable,
                 MODEL_VERSION_ANNOTATION: spec.storage_uri,
             }
         },
@@ -176,7 +234,8 @@ def plan_deploy(spec: ServiceSpec, existing: dict[str, Any] | None) -> list[Requ
             }
         },
     }
-    note = f"canary: {percent}% to {spec.storage_uri}, {100 - percent}% stays on {current}"
+    replaced = f" (replaces the canary of {current})" if in_progress else ""
+    note = f"canary: {percent}% to {spec.storage_uri}, {100 - percent}% stays on {stable}{replaced}"
     return [Request("patch", spec.name, spec.namespace, body, MERGE, note)]
 
 
@@ -201,7 +260,7 @@ def plan_rollback(name: str, namespace: str, existing: dict[str, Any]) -> list[R
     re-applied with the canary kept at 0. After a promotion: the previous storageUri is
     rolled out again (the bad revision is the stable one, so 0% would change nothing).
     """
-    previous = existing["metadata"].get("annotations", {}).get(PREVIOUS_STORAGE_URI)
+    previous = previous_storage_uri(existing)
     if not previous:
         raise LifecycleError(f"{namespace}/{name} records no previous storageUri to roll back to")
     annotations = {MODEL_VERSION_ANNOTATION: previous, PREVIOUS_STORAGE_URI: None}
@@ -309,7 +368,58 @@ def wait_until_ready(
                 for c in conditions
             )
             detail = detail or "no status"
-            raise LifecycleError(
+            raise NotReadyError(
                 f"{namespace}/{name} not ready after {timeout_seconds:.0f}s: {detail}"
             )
         clock.sleep(poll_seconds)
+
+
+def apply_rollback(api: KServeApi, name: str, namespace: str) -> str:
+    """Roll back from the live state (plan_rollback); returns the storageUri served again."""
+    service = api.get(name, namespace)
+    if service is None:
+        raise LifecycleError(f"{namespace}/{name} does not exist: nothing to roll back")
+    for request in plan_rollback(name, namespace, service):
+        api.apply(request)
+    return previous_storage_uri(service) or ""
+
+
+def roll_back_because(api: KServeApi, name: str, namespace: str, problem: str) -> LifecycleError:
+    """Roll back after `problem`; returns the error to raise, saying what was done.
+
+    A rollout that stops half-way leaves the new model at N% with nobody watching it, so
+    every failure after a canary started ends here rather than in a bare traceback.
+    """
+    try:
+        previous = apply_rollback(api, name, namespace)
+    except Exception as failed:
+        return LifecycleError(
+            f"{problem}; rolling back failed too ({failed}): roll back by hand with "
+            f"`lifecycle rollout rollback --name {name} --namespace {namespace}`"
+        )
+    return LifecycleError(f"{problem}; rolled back: {previous} serves again")
+
+
+def wait_ready_or_roll_back(
+    api: KServeApi,
+    name: str,
+    namespace: str,
+    timeout_seconds: float,
+    poll_seconds: float = 5.0,
+    clock: Any = None,
+) -> dict[str, Any]:
+    """Wait for the newest revision; a canary that does not get ready in time is rolled back."""
+    try:
+        return wait_until_ready(api, name, namespace, timeout_seconds, poll_seconds, clock)
+    except NotReadyError as error:
+        service = api.get(name, namespace)
+        if service is not None and canary_in_progress(service):
+            raise roll_back_because(api, name, namespace, str(error)) from None
+        if service is None or previous_storage_uri(service) is None:
+            raise NotReadyError(
+                f"{error}; a first deploy has no previous version to roll back to: fix the "
+                f"cause, or remove it with `kubectl -n {namespace} delete isvc {name}`"
+            ) from None
+        raise NotReadyError(
+            f"{error}; no canary is in progress, so nothing was rolled back"
+        ) from None

@@ -35,10 +35,16 @@ def deployment_pipeline(
             canary_percent=canary_percent,
         )
     ).set_caching_options(False)
+    # A canary that is not ready in time is rolled back by wait_ready itself.
     ready = wait_ready(
-        service_name=service_name, namespace=namespace, timeout_seconds=ready_timeout_seconds
-    ).after(deployed)
+        service_name=service_name,
+        namespace=namespace,
+        timeout_seconds=ready_timeout_seconds,
+        action=deployed.outputs["action"],
+    )
     ready.set_caching_options(False)
+    # "created" serves 100% at once; "unchanged" (the champion is already served) has
+    # nothing to roll out: only a canary is analysed.
     with dsl.If(deployed.outputs["action"] == "canary", name="canary-in-progress"):
         rollout(
             service_name=service_name,

@@ -76,7 +76,7 @@ def monitoring_pipeline(
         pushgateway=pushgateway,
         model_name=model_name,
         model_version=window.outputs["model_version"],
-    )
+    ).set_caching_options(False)  # it pushes the gauges to the Pushgateway: a side effect
     with dsl.If(decided.outputs["Output"] == True, name="retrain"):  # noqa: E712 (a KFP condition)
         retrained = training_pipeline(
             data=window.outputs["training_data"],

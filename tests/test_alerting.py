@@ -151,11 +151,16 @@ def test_the_dashboard_shows_every_required_panel_from_exported_series(dashboard
 def test_the_canary_analysis_queries_only_exported_series(monkeypatch):
     from kfp_lifecycle import canary
 
-    asked = []
+    asked, by_label = [], []
     monkeypatch.setattr(canary, "query", lambda url, promql: asked.append(promql) or 1.0)
+    monkeypatch.setattr(
+        canary, "query_by", lambda url, promql, label: by_label.append(promql) or {"yes": 1.0}
+    )
     canary.revision_stats("http://prometheus:9090", "churn", "2", "5m")
-    assert len(asked) == 4
-    for promql in asked:
+    assert len(asked) == 4 and by_label == []  # the prediction-shift rule is off by default
+    canary.revision_stats("http://prometheus:9090", "churn", "2", "5m", labels=True)
+    assert len(by_label) == 1 and "kfp_lifecycle_predictions_total" in by_label[0]
+    for promql in asked + by_label:
         assert_exported(series_in(promql), "canary analysis")
 
 

@@ -9,23 +9,29 @@ from kfp_lifecycle import cli, deploy
 from kfp_lifecycle.components.deploy import deploy_blessed
 from kfp_lifecycle.components.register import register_bundle
 from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.registry import open_registry
 
 
 @pytest.fixture(scope="module")
 def s3_registry(tmp_path_factory, churn):
-    """A registry on S3 with version 1 (blessed, champion) and version 2 (not blessed)."""
+    """A registry on S3: version 1 (blessed, champion), 2 (not blessed), 3 (blessed)."""
     bundle = build_bundle(tmp_path_factory.mktemp("bundle"), churn)
     with running_moto() as moto, pytest.MonkeyPatch.context() as patch:
         for name, value in moto.env().items():
             patch.setenv(name, value)
         registry = f"s3://{new_bucket(moto.client())}/registry"
-        for blessed in (True, False):
+        for blessed in (True, False, True):
             register_bundle(
                 str(bundle), registry, "churn", {"metrics": {"roc_auc": 0.8}},
                 {"blessed": blessed, "reasons": ["FAIL: roc_auc"] if not blessed else []},
                 {"run_id": "r"},
             )  # fmt: skip
+        open_registry(registry).set_alias("churn", "champion", 1)
         yield registry, patch
+
+
+def _uri(registry, version):
+    return f"{registry}/churn/versions/{version}/"
 
 
 @pytest.fixture
@@ -38,23 +44,23 @@ def api(monkeypatch):
 def test_deploy_canary_promote_and_rollback_through_the_cli(s3_registry, api, capsys):
     registry, _ = s3_registry
     assert cli.main(["deploy", "--model", f"{registry}/churn@champion", "--name", "churn"]) == 0
-    (create,) = api.calls
+    (create,) = api.writes
     assert create[0] == "create"
     assert create[-1]["spec"]["predictor"]["model"]["storageUri"] == f"{registry}/churn/versions/1/"
 
     assert cli.main(["deploy", "--model", f"{registry}/churn@2", "--name", "churn"]) == 2
     assert "was not blessed by the gate (FAIL: roc_auc)" in capsys.readouterr().err
-    assert len(api.calls) == 1  # nothing sent
+    assert len(api.writes) == 1  # nothing sent
 
     accepted = ["--canary", "20", "--override-reason", "hotfix"]
     assert cli.main(["deploy", "--model", f"{registry}/churn@2", "--name", "churn", *accepted]) == 0
-    assert api.calls[-1][-1]["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    assert api.writes[-1][-1]["spec"]["predictor"]["canaryTrafficPercent"] == 20
     assert "kubectl -n kfp-lifecycle patch isvc churn --type merge" in capsys.readouterr().out
 
     assert cli.main(["rollout", "set-traffic", "50", "--name", "churn"]) == 0
     assert cli.main(["rollout", "promote", "--name", "churn"]) == 0
     assert cli.main(["rollout", "rollback", "--name", "churn"]) == 0
-    assert [call[-1] for call in api.calls[-3:]] == [
+    assert [call[-1] for call in api.writes[-3:]] == [
         {"spec": {"predictor": {"canaryTrafficPercent": 50}}},
         {"spec": {"predictor": {"canaryTrafficPercent": None}}},
         {
@@ -66,14 +72,16 @@ def test_deploy_canary_promote_and_rollback_through_the_cli(s3_registry, api, ca
         },
     ]  # fmt: skip
     assert cli.main(["rollout", "status", "--name", "churn"]) == 0
-    assert f"model:    {registry}/churn/versions/1/" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"model:    {registry}/churn/versions/1/" in out
+    assert out.endswith("# kubectl equivalent:\nkubectl -n kfp-lifecycle get isvc churn\n")
 
 
 def test_dry_run_sends_nothing(s3_registry, api, capsys):
     registry, _ = s3_registry
     args = ["deploy", "--model", f"{registry}/churn@champion", "--name", "churn", "--dry-run"]
     assert cli.main(args) == 0
-    assert api.calls == []
+    assert api.writes == []
     out = capsys.readouterr().out
     assert "kind: InferenceService" in out and "kubectl -n kfp-lifecycle apply -f -" in out
 
@@ -92,7 +100,47 @@ def test_pipeline_deploy_step_creates_then_canaries_only_blessed_versions(s3_reg
     assert first.action == "created" and first.canary_version == "1"
     with pytest.raises(LifecycleError, match="not blessed by the gate: refusing"):
         deploy_blessed(api, deploy.ServiceSpec("churn", ""), f"{registry}/churn@2")
-    assert len(fake.calls) == 1
+    assert len(fake.writes) == 1
+
+
+def test_a_deploy_during_a_canary_is_refused_and_sends_nothing(s3_registry, api, capsys):
+    registry, _ = s3_registry
+    assert cli.main(["deploy", "--model", f"{registry}/churn@champion", "--name", "churn"]) == 0
+    assert cli.main(["deploy", "--model", f"{registry}/churn@3", "--name", "churn"]) == 0
+    writes = len(api.writes)
+    capsys.readouterr()
+    assert cli.main(["deploy", "--model", f"{registry}/churn@champion", "--name", "churn"]) == 2
+    error = capsys.readouterr().err
+    assert f"a canary of {_uri(registry, 3)} is in progress at 10%" in error
+    assert "promote or roll back first" in error
+    assert len(api.writes) == writes
+
+
+def test_deploying_the_served_version_changes_nothing(s3_registry):
+    """Retraining that kept the champion: "unchanged", nothing sent, no canary to run."""
+    registry, _ = s3_registry
+    fake = FakeCustomObjects()
+    api = deploy.KServeApi(fake)
+    champion = f"{registry}/churn@champion"
+    deploy_blessed(api, deploy.ServiceSpec("churn", ""), champion)
+    again = deploy_blessed(api, deploy.ServiceSpec("churn", ""), champion)
+    assert again == ("unchanged", _uri(registry, 1), "1", "")
+    assert [call[0] for call in fake.writes] == ["create"]
+
+
+def test_a_served_canary_nobody_judged_is_reported_with_its_stable_version(s3_registry):
+    """v3 left at 10% by a run that stopped: deploying v3 again hands it to the rollout,
+    compared against v1 (the stable model), not against itself."""
+    registry, _ = s3_registry
+    fake = FakeCustomObjects()
+    api = deploy.KServeApi(fake)
+    deploy_blessed(api, deploy.ServiceSpec("churn", ""), f"{registry}/churn@champion")
+    spec = deploy.ServiceSpec("churn", "", canary_percent=10)
+    started = deploy_blessed(api, spec, f"{registry}/churn@3")
+    assert started == ("canary", _uri(registry, 3), "3", "1")
+    resumed = deploy_blessed(api, deploy.ServiceSpec("churn", ""), f"{registry}/churn@3")
+    assert resumed == started
+    assert [call[0] for call in fake.writes] == ["create", "patch"]
 
 
 def test_wait_until_ready_needs_the_newest_revision_ready():

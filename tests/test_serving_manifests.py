@@ -10,13 +10,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from test_manifests import KUBERNETES_VERSION  # the kind node's, from versions.env
 
 from kfp_lifecycle.deploy import API_VERBS, GROUP, MODEL_FORMAT, PLURAL, RUNTIME
 from kfp_lifecycle.image import IMAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = ROOT / "schemas" / "crds"
-KUBERNETES_VERSION = "1.33.0"
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 
 

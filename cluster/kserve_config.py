@@ -7,8 +7,9 @@ Networking Layer", kserve.github.io/website/docs/admin-guide/serverless/kourier-
 version 0.16; kserve/kserve#2380 added the flag) says: set `"disableIstioVirtualHost": true`
 in the `ingress` key, then restart the controller. The URL is then the predictor's own
 Knative route, which Kourier serves. Canary traffic splitting needs Serverless (Knative)
-mode, so `deploy.defaultDeploymentMode` is set to it explicitly too ("Serverless" is the
-v0.16 name, kept as the legacy alias of "Knative" where newer releases renamed it).
+mode, so `deploy.defaultDeploymentMode` is set to it explicitly too: "Knative", the name
+KServe 0.16 gives it (kserve#4608 renamed "Serverless", which it still reads as an alias, and
+made Standard the default); kfp_lifecycle/deploy.py annotates each InferenceService alike.
 
 Each key holds a JSON document as a string; only the two fields change, every other field
 keeps its value (as KServe's own hack/setup/quick-install scripts' update_isvc_config does).
@@ -25,7 +26,7 @@ from typing import Any
 
 SETTINGS = {
     "ingress": {"disableIstioVirtualHost": True},
-    "deploy": {"defaultDeploymentMode": "Serverless"},
+    "deploy": {"defaultDeploymentMode": "Knative"},
 }
 
 

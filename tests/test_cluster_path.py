@@ -13,7 +13,7 @@ import pytest
 import yaml
 from test_manifests import render, render_path
 
-from kfp_lifecycle import __version__
+from kfp_lifecycle import __version__, deploy
 from kfp_lifecycle.image import IMAGE, IMAGE_REPOSITORY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,7 +255,8 @@ def test_the_kserve_patch_turns_off_the_istio_virtual_host_and_keeps_the_rest():
     ingress = json.loads(patch["data"]["ingress"])
     original = json.loads(KSERVE_CONFIG_MAP["data"]["ingress"])
     assert ingress == {**original, "disableIstioVirtualHost": True}
-    assert json.loads(patch["data"]["deploy"]) == {"defaultDeploymentMode": "Serverless"}
+    # the mode the InferenceService builder annotates each service with: one name on both sides
+    assert json.loads(patch["data"]["deploy"]) == {"defaultDeploymentMode": deploy.KNATIVE}
     # applying it twice changes nothing more (kind-up runs again on an existing cluster)
     patched = {**KSERVE_CONFIG_MAP, "data": {**KSERVE_CONFIG_MAP["data"], **patch["data"]}}
     assert kserve_config.kourier_patch(patched) == patch

@@ -34,8 +34,18 @@ def test_every_step_runs_in_the_project_image_without_installing_anything():
 
 
 def test_side_effect_steps_are_never_cached():
-    tasks = _documents("training")[0]["root"]["dag"]["tasks"]
-    assert tasks["register"]["cachingOptions"] == {}
+    """Nor steps whose input is a name for data that can change under it (ingest reads a URI;
+    validate and gate read the registry's current champion)."""
+    training = _documents("training")[0]
+    tasks = training["root"]["dag"]["tasks"]
+    for step in ("ingest", "validate", "gate", "register"):
+        assert tasks[step]["cachingOptions"] == {}, step
+    monitoring = _documents("monitoring")[0]
+    tasks = monitoring["root"]["dag"]["tasks"]
+    assert tasks["decide"]["cachingOptions"] == {}  # it pushes gauges to the Pushgateway
+    assert tasks["collect-window"]["cachingOptions"] == {}
+    nested = monitoring["components"]["comp-training"]["dag"]["tasks"]
+    assert nested["ingest"]["cachingOptions"] == {} and nested["register"]["cachingOptions"] == {}
     deployment = _documents("deployment")[0]
     tasks = deployment["root"]["dag"]["tasks"]
     assert tasks["deploy"]["cachingOptions"] == {} and tasks["wait-ready"]["cachingOptions"] == {}
@@ -44,15 +54,36 @@ def test_side_effect_steps_are_never_cached():
 
 
 def test_s3_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "never-in-yaml-3f9c")
-    (path,) = [p for p in compile_all(tmp_path) if p.name == "training.yaml"]
-    assert "never-in-yaml-3f9c" not in path.read_text()
-    executors = _documents("training")[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for step in ("exec-ingest", "exec-register"):
-        (secret,) = executors[step]["secretAsEnv"]
-        assert secret["secretName"] == S3_SECRET and secret["optional"] is False
-        assert {m["secretKey"] for m in secret["keyToEnv"]} == set(S3_SECRET_KEYS)
-        assert executors[step]["configMapAsEnv"][0]["configMapName"] == S3_CONFIG_MAP
+    planted = {"AWS_ACCESS_KEY_ID": "key-id-never-in-yaml-8e1d",
+               "AWS_SECRET_ACCESS_KEY": "never-in-yaml-3f9c", "AWS_SESSION_TOKEN": "tok-5a7b"}  # fmt: skip
+    for name, value in planted.items():
+        monkeypatch.setenv(name, value)
+    for path in compile_all(tmp_path):
+        text = path.read_text()
+        assert not [value for value in planted.values() if value in text], path.name
+    s3_steps = {
+        "training": {"exec-ingest", "exec-validate", "exec-gate", "exec-register"},
+        "deployment": {"exec-deploy"},  # it reads the blessing from the registry
+        "monitoring": {
+            "exec-collect-window",
+            "exec-ingest",
+            "exec-validate",
+            "exec-gate",
+            "exec-register",
+            "exec-deploy",
+        },  # fmt: skip
+    }
+    for name, expected in s3_steps.items():
+        platform = _documents(name)[1]
+        executors = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {})
+        executors = executors.get("executors", {})
+        with_secret = {step for step, spec in executors.items() if "secretAsEnv" in spec}
+        assert with_secret >= expected, name
+        for step in with_secret:
+            (secret,) = executors[step]["secretAsEnv"]
+            assert secret["secretName"] == S3_SECRET and secret["optional"] is False
+            assert {m["secretKey"] for m in secret["keyToEnv"]} == set(S3_SECRET_KEYS)
+            assert executors[step]["configMapAsEnv"][0]["configMapName"] == S3_CONFIG_MAP
 
 
 def test_monitoring_retrains_and_deploys_only_under_their_conditions():

@@ -30,6 +30,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from kfp_lifecycle.component import component
+from kfp_lifecycle.components.validate import check_new_data
 from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.schema import (
     BOOLEAN,
@@ -100,6 +101,9 @@ class DriftResult:
     reference_rows: int
     current_rows: int
     prediction: FeatureDrift | None = None  # the model's outputs; not counted in the share
+    # The current data against the model's training data contract (components/validate.py):
+    # {severity, column, check, message} per finding; reported, never counted as drift.
+    contract: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def drifted(self) -> list[str]:
@@ -115,12 +119,15 @@ def detect_drift(
     options: DriftOptions | None = None,
     schema: InputSchema | None = None,
     prediction_column: str = "",
+    contract: dict | None = None,
 ) -> DriftResult:
     """Compare every schema column of `current` with `reference` (schema: inferred if absent).
 
     `prediction_column`, when both sides have it, is the model's output: its drift is
-    reported on its own (prediction drift), not counted among the features.
+    reported on its own (prediction drift), not counted among the features. `contract`, the
+    model's data contract, is checked against the current inputs too (findings reported).
     """
+
     options = options or DriftOptions()
     prediction = None
     if prediction_column:
@@ -139,6 +146,7 @@ def detect_drift(
         raise DataError(f"current data lacks column(s) the reference has: {', '.join(missing)}")
     if reference.empty or current.empty:
         raise DataError("drift needs rows on both sides: the reference or current data is empty")
+    findings = [asdict(f) for f in check_new_data(current, contract, schema.names)]
     reference, current = schema.coerce(reference), schema.coerce(current)
     small = min(len(reference), len(current)) <= options.small_sample
     features = [
@@ -153,6 +161,7 @@ def detect_drift(
         len(reference),
         len(current),
         prediction,
+        findings,
     )
 
 
@@ -307,7 +316,20 @@ def render_report(
     ]  # fmt: skip
     headers = ["feature", "kind", "test", "statistic", "threshold", *(["PSI"] if with_psi else [])]
     features = Section("features", "Per feature").add(table([*headers, "drifted", "why"], rows))
-    sections = [overview, features]
+    contract = Section("contract", "Data contract")
+    if result.contract:
+        contract.text(
+            "The current inputs against the data contract kept with the model at training "
+            "time (types, ranges, categories, null rates, uniqueness):"
+        ).add(
+            table(
+                ["severity", "column", "check", "finding"],
+                [[f["severity"], f["column"], f["check"], f["message"]] for f in result.contract],
+            )
+        )
+    else:
+        contract.text("The current inputs meet the data contract kept with the model.")
+    sections = [overview, features, contract]
     if reference is not None and current is not None:
         sections.append(_distributions(ordered, reference, current))
     return render_page("Drift report", verdict, sections)
@@ -384,6 +406,7 @@ def drift(
     verdict: Output[Artifact],
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
     prediction_column: str = "",
+    contract: Input[Artifact] = None,
 ) -> bool:
     """Compare current data with the training reference, feature by feature.
 
@@ -398,6 +421,8 @@ def drift(
             null_rate_change, drift_share.
         prediction_column: The model's output column, present on both sides: its drift
             (prediction drift) is reported on its own. Empty: inputs only.
+        contract: JSON data contract kept with the model at training time; the current
+            inputs are checked against it too (findings in the report and the verdict).
 
     Returns:
         Whether the dataset drifted.
@@ -409,11 +434,16 @@ def drift(
     from kfp_lifecycle.components.drift import DriftOptions, detect_drift, render_report
 
     reference_rows, current_rows = pd.read_parquet(reference.path), pd.read_parquet(current.path)
+    kept_contract = None
+    if contract is not None:
+        with open(contract.path) as handle:
+            kept_contract = json.load(handle)
     result = detect_drift(
         reference_rows,
         current_rows,
         DriftOptions.model_validate(options),
         prediction_column=prediction_column,
+        contract=kept_contract,
     )
     metrics.log_metric("drifted_share", result.drifted_share)
     if result.prediction is not None:
@@ -426,5 +456,8 @@ def drift(
         handle.write(render_report(result, reference_rows, current_rows))
     with open(verdict.path, "w") as handle:
         json.dump(result.to_dict(), handle, indent=2)
+    for finding in result.contract:
+        print(f"contract {finding['severity']}: '{finding['column']}' {finding['check']}: "
+              f"{finding['message']}")  # fmt: skip
     print(f"drifted features: {', '.join(result.drifted) or 'none'}")
     return result.dataset_drift

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Artifact, Dataset, Output
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.errors import DataError
@@ -93,6 +93,7 @@ def collect_window(
     current: Output[Dataset],
     predictions: Output[Dataset],
     labels: Output[Dataset],
+    contract: Output[Artifact],
     start: str = "",
     end: str = "",
     window_days: int = 1,
@@ -121,6 +122,8 @@ def collect_window(
         current: The window's logged inputs, with the predictions served.
         predictions: The window's log rows as written (ids, version, inputs, outputs).
         labels: Ground truth for logged requests (request_id [, row], target), or no rows.
+        contract: JSON: the data contract kept with the champion (null for a model
+            registered without one); the drift step checks the window's inputs against it.
         labels_uri: CSV or Parquet of labels that arrived later; empty: none yet.
         training_data_uri: Where to write the window's labelled rows for a retraining run
             (a path or s3:// URI ending in .parquet); empty: next to the log, under
@@ -132,6 +135,7 @@ def collect_window(
         training_data: URI of the labelled rows written for retraining ("" without labels).
         rows: Logged rows in the window.
     """
+    import json
     import tempfile
 
     import pandas as pd
@@ -161,6 +165,8 @@ def collect_window(
     ref.to_parquet(reference.path)
     cur.to_parquet(current.path)
     log.to_parquet(predictions.path)
+    with open(contract.path, "w") as handle:
+        json.dump(bundle.metadata.get("contract"), handle)
     target = bundle.metadata["target"]
     truth = read_table(labels_uri) if labels_uri else pd.DataFrame()
     truth.to_parquet(labels.path)

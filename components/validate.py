@@ -109,6 +109,9 @@ def check_class_sizes(labels: pd.Series, target: str) -> None:
 # reported. Values may stray a little past the training range before it is worth a warning.
 RANGE_MARGIN = 0.1
 NULL_RATE_INCREASE = 0.1
+# A categorical column with more distinct values than this keeps no list of allowed
+# categories: new values are normal there (cities, products), and preprocessing groups them.
+MAX_CONTRACT_CATEGORIES = 1000
 ERROR, WARNING = "error", "warning"
 
 
@@ -138,7 +141,11 @@ def infer_contract(frame: pd.DataFrame, target: str) -> dict:
         if kind == NUMERIC and len(present):
             spec.update(min=float(present.min()), max=float(present.max()))
         if kind == CATEGORICAL:
-            spec["categories"] = sorted(present.astype(str).unique().tolist())[:1000]
+            categories = present.astype(str).unique()
+            if len(categories) <= MAX_CONTRACT_CATEGORIES:
+                spec["categories"] = sorted(categories.tolist())
+            else:
+                spec["distinct"] = len(categories)
         columns[str(name)] = spec
     return {"target": target, "rows": len(frame), "columns": columns}
 
@@ -187,13 +194,23 @@ def check_contract(frame: pd.DataFrame, contract: dict) -> list[Finding]:
         except pa.errors.SchemaErrors as errors:
             cases = errors.failure_cases
             for name, group in cases.groupby("column"):
-                shown = ", ".join(repr(v) for v in group["failure_case"].head(3))
+                shown = ", ".join(repr(v) for v in group["failure_case"].drop_duplicates().head(3))
                 numeric = contract["columns"][name]["kind"] == NUMERIC
                 what = "outside the training range" if numeric else "categories training never saw"
                 findings.append(
                     Finding(WARNING, str(name), what, f"{len(group)} row(s), e.g. {shown}")
                 )
     return findings
+
+
+def check_new_data(frame: pd.DataFrame, contract: dict | None, inputs: list[str]) -> list[Finding]:
+    """New data for the model (requests, a batch to score) against its training contract:
+    only the model's input columns count (new data has no target). Every finding is
+    reported; none stops anything, since the data is already there."""
+    if not contract:
+        return []
+    kept = {name: spec for name, spec in contract["columns"].items() if name in inputs}
+    return check_contract(frame, {**contract, "columns": kept})
 
 
 def column_warnings(frame: pd.DataFrame, target: str) -> list[str]:

@@ -119,7 +119,9 @@ def run_drift(model: str, current: str, output: str | Path, options: DriftOption
     reference = reference_frame(metadata)
     sources = table_sources(current)
     rows = read_current(sources, schema)
-    result = detect_drift(reference, rows, options, schema=schema)
+    result = detect_drift(
+        reference, rows, options, schema=schema, contract=metadata.get("contract")
+    )
     verdict = {
         "model": uri,
         "model_version": model_version_of(metadata),
@@ -192,6 +194,13 @@ def print_findings(run: DriftRun, console: Any = None) -> None:
     console.print(table)
     for note in notes:
         console.print(note, highlight=False, soft_wrap=True)
+    for finding in result.contract:
+        console.print(
+            f"contract {finding['severity']}: '{finding['column']}' {finding['check']}: "
+            f"{finding['message']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     files = f"{len(run.sources)} file(s)" if len(run.sources) > 1 else run.sources[0]
     verdict = "DRIFT" if result.dataset_drift else "no dataset drift"
     console.print(

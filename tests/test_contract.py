@@ -5,11 +5,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from kfp.dsl import Artifact, Dataset
 
 from kfp_lifecycle.components.validate import (
     ERROR,
+    MAX_CONTRACT_CATEGORIES,
     WARNING,
     check_contract,
     enforce_contract,
@@ -126,3 +128,23 @@ def test_a_run_on_data_that_breaks_the_contract_stops_before_any_step(tmp_path, 
     assert not (tmp_path / "out").exists()
     churn.to_csv(data, index=False)  # data that keeps the contract passes
     assert pipeline_arguments(config)["registry"] == str(tmp_path / "registry")
+
+
+def test_a_high_cardinality_column_keeps_no_category_list():
+    """Cities, products: new values there are normal (preprocessing groups them), so only
+    columns with few enough categories get the 'never seen' check; its examples are distinct."""
+    rows = 3 * MAX_CONTRACT_CATEGORIES
+    frame = pd.DataFrame(
+        {
+            "city": [f"city-{i % (MAX_CONTRACT_CATEGORIES + 500)}" for i in range(rows)],
+            "plan": ["basic", "pro", "max"] * MAX_CONTRACT_CATEGORIES,
+            "y": [0, 1] * (rows // 2),
+        }
+    )
+    contract = infer_contract(frame, "y")
+    assert "categories" not in contract["columns"]["city"]
+    assert contract["columns"]["city"]["distinct"] == MAX_CONTRACT_CATEGORIES + 500
+    later = frame.assign(city="city-new", plan=["basic", "gold"] * (rows // 2))
+    findings = check_contract(later, contract)
+    assert [(f.column, f.check) for f in findings] == [("plan", "categories training never saw")]
+    assert findings[0].message == f"{rows // 2} row(s), e.g. 'gold'"

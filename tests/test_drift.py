@@ -22,6 +22,7 @@ from kfp_lifecycle.components.drift import (
     reference_frame,
     reference_sample,
 )
+from kfp_lifecycle.components.validate import infer_contract
 from kfp_lifecycle.demo import make_churn_dataset
 from kfp_lifecycle.drift_run import DRIFT_EXIT_CODE, table_sources
 from kfp_lifecycle.errors import DataError
@@ -176,6 +177,7 @@ def test_component_writes_metrics_report_and_verdict(tmp_path):
     verdict = Artifact(uri=str(tmp_path / "verdict.json"))
     report = HTML(uri=str(tmp_path / "report.html"))
     metrics = Metrics(uri=str(tmp_path / "metrics"))
+    (tmp_path / "contract.json").write_text(json.dumps(infer_contract(reference, target="")))
     drifted = drift.python_func(
         reference=Dataset(uri=str(tmp_path / "ref.parquet")),
         current=Dataset(uri=str(tmp_path / "cur.parquet")),
@@ -183,10 +185,14 @@ def test_component_writes_metrics_report_and_verdict(tmp_path):
         report=report,
         verdict=verdict,
         options={},
+        contract=Artifact(uri=str(tmp_path / "contract.json")),
     )
     assert drifted is False  # one feature of six
     written = pd.read_json(tmp_path / "verdict.json", typ="series")
     assert written["drifted_features"] == ["age"]
+    assert [(f["column"], f["check"]) for f in written["contract"]] == [
+        ("age", "outside the training range")
+    ]
     assert metrics.metadata["drift_age"] < 0.05
     html = (tmp_path / "report.html").read_text()
     assert "1 of 6 features drifted" in html and "http" not in html
@@ -233,7 +239,11 @@ def registered(tmp_path_factory) -> str:
     training = make_churn_dataset(rows=1500, seed=21)
     bundle = build_bundle(root / "bundle", training)
     registry = LocalRegistry(root / "registry")
-    registry.register("churn", bundle, {"reference": reference_sample(training, "churned")})
+    kept = {
+        "reference": reference_sample(training, "churned"),
+        "contract": infer_contract(training, "churned"),
+    }
+    registry.register("churn", bundle, kept)
     return f"{root / 'registry'}/churn@1"
 
 
@@ -281,6 +291,13 @@ def test_drift_command_on_a_file_gates_on_the_dataset_verdict(registered, tmp_pa
     }
     assert "payment_method: categories never seen in the reference" in printed
     assert "DRIFT: " in printed and f"current 800 rows from {current}" in printed
+    # the training data contract, checked on the new rows too (inputs only: no target there)
+    broken = {(f["column"], f["check"]) for f in verdict["contract"]}
+    assert ("payment_method", "categories training never saw") in broken
+    assert ("tenure_months", "outside the training range") in broken
+    assert "churned" not in {column for column, _ in broken}
+    assert "contract warning: 'payment_method' categories training never saw" in printed
+    assert '<section id="contract"' in html and "crypto" in html
 
     # Another sample of the training distribution: no dataset drift, exit 0; --psi adds PSI.
     make_churn_dataset(rows=800, seed=6).to_parquet(tmp_path / "same.parquet")
@@ -289,6 +306,7 @@ def test_drift_command_on_a_file_gates_on_the_dataset_verdict(registered, tmp_pa
     assert cli.main(argv) == 0
     verdict = json.loads((out / "drift-verdict.json").read_text())
     assert verdict["dataset_drift"] is False and verdict["options"]["psi"] is True
+    assert not [f for f in verdict["contract"] if f["check"] == "categories training never saw"]
     assert all(f["psi"] is not None for f in verdict["features"])  # categories included
     assert "no dataset drift" in capsys.readouterr().out
 

@@ -1,8 +1,9 @@
 """Report: the evaluation report (one self-contained HTML page) and the model card.
 
 The report gathers what the model stage measured: test metrics, ROC and precision-recall
-curves, the confusion matrix, calibration, learning curves with the fit verdict, feature
-importance, the tuning history and metrics per slice of a categorical column. Every section
+curves, the confusion matrix, calibration, learning curves with the fit verdict, the
+features kept and dropped (with the reasons), feature importance, the tuning history and
+metrics per slice of a categorical column. Every section
 is always present; one without data says why. The model card (Markdown) travels inside the
 bundle as metadata["model_card"]: a bundle directory holds only model.joblib and
 metadata.json, because KServe loads one model file per directory.
@@ -438,26 +439,61 @@ def _bar_chart(ranked: list[tuple[str, float]], spread: dict[str, float], title:
     return figure_to_img(figure, title)
 
 
-def _tuning_section(trials: list[dict[str, Any]]) -> Section:
+def _gain(study: dict[str, Any]) -> float | None:
+    """How much the best trial beat the defaults on the objective (positive: better)."""
+    default, best = study.get("default_score"), study.get("best_score")
+    if not (_finite(default) and _finite(best)):
+        return None
+    return (best - default) if study.get("greater_is_better", True) else (default - best)
+
+
+def _objective_data(study: dict[str, Any]) -> str:
+    cv = study.get("cv")
+    if study.get("objective_data") == "cv" and cv:
+        return f"cv: {cv.get('scheme', 'k-fold')}, {cv.get('folds')} folds"
+    return study.get("objective_data", "validation")
+
+
+def _tuning_section(trials: list[dict[str, Any]], champion: str | None = None) -> Section:
     section = Section("tuning", "Tuning history")
     if not trials:
         return section.text("No hyperparameter tuning ran for this model.", "muted")
+    chosen = next((study for study in trials if study.get("family") == champion), None)
+    if chosen is not None:
+        budget = chosen.get("budget", {})
+        gain = _gain(chosen)
+        change = "n/a" if gain is None else f"{gain:+.4f}"
+        section.text(
+            f"Champion ({champion}): tuning took {chosen.get('metric', 'the score')} on "
+            f"{_objective_data(chosen)} from {_number(chosen.get('default_score'))} with the "
+            f"family's defaults to {_number(chosen.get('best_score'))} ({change}), in "
+            f"{len(chosen.get('trials', []))} of {budget.get('trials', '?')} trials and "
+            f"{_number(chosen.get('elapsed_seconds'), 1)} s of the "
+            f"{_number(budget.get('timeout_seconds'), 0)} s budget "
+            f"(stopped by {chosen.get('stopped_by', '?')})."
+        )
     rows = []
     for study in trials:
         budget = study.get("budget", {})
         ran = len(study.get("trials", []))
+        family = study.get("family", "?")
         rows.append(
             [
-                study.get("family", "?"),
+                f"{family} (champion)" if family == champion else family,
                 study.get("metric", "?"),
+                _objective_data(study),
                 f"{ran} of {budget.get('trials', '?')} (timeout {budget.get('timeout_seconds')}s)",
                 _number(study.get("default_score")),
                 _number(study.get("best_score")),
+                _number(_gain(study)),
                 ", ".join(f"{k}={v}" for k, v in (study.get("best_params") or {}).items()),
             ]
         )
-    headers = ["family", "metric", "trials run", "default score", "best score", "best params"]
-    section.add(table(headers, rows))
+    headers = [
+        "family", "metric", "objective on", "trials run", "default score", "best score",
+        "gain", "best params",
+    ]  # fmt: skip
+    section.add(table(headers, rows, css_id="tuning-table"))
     figure, axes = plt.subplots(figsize=(7, 4))
     for study in trials:
         done = [t for t in study.get("trials", []) if _finite(t.get("value"))]
@@ -485,6 +521,41 @@ def _tuning_section(trials: list[dict[str, Any]]) -> Section:
     failed = sum(1 for s in trials for t in s.get("trials", []) if not _finite(t.get("value")))
     if failed:
         section.text(f"{failed} trial(s) were pruned or failed and have no score.", "muted")
+    return section
+
+
+def _features_section(
+    preprocessing: dict[str, Any] | None, selection: dict[str, Any] | None
+) -> Section:
+    """Input columns the preprocessing dropped, and the features selection kept or dropped,
+    each with the reason the step recorded."""
+    section = Section("features", "Features")
+    if not preprocessing and not selection:
+        return section.text("No preprocessing or feature selection report was given.", "muted")
+    if preprocessing:
+        used, dropped = (
+            preprocessing.get("input_columns", []),
+            preprocessing.get("dropped_columns", {}),
+        )
+        section.text(
+            f"Preprocessing: {len(used)} input column(s) used, {len(dropped)} dropped; "
+            f"they make {len(preprocessing.get('features', []))} feature(s)."
+        )
+        if dropped:
+            rows = [[name, reason] for name, reason in dropped.items()]
+            section.add(table(["dropped input column", "reason"], rows, css_id="dropped-columns"))
+    if selection:
+        kept, dropped = selection.get("kept", []), selection.get("dropped", {})
+        methods = ", ".join(selection.get("methods", [])) or "none (every feature kept)"
+        section.text(
+            f"Feature selection ({methods}): {len(kept)} feature(s) kept, {len(dropped)} dropped."
+        )
+        scores = selection.get("scores", {})
+        rows = [[name, *[_cell(scores[m].get(name)) for m in scores]] for name in kept]
+        section.add(table(["kept feature", *scores], rows, css_id="kept-features"))
+        if dropped:
+            rows = [[name, reason] for name, reason in dropped.items()]
+            section.add(table(["dropped feature", "reason"], rows, css_id="dropped-features"))
     return section
 
 
@@ -535,8 +606,12 @@ def render_evaluation_report(
     slices: dict[str, Any] | None,
     metadata: dict[str, Any],
     blessing: dict[str, Any] | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> str:
-    """One HTML page with no external reference: inline CSS, figures as base64 PNG."""
+    """One HTML page with no external reference: inline CSS, figures as base64 PNG.
+
+    `preprocessing` and `selection` are the preprocess and select_features steps' reports."""
     task = evaluation.get("task", metadata.get("task", ""))
     name = metadata.get("model_name") or metadata.get("target", "model")
     subtitle = (
@@ -551,8 +626,9 @@ def render_evaluation_report(
         _confusion_section(evaluation),
         _calibration_section(evaluation),
         _learning_section(diagnosis),
+        _features_section(preprocessing, selection),
         _importance_section(explanation),
-        _tuning_section(trials),
+        _tuning_section(trials, metadata.get("family")),
         _slices_section(slices, task),
     ]
     return render_page(f"Evaluation report: {name}", subtitle, sections)
@@ -739,13 +815,16 @@ def build_report(
     explanation: dict[str, Any] | None,
     trials: list[dict[str, Any]],
     options: ReportOptions,
+    preprocessing: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """The HTML report and the Markdown model card for one evaluated bundle."""
     column = options.slice_column or pick_slice_column(bundle.schema)
     slices = metrics_by_slice(bundle, test, column, options.max_slices) if column else None
     page = render_evaluation_report(
-        evaluation, diagnosis, explanation, trials, slices, bundle.metadata, blessing
-    )
+        evaluation, diagnosis, explanation, trials, slices, bundle.metadata, blessing,
+        preprocessing, selection,
+    )  # fmt: skip
     card = render_model_card(bundle.metadata, evaluation, blessing, diagnosis, slices)
     return page, card
 
@@ -768,6 +847,8 @@ def report(
     diagnosis: Input[Artifact],
     explanation: Input[Artifact],
     trials: Input[list[Artifact]],
+    preprocessing: Input[Artifact],
+    features: Input[Artifact],
     report: Output[HTML],
     model_card: Output[Markdown],
     carded: Output[Model],
@@ -783,6 +864,8 @@ def report(
         diagnosis: The fit diagnosis JSON (verdict, evidence, learning and validation curves).
         explanation: The feature importance JSON (permutation importance, optional SHAP).
         trials: One tuning history JSON per model family.
+        preprocessing: The preprocess step's report JSON (input columns dropped and why).
+        features: The select_features step's report JSON (features kept, dropped and why).
         report: Self-contained HTML page (no network needed to view it).
         model_card: The model card as Markdown: intended use, training data, metrics, gate
             decision, limitations.
@@ -811,6 +894,8 @@ def report(
         read(explanation.path),
         [study for study in (read(t.path) for t in trials) if study],
         settings,
+        read(preprocessing.path),
+        read(features.path),
     )
     with open(report.path, "w") as handle:
         handle.write(page)

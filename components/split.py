@@ -54,7 +54,16 @@ class SplitOptions(BaseModel):
     time_column: str | None = Field(
         None, description="Timestamp column: train is oldest, test newest."
     )
-    cv_folds: int = Field(5, ge=2, description="Folds of the cross-validation used by tuning.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_options(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "cv_folds" in data:
+            raise ValueError(
+                "cv_folds is a tuning option now: set models.tuning.cv_folds (TuningOptions), "
+                "not split.cv_folds; tuning's cross-validation follows this split's strategy"
+            )
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "SplitOptions":
@@ -308,28 +317,70 @@ def _describe(splits: Splits, target: str, task: str, options: SplitOptions, dro
 
 
 def cv_splitter(
-    task: str, options: SplitOptions | None = None, groups: pd.Series | np.ndarray | None = None
+    task: str, folds: int, options: SplitOptions | None = None, seed: int = 42
 ) -> StratifiedKFold | KFold | GroupKFold | TimeSeriesSplit:
-    """The cross-validation that respects the same rules as the train/validation/test split.
+    """The cross-validation that follows the same rules as the train/validation/test split.
 
-    Time: TimeSeriesSplit (rows must be in time order, as a time split writes them). Groups:
-    GroupKFold (pass the same groups to its split()). Otherwise stratified folds for
-    classification, plain shuffled folds for regression.
+    Time: TimeSeriesSplit (each fold trains on the past only; `cross_validation_folds` feeds
+    it the distinct timestamps in order). Group: GroupKFold (pass the groups to its split()).
+    Otherwise stratified folds for classification, plain shuffled folds for regression.
     """
     options = options or SplitOptions()
-    folds = options.cv_folds
     if options.strategy == TIME:
         return TimeSeriesSplit(n_splits=folds)
-    if groups is not None or options.strategy == GROUP:
-        if groups is not None and pd.Series(groups).nunique() < folds:
-            raise DataError(
-                f"{pd.Series(groups).nunique()} distinct group(s) cannot make cv_folds={folds} "
-                "folds; lower cv_folds"
-            )
-        return GroupKFold(n_splits=folds, shuffle=True, random_state=options.seed)
+    if options.strategy == GROUP:
+        return GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     if task == CLASSIFICATION:
-        return StratifiedKFold(n_splits=folds, shuffle=True, random_state=options.seed)
-    return KFold(n_splits=folds, shuffle=True, random_state=options.seed)
+        return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return KFold(n_splits=folds, shuffle=True, random_state=seed)
+
+
+def cross_validation_folds(
+    frame: pd.DataFrame,
+    target: str,
+    task: str,
+    folds: int,
+    options: SplitOptions | None = None,
+    seed: int = 42,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training positions, held-out positions) of each fold over the rows of `frame`.
+
+    Every row is held out at most once (a time split never holds out its oldest stretch).
+    Group: no group on both sides of a fold. Time: folds are cut between distinct timestamps,
+    so every training row of a fold is older than each of its held-out rows.
+    """
+    options = options or SplitOptions()
+    splitter = cv_splitter(task, folds, options, seed)
+    positions = np.arange(len(frame))
+    if options.strategy == TIME:
+        times = _as_time(_required_column(frame, options.time_column, "time_column"),
+                         options.time_column).reset_index(drop=True)  # fmt: skip
+        distinct = pd.Index(times.unique()).sort_values()
+        if len(distinct) <= folds:
+            raise DataError(
+                f"time_column '{options.time_column}' has {len(distinct)} distinct time(s) "
+                f"in the training rows; cv_folds={folds} folds need at least {folds + 1}"
+            )
+        return [
+            (positions[times.isin(distinct[before]).to_numpy()],
+             positions[times.isin(distinct[after]).to_numpy()])
+            for before, after in splitter.split(distinct)
+        ]  # fmt: skip
+    groups = None
+    if options.strategy == GROUP:
+        groups = _required_column(frame, options.group_column, "group_column")
+        if groups.isna().any():
+            raise DataError(f"group_column '{options.group_column}' is missing in "
+                            f"{int(groups.isna().sum())} training row(s)")  # fmt: skip
+        if groups.nunique() < folds:
+            raise DataError(
+                f"group_column '{options.group_column}' has {groups.nunique()} distinct "
+                f"group(s) in the training rows; cv_folds={folds} folds need at least {folds}"
+            )
+    try:
+        return list(splitter.split(positions, frame[target], groups))
+    except ValueError as error:
+        raise DataError(f"cannot make {folds} cross-validation folds: {error}") from None
 
 
 @component
@@ -356,7 +407,7 @@ def split(
         report: JSON: strategy applied, rows and shares, class shares per partition, groups
             per partition (group split), time boundaries (time split), warnings.
         options: SplitOptions: strategy (stratified, random, group, time),
-            validation_fraction, test_fraction, seed, group_column, time_column, cv_folds.
+            validation_fraction, test_fraction, seed, group_column, time_column.
     """
     import json
 

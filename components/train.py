@@ -1,8 +1,11 @@
 """Train: one model family on the preprocessed training rows, bundled with its preprocessing.
 
-The pipeline runs this component once per family in parallel (dsl.ParallelFor).
+The pipeline runs this component once per family in parallel (dsl.ParallelFor). Tuning's
+cross-validation folds are built here (`cross_validation_matrices`): the rules they follow
+are in components/tune.py's docstring.
 """
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,10 +25,17 @@ from xgboost import XGBClassifier, XGBRegressor
 
 from kfp_lifecycle.bundle import Bundle
 from kfp_lifecycle.component import component
-from kfp_lifecycle.components.balance import split_balance_columns
+from kfp_lifecycle.components.balance import (
+    BalanceOptions,
+    balance_training_rows,
+    split_balance_columns,
+)
 from kfp_lifecycle.components.evaluate import compute_metrics
+from kfp_lifecycle.components.features import KeepFeatures
+from kfp_lifecycle.components.split import GROUP, TIME, SplitOptions, cross_validation_folds
 from kfp_lifecycle.components.tune import (
     EARLY_STOPPING_ROUNDS,
+    Fold,
     TuningOptions,
     fit_estimator,
     tune,
@@ -125,7 +135,6 @@ def _matrices(
         "y_valid": y_valid.to_numpy(),
         "classes": classes,
         "sample_weight": None if sample_weight is None else np.asarray(sample_weight),
-        "synthetic": origins is not None and bool((origins < 0).any()),
     }
 
 
@@ -140,12 +149,30 @@ def tune_family(
     options: TuningOptions,
     seed: int = 42,
     fitted_rows: pd.DataFrame | None = None,
+    split: SplitOptions | None = None,
+    balance: BalanceOptions | None = None,
 ) -> dict[str, Any]:
     """The Optuna study of one family (components/tune.py) on the same matrices training uses.
 
-    `train_model(..., params=chosen_params(study))` then fits the best trial's model."""
+    Objective cv builds its folds first (`cross_validation_matrices`), by the rules of
+    `split` and replaying `balance`. `train_model(..., params=chosen_params(study))` then
+    fits the best trial's model."""
     data = _matrices(train, validation, target, task, preprocessor, fitted_rows)
-    return tune(
+    folds, cv = None, None
+    if options.enabled and options.objective == "cv":
+        started = time.monotonic()
+        folds = cross_validation_matrices(
+            train, validation, target, task, preprocessor, fitted_rows,
+            options.cv_folds, options.seed, split, balance,
+        )  # fmt: skip
+        cv = {
+            "folds": len(folds),
+            "scheme": _fold_scheme(task, split),
+            "held_out_rows": [len(fold.held_out_rows) for fold in folds],
+            "training_rows": [len(fold.train_origins) for fold in folds],
+            "preparation_seconds": round(time.monotonic() - started, 2),
+        }
+    study = tune(
         make_estimator(family, task, seed),
         family,
         task,
@@ -155,10 +182,123 @@ def tune_family(
         data["x_valid"],
         data["y_valid"],
         data["classes"],
-        options,
+        options if folds is not None else options.model_copy(update={"objective": "validation"}),
         data["sample_weight"],
-        data["synthetic"],
+        folds,
     )
+    if cv is not None:
+        study["cv"] = cv
+    return study
+
+
+def _fold_scheme(task: str, split: SplitOptions | None) -> str:
+    split = split or SplitOptions()
+    if split.strategy == GROUP:
+        return f"group k-fold on '{split.group_column}'"
+    if split.strategy == TIME:
+        return f"time-ordered folds on '{split.time_column}' (training rows precede held-out)"
+    return "stratified k-fold" if task == CLASSIFICATION else "shuffled k-fold"
+
+
+def cross_validation_matrices(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    target: str,
+    task: str,
+    preprocessor: Pipeline,
+    fitted_rows: pd.DataFrame | None,
+    folds: int,
+    seed: int = 42,
+    split: SplitOptions | None = None,
+    balance: BalanceOptions | None = None,
+) -> list[Fold]:
+    """Each fold's matrices, made as if the fold's training rows were all there are.
+
+    The real training rows are `fitted_rows` (the rows the preprocessor and the balance step
+    saw; `train` itself when it was not resampled). Folds are cut over them by the split's
+    rules; each fold refits the preprocessing on its training rows (`refit_preprocessor`)
+    and replays the balance step on them with `balance`, so every copy or synthetic row is
+    made from, and trained beside, that fold's training rows only.
+    """
+    rows, weights, origins = split_balance_columns(train)
+    real = (rows if fitted_rows is None else fitted_rows).reset_index(drop=True)
+    resampled = weights is not None or (
+        origins is not None and not np.array_equal(origins, np.arange(len(real)))
+    )
+    if resampled and (balance is None or fitted_rows is None):
+        raise DataError(
+            "objective cv replays the balance step on each fold's training rows, and these "
+            "rows were rebalanced: pass the balance options and the real rows (fitted_rows)"
+        )
+    classes = class_labels(real[target]) if task == CLASSIFICATION else None
+    index = None if classes is None else {label: i for i, label in enumerate(classes)}
+
+    def labels(frame: pd.DataFrame) -> np.ndarray:
+        values = frame[target] if index is None else frame[target].map(index)
+        return values.to_numpy()
+
+    features_valid = validation.drop(columns=[target])
+    built = []
+    for number, (inside, held_out) in enumerate(
+        cross_validation_folds(real, target, task, folds, split, seed), start=1
+    ):
+        inside_rows = real.iloc[inside].reset_index(drop=True)
+        if classes is not None and inside_rows[target].nunique() < len(classes):
+            absent = sorted(map(str, set(classes) - set(inside_rows[target])))
+            raise DataError(
+                f"cross-validation fold {number} has no training row of class(es) "
+                f"{', '.join(absent)} of '{target}'; lower cv_folds or use objective validation"
+            )
+        fitted, honest = refit_preprocessor(preprocessor, inside_rows, target)
+        trained, fold_weights, fold_origins = inside_rows, None, np.arange(len(inside_rows))
+        if balance is not None:
+            try:
+                rebalanced, _ = balance_training_rows(inside_rows, target, task, balance)
+            except DataError as error:
+                raise DataError(f"cross-validation fold {number}: {error}") from None
+            trained, fold_weights, fold_origins = split_balance_columns(rebalanced)
+        held = real.iloc[held_out]
+        built.append(
+            Fold(
+                x_train=_place_rows(honest, fitted, trained, target, fold_origins),
+                y_train=labels(trained),
+                sample_weight=None if fold_weights is None else np.asarray(fold_weights),
+                x_held_out=_floats(fitted.transform(held.drop(columns=[target]))),
+                y_held_out=labels(held),
+                x_valid=_floats(fitted.transform(features_valid)),
+                train_origins=np.where(fold_origins >= 0, inside[fold_origins], -1),
+                held_out_rows=np.asarray(held_out),
+                preprocessor=fitted,
+            )
+        )
+    return built
+
+
+def refit_preprocessor(
+    preprocessor: Pipeline, rows: pd.DataFrame, target: str
+) -> tuple[Pipeline, np.ndarray]:
+    """The same preprocessing fitted on `rows` alone, and the rows' cross-fitted features.
+
+    The steps (columns, encodings) are the fitted preprocessor's; what they learn from data
+    is learnt again from `rows`. A feature selection step keeps the same features, by name:
+    one these rows cannot produce (a category they lack) is left out."""
+    *steps, (name, last) = preprocessor.steps
+    selector = last if isinstance(last, KeepFeatures) else None
+    unfitted = clone(Pipeline(steps if selector is not None else preprocessor.steps))
+    # fit_transform: a target encoder's own rows get their cross-fitted encodings.
+    matrix = _floats(unfitted.fit_transform(rows.drop(columns=[target]), rows[target]))
+    if selector is None:
+        return unfitted, matrix
+    names = [str(feature) for feature in unfitted.get_feature_names_out()]
+    produced = set(names)
+    keep = KeepFeatures(names, [f for f in selector.keep if f in produced]).fit()
+    if not keep.keep:
+        raise DataError("none of the selected features can be made from a fold's training rows")
+    return Pipeline([*unfitted.steps, (name, keep)]), keep.transform(matrix)
+
+
+def _floats(matrix: Any) -> np.ndarray:
+    return np.asarray(matrix, dtype="float64")
 
 
 def train_model(
@@ -221,10 +361,20 @@ def training_matrix(
     Rows the balance step synthesised were never fitted on: their plain transform is honest.
     """
     fitted_rows = train if fitted_rows is None else fitted_rows
-    honest = clone(preprocessor).fit_transform(
-        fitted_rows.drop(columns=[target]), fitted_rows[target]
-    )
-    honest = np.asarray(honest, dtype="float64")
+    features, labels = fitted_rows.drop(columns=[target]), fitted_rows[target]
+    honest = _floats(clone(preprocessor).fit_transform(features, labels))
+    return _place_rows(honest, preprocessor, train, target, origins)
+
+
+def _place_rows(
+    honest: np.ndarray,
+    preprocessor: Pipeline,
+    train: pd.DataFrame,
+    target: str,
+    origins: np.ndarray | None,
+) -> np.ndarray:
+    """The balanced rows' features: a real row's (or its copy's) cross-fitted features from
+    `honest` (one row per fitted row), a synthetic row's (origin -1) plain transform."""
     if origins is None:
         return honest
     matrix = np.empty((len(train), honest.shape[1]), dtype="float64")
@@ -232,7 +382,7 @@ def training_matrix(
     matrix[real] = honest[origins[real]]
     if (~real).any():
         synthetic = train.loc[~real].drop(columns=[target])
-        matrix[~real] = np.asarray(preprocessor.transform(synthetic), dtype="float64")
+        matrix[~real] = _floats(preprocessor.transform(synthetic))
     return matrix
 
 
@@ -257,6 +407,8 @@ def train(
     trials: Output[Artifact],
     seed: int = 42,
     tuning: dict = {},  # noqa: B006 (KFP default, never mutated)
+    split: dict = {},  # noqa: B006
+    balance: dict = {},  # noqa: B006
 ):
     """Tune one model family's hyperparameters (Optuna), train it with the best, and bundle
     it with the fitted preprocessing.
@@ -280,17 +432,25 @@ def train(
         tuning: TuningOptions (empty: defaults): enabled, trials, timeout_seconds,
             objective (validation or cv), cv_folds, pruning, seed, early_stopping_rounds.
             The family's defaults are always trial 0; disabled: that trial only.
+        split: The split step's SplitOptions: objective cv cuts its folds by the same
+            strategy (group k-fold on group_column, time order on time_column).
+        balance: The balance step's BalanceOptions: objective cv replays the balancing on
+            each fold's training rows, so no copy or synthetic row reaches a held-out fold.
     """
     import json
 
     import pandas as pd
 
     from kfp_lifecycle.bundle import write_bundle
+    from kfp_lifecycle.components.balance import BalanceOptions
     from kfp_lifecycle.components.preprocess import load_preprocessor
+    from kfp_lifecycle.components.split import SplitOptions
     from kfp_lifecycle.components.train import train_model, tune_family
     from kfp_lifecycle.components.tune import TuningOptions, chosen_params
 
     options = TuningOptions.model_validate(tuning)
+    split_options = SplitOptions.model_validate(split)
+    balance_options = BalanceOptions.model_validate(balance)
     with open(validation_report.path) as handle:
         resolved = json.load(handle)
     task, primary_metric = resolved["task"], resolved["primary_metric"]
@@ -299,8 +459,9 @@ def train(
     held_out = pd.read_parquet(validation.path)
     fitted_on = pd.read_parquet(fitted_rows.path)
     study = tune_family(
-        rows, held_out, target, task, family, fitted, primary_metric, options, seed, fitted_on
-    )
+        rows, held_out, target, task, family, fitted, primary_metric, options, seed, fitted_on,
+        split_options, balance_options,
+    )  # fmt: skip
     with open(trials.path, "w") as handle:
         json.dump(study, handle, indent=2)
     bundle = train_model(

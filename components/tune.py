@@ -2,25 +2,41 @@
 
 The family's default parameters are always the first trial, so tuning can only keep or beat
 them on the objective, and the report can show by how much. The objective is the primary
-metric on the validation rows, or its mean over a stratified k-fold cross-validation of the
-training rows. The median pruner stops a trial that lags the others at the same step: after
-each fold (objective cv), or after each stage of a random forest's trees (objective
+metric on the validation rows, or its mean over a k-fold cross-validation of the training
+rows (objective cv). The median pruner stops a trial that lags the others at the same step:
+after each fold (objective cv), or after each stage of a random forest's trees (objective
 validation). Boosted families are not pruned stage by stage: a partly boosted model scores
 low whenever its learning rate is small, so the pruner would bias the search against slow
 learners; they stop on their own (early stopping). XGBoost trials stop early on the
 validation rows; the number of trees each one reached is recorded.
+
+Cross-validation folds (built once by components/train.py, reused by every trial) follow
+three rules, so a fold's score is what the pipeline would measure on rows it never saw:
+- folds are cut over the real training rows by the split's own rules (components/split.py,
+  cross_validation_folds: group k-fold on the group column, folds in time order on the
+  timestamp column, stratified otherwise); each held-out row is a real row, scored once;
+- the balance step is replayed on each fold's training rows: its copies and SMOTE's
+  synthetic rows come from those rows alone and only ever sit on the training side;
+- the preprocessing is refitted on each fold's training rows: imputation values, clipping
+  bounds, scaling, category lists and target encodings come from those rows alone. What the
+  preprocess and select_features steps decided once on all training rows stays: the columns
+  dropped, each column's encoding, the outlier rows removed and the features kept. The first
+  three use no labels. Feature selection may (mutual_information, importance): re-running it
+  per fold would need its options here and would tune each fold on another feature set than
+  the final model gets, so the tuned parameters would fit a model that is never trained. A
+  feature a fold's rows cannot produce (a category absent from them) is left out of that fold.
 """
 
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import optuna
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.base import clone
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from kfp_lifecycle.bundle import Prediction
 from kfp_lifecycle.components.evaluate import compute_metrics
@@ -48,10 +64,12 @@ class TuningOptions(BaseModel):
     objective: Literal["validation", "cv"] = Field(
         "validation",
         description="validation: the primary metric on the validation rows; cv: its mean over "
-        "cv_folds folds of the training rows (falls back to validation when the balance step "
-        "added synthetic rows, which must not reach a held-out fold).",
+        "cv_folds folds of the training rows, cut by the split's strategy (group, time or "
+        "stratified), with the preprocessing refitted and the balancing replayed per fold.",
     )
-    cv_folds: int = Field(3, ge=2, le=20, description="Folds for objective cv.")
+    cv_folds: int = Field(
+        3, ge=2, le=20, description="Folds of objective cv (the only cross-validation setting)."
+    )
     pruning: bool = Field(
         True,
         description="Stop a trial that lags the median of earlier trials at the same step: "
@@ -65,6 +83,21 @@ class TuningOptions(BaseModel):
         description="XGBoost: rounds without improvement on the validation rows before a fit "
         "stops, in every trial and in the final fit.",
     )
+
+
+@dataclass
+class Fold:
+    """One cross-validation fold's matrices, built from its own training rows alone."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    sample_weight: np.ndarray | None
+    x_held_out: np.ndarray
+    y_held_out: np.ndarray
+    x_valid: np.ndarray  # the validation rows through this fold's preprocessing (early stopping)
+    train_origins: np.ndarray  # each training row's real row; -1 for a synthetic row
+    held_out_rows: np.ndarray  # the real rows scored
+    preprocessor: Any = field(repr=False, default=None)  # the transform fitted for this fold
 
 
 def _space(trial: optuna.Trial, family: str, task: str) -> dict[str, Any]:
@@ -186,17 +219,17 @@ def tune(
     classes: list | None,
     options: TuningOptions,
     sample_weight: np.ndarray | None = None,
-    has_synthetic_rows: bool = False,
+    folds: list[Fold] | None = None,
 ) -> dict[str, Any]:
     """Search the family's space; return the study document (trials, best, default score).
 
     `base` is the family's estimator with its defaults; every trial fits a clone of it with
-    the trial's parameters, exactly as training fits the final model (`chosen_params`)."""
+    the trial's parameters, exactly as training fits the final model (`chosen_params`).
+    Objective cv scores the trial on `folds` (see the module docstring)."""
     greater = METRICS[metric].greater_is_better
     objective_kind = options.objective
-    note = ""
-    if objective_kind == "cv" and has_synthetic_rows:
-        objective_kind, note = "validation", "cv fell back to validation: synthetic rows"
+    if objective_kind == "cv" and not folds:
+        raise ValueError("objective cv needs the folds (components/train.py builds them)")
     fixed = fixed_params(family, options)
     base = clone(base).set_params(**fixed)
     defaults = defaults_of(base, family, task)
@@ -223,23 +256,17 @@ def tune(
         return score(estimator, x_valid, y_valid)
 
     def cv_objective(trial: optuna.Trial, params: dict[str, Any]) -> float:
-        splitter = (
-            StratifiedKFold(options.cv_folds, shuffle=True, random_state=options.seed)
-            if task == CLASSIFICATION
-            else KFold(options.cv_folds, shuffle=True, random_state=options.seed)
-        )
         scores, iterations = [], []
-        for fold, (inside, held_out) in enumerate(splitter.split(x_train, y_train)):
-            weight = None if sample_weight is None else sample_weight[inside]
+        for step, fold in enumerate(folds):
             estimator = clone(base).set_params(**params)
             # XGBoost stops early on the validation rows, as the final fit does: stopping on
             # the held-out fold would let that fold pick the trees it is scored on.
-            fit_estimator(estimator, family, x_train[inside], y_train[inside], weight,
-                          x_valid, y_valid)  # fmt: skip
+            fit_estimator(estimator, family, fold.x_train, fold.y_train, fold.sample_weight,
+                          fold.x_valid, y_valid)  # fmt: skip
             if family == "xgboost":
                 iterations.append(int(estimator.best_iteration))
-            scores.append(score(estimator, x_train[held_out], y_train[held_out]))
-            trial.report(float(np.mean(scores)), fold)
+            scores.append(score(estimator, fold.x_held_out, fold.y_held_out))
+            trial.report(float(np.mean(scores)), step)
             if options.pruning and trial.should_prune():
                 raise optuna.TrialPruned()
         if iterations:
@@ -299,7 +326,6 @@ def tune(
         "greater_is_better": greater,
         "objective": "maximize" if greater else "minimize",
         "objective_data": objective_kind,
-        "note": note,
         "default_params": _plain(defaults),
         "fixed_params": fixed,
         "default_score": default.value,

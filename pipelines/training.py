@@ -51,7 +51,8 @@ def training_pipeline(
     features_options: dict = {},  # noqa: B006
     balance_options: dict = {},  # noqa: B006
 ) -> dsl.Artifact:
-    ingested = with_s3_access(ingest(source=data))
+    # never cached: the key is the URI string, and the data behind a URI changes
+    ingested = with_s3_access(ingest(source=data).set_caching_options(False))
     checked = with_s3_access(
         validate(
             dataset=ingested.outputs["dataset"],
@@ -104,6 +105,8 @@ def training_pipeline(
             target=target,
             family=family,
             tuning=tuning_options,
+            split=split_options,  # tuning's cross-validation follows the split's strategy
+            balance=balance_options,  # ... and replays the balancing inside each fold
         )
 
     chosen = select(
@@ -144,6 +147,8 @@ def training_pipeline(
         diagnosis=diagnosed.outputs["diagnosis"],
         explanation=explained.outputs["explanation"],
         trials=dsl.Collected(candidate.outputs["trials"]),
+        preprocessing=prepared.outputs["report"],
+        features=selected.outputs["report"],
         options=report_options,
     ).set_display_name("report (evaluation report, model card)")
     registered = with_s3_access(

@@ -96,7 +96,7 @@ def test_the_run_writes_an_evaluation_report_with_every_section_filled(churn_run
     (page,) = (root / "run1" / "pipeline-root").glob("*/report/report")
     html = page.read_text()
     for key in ("metrics", "gate", "roc", "pr", "confusion", "calibration", "learning",
-                "importance", "tuning", "slices"):  # fmt: skip
+                "importance", "tuning", "slices", "features"):  # fmt: skip
         assert f'<section id="{key}">' in html, key
     for missing in ("No fit diagnosis", "No feature importance", "No hyperparameter tuning"):
         assert missing not in html

@@ -16,6 +16,7 @@ from kfp_lifecycle.components.evaluate import (
     calibrate_bundle_threshold,
     evaluate_bundle,
 )
+from kfp_lifecycle.components.features import FeaturesOptions, fit_feature_selector
 from kfp_lifecycle.components.gate import GateOptions, decide
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.report import (
@@ -42,6 +43,7 @@ SECTIONS = (
     "confusion",
     "calibration",
     "learning",
+    "features",
     "importance",
     "tuning",
     "slices",
@@ -118,6 +120,16 @@ def evaluated(tmp_path_factory, churn):
     return root / "tuned", bundle, parts.test, evaluation, blessing
 
 
+@pytest.fixture(scope="module")
+def feature_reports(churn):
+    """The preprocess and select_features reports of a table with a constant column."""
+    parts = split_table(churn.assign(site="main"), "churned", CLASSIFICATION, seed=0)
+    fitted, _, preprocessing = fit_preprocessor(parts.train, "churned", CLASSIFICATION)
+    options = FeaturesOptions(methods=["variance", "correlation", "mutual_information"])
+    _, selection = fit_feature_selector(fitted, parts.train, "churned", CLASSIFICATION, options)
+    return preprocessing.to_dict(), selection.to_dict()
+
+
 class _Sections(HTMLParser):
     """Body text (heading aside) and images inside each <section id=...> of a page."""
 
@@ -171,11 +183,14 @@ def _chromium(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed at /usr/bin/chromium")
-def test_report_renders_in_a_browser_with_every_section_filled(tmp_path, evaluated):
+def test_report_renders_in_a_browser_with_every_section_filled(
+    tmp_path, evaluated, feature_reports
+):
     _, bundle, test, evaluation, blessing = evaluated
     page, _ = build_report(
-        bundle, test, evaluation, blessing, DIAGNOSIS, EXPLANATION, TRIALS, ReportOptions()
-    )
+        bundle, test, evaluation, blessing, DIAGNOSIS, EXPLANATION, TRIALS, ReportOptions(),
+        *feature_reports,
+    )  # fmt: skip
     path = tmp_path / "report.html"
     path.write_text(page)
     dom = _chromium("--dump-dom", path.as_uri(), profile=tmp_path / "profile").stdout
@@ -193,6 +208,7 @@ def test_report_renders_in_a_browser_with_every_section_filled(tmp_path, evaluat
     assert not re.search(r"https?://|url\(|@import", page)
     assert "overfitting" in sections.text["learning"]
     assert "Test rows split by 'plan'" in sections.text["slices"]
+    assert "site" in sections.text["features"] and "kept feature" in sections.text["features"]
 
     screenshot = tmp_path / "report.png"
     _chromium(
@@ -214,6 +230,7 @@ def test_sections_without_data_say_so(evaluated, regression, tmp_path):
     assert "No feature importance" in sections.text["importance"]
     assert "No hyperparameter tuning" in sections.text["tuning"]
     assert "No slice column" in sections.text["slices"]
+    assert "No preprocessing or feature selection report" in sections.text["features"]
 
     parts = split_table(regression, "price", REGRESSION, seed=0)
     fitted, schema, _ = fit_preprocessor(parts.train, "price", REGRESSION)
@@ -229,6 +246,60 @@ def test_sections_without_data_say_so(evaluated, regression, tmp_path):
     for key in ("roc", "pr", "confusion", "calibration"):
         assert "apply to classifiers; this is a regression model" in sections.text[key]
     assert sections.images["metrics"] == 1  # predicted against actual
+
+
+class _Tables(HTMLParser):
+    """The body rows (cell texts) of each <table id=...> of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[str, list[list[str]]] = {}
+        self._table = self._row = None
+        self._in_body = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._table = dict(attrs).get("id")
+            self.rows[self._table] = []
+        elif tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self._row = []
+            self.rows[self._table].append(self._row)
+        elif tag == "td" and self._row is not None:
+            self._row.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_body, self._row = False, None
+
+    def handle_data(self, data):
+        if self._row:
+            self._row[-1] += data
+
+
+def test_features_section_lists_kept_and_dropped_features_with_reasons(evaluated, feature_reports):
+    _, bundle, _, evaluation, _ = evaluated
+    preprocessing, selection = feature_reports
+    assert preprocessing["dropped_columns"]["site"] and selection["dropped"]  # something to show
+    page = render_evaluation_report(
+        evaluation, None, None, [], None, bundle.metadata, None, preprocessing, selection
+    )
+    tables = _Tables()
+    tables.feed(page)
+    assert {r[0]: r[1] for r in tables.rows["dropped-columns"]} == preprocessing["dropped_columns"]
+    assert {r[0]: r[1] for r in tables.rows["dropped-features"]} == selection["dropped"]
+    kept = tables.rows["kept-features"]
+    assert [r[0] for r in kept] == selection["kept"]
+    information = selection["scores"]["mutual_information"]
+    assert [float(r[1]) for r in kept] == pytest.approx(
+        [information[name] for name in selection["kept"]], rel=1e-3
+    )
+    sections = _Sections()
+    sections.feed(page)
+    text = sections.text["features"]
+    assert f"{len(selection['kept'])} feature(s) kept, {len(selection['dropped'])} dropped" in text
+    assert "variance, correlation, mutual_information" in text
 
 
 def test_slice_metrics_are_the_metrics_of_each_slices_rows(evaluated):
@@ -307,7 +378,7 @@ def test_bad_report_options_are_named():
         ReportOptions.model_validate({"slice_columns": "plan"})
 
 
-def test_component_writes_report_card_and_carded_bundle(tmp_path, evaluated):
+def test_component_writes_report_card_and_carded_bundle(tmp_path, evaluated, feature_reports):
     tuned, _, test, evaluation, blessing = evaluated
     documents = {
         "evaluation": evaluation,
@@ -315,6 +386,8 @@ def test_component_writes_report_card_and_carded_bundle(tmp_path, evaluated):
         "diagnosis": DIAGNOSIS,
         "explanation": {},  # produced empty: the section says there is none
         "xgboost": TRIALS[0],
+        "preprocessing": feature_reports[0],
+        "features": feature_reports[1],
     }
     for name, document in documents.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(document))
@@ -328,6 +401,8 @@ def test_component_writes_report_card_and_carded_bundle(tmp_path, evaluated):
         diagnosis=Artifact(uri=str(tmp_path / "diagnosis.json")),
         explanation=Artifact(uri=str(tmp_path / "explanation.json")),
         trials=[Artifact(uri=str(tmp_path / "xgboost.json"))],
+        preprocessing=Artifact(uri=str(tmp_path / "preprocessing.json")),
+        features=Artifact(uri=str(tmp_path / "features.json")),
         report=page,
         model_card=card,
         carded=Model(uri=str(tmp_path / "carded")),
@@ -338,5 +413,6 @@ def test_component_writes_report_card_and_carded_bundle(tmp_path, evaluated):
     assert "No feature importance" in sections.text["importance"]
     assert "xgboost" in sections.text["tuning"]
     assert "split by 'contract'" in sections.text["slices"]
+    assert "constant" in sections.text["features"]  # the reason preprocessing dropped 'site'
     carded = load_bundle(tmp_path / "carded")
     assert carded.metadata["model_card"] == Path(card.path).read_text()

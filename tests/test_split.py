@@ -11,6 +11,7 @@ from kfp_lifecycle.components.clean import clean_table
 from kfp_lifecycle.components.split import (
     SplitOptions,
     Splits,
+    cross_validation_folds,
     cv_splitter,
     guard_against_leaks,
     split,
@@ -74,7 +75,6 @@ def test_same_seed_same_split_other_seed_other_split(regression):
         ({"strategy": "chronological"}, "strategy"),
         ({"strategy": "group"}, "group_column"),
         ({"strategy": "time"}, "time_column"),
-        ({"cv_folds": 1}, "cv_folds"),
         ({"folds": 3}, "folds"),
     ],
 )
@@ -149,29 +149,55 @@ def test_time_split_refuses_unreadable_times(churn):
         split_table(frame, "churned", CLASSIFICATION, strategy="time", time_column="signup_date")
 
 
+def test_cv_folds_are_a_tuning_option_and_the_old_key_says_where_it_went():
+    with pytest.raises(ValidationError, match=r"set models\.tuning\.cv_folds"):
+        SplitOptions.model_validate({"cv_folds": 5})
+
+
 @pytest.mark.parametrize(
-    ("task", "options", "groups", "expected"),
+    ("task", "options", "expected"),
     [
-        (CLASSIFICATION, {}, None, StratifiedKFold),
-        (REGRESSION, {}, None, KFold),
-        (REGRESSION, {"strategy": "stratified"}, None, KFold),
-        (CLASSIFICATION, {}, [f"g{i % 10}" for i in range(50)], GroupKFold),
-        (
-            CLASSIFICATION,
-            {"strategy": "time", "time_column": "signup_date"},
-            None,
-            TimeSeriesSplit,
-        ),
+        (CLASSIFICATION, {}, StratifiedKFold),
+        (CLASSIFICATION, {"strategy": "random"}, StratifiedKFold),
+        (REGRESSION, {}, KFold),
+        (REGRESSION, {"strategy": "stratified"}, KFold),
+        (CLASSIFICATION, {"strategy": "group", "group_column": "customer"}, GroupKFold),
+        (CLASSIFICATION, {"strategy": "time", "time_column": "signup_date"}, TimeSeriesSplit),
     ],
 )
-def test_cv_splitter_follows_the_split_rules(task, options, groups, expected):
-    splitter = cv_splitter(task, SplitOptions(cv_folds=4, **options), groups)
+def test_cv_splitter_follows_the_split_rules(task, options, expected):
+    splitter = cv_splitter(task, 4, SplitOptions(**options))
     assert type(splitter) is expected and splitter.get_n_splits() == 4
 
 
-def test_cv_splitter_needs_a_group_per_fold():
-    with pytest.raises(DataError, match=r"3 distinct group.*cv_folds=5"):
-        cv_splitter(CLASSIFICATION, SplitOptions(), groups=["a", "b", "c", "a"])
+def test_cv_folds_need_a_group_per_fold(customers):
+    options = SplitOptions(strategy="group", group_column="customer")
+    few = customers[customers["customer"].isin(["c1", "c2", "c3"])]
+    with pytest.raises(DataError, match=r"3 distinct group.*cv_folds=5 folds need at least 5"):
+        cross_validation_folds(few, "churned", CLASSIFICATION, 5, options)
+
+
+def test_group_cv_folds_keep_each_group_on_one_side(customers):
+    options = SplitOptions(strategy="group", group_column="customer")
+    folds = cross_validation_folds(customers, "churned", CLASSIFICATION, 4, options, seed=3)
+    assert len(folds) == 4
+    for inside, held_out in folds:
+        trained = set(customers["customer"].iloc[inside])
+        assert not trained & set(customers["customer"].iloc[held_out])
+    held = np.concatenate([held_out for _, held_out in folds])
+    assert sorted(held) == list(range(len(customers)))
+
+
+def test_time_cv_folds_train_on_the_past_and_keep_equal_timestamps_together(regression):
+    days = pd.date_range("2025-01-01", periods=30, freq="D").repeat(30).astype(str)
+    frame = regression.assign(day=np.random.default_rng(1).permutation(days))
+    options = SplitOptions(strategy="time", time_column="day")
+    folds = cross_validation_folds(frame, "price", REGRESSION, 5, options)
+    assert len(folds) == 5
+    for inside, held_out in folds:
+        assert frame["day"].iloc[inside].max() < frame["day"].iloc[held_out].min()
+    with pytest.raises(DataError, match=r"'day' has 30 distinct time.*at least 31"):
+        cross_validation_folds(frame, "price", REGRESSION, 30, options)
 
 
 def test_component_writes_three_partitions_and_a_report(tmp_path, customers):

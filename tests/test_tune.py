@@ -4,16 +4,26 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from kfp.dsl import Artifact, Dataset, Model
 from pydantic import ValidationError
 
 from kfp_lifecycle.bundle import read_metadata
+from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows
+from kfp_lifecycle.components.features import fit_feature_selector
 from kfp_lifecycle.components.preprocess import fit_preprocessor, save_preprocessor
 from kfp_lifecycle.components.report import _tuning_section
-from kfp_lifecycle.components.split import split_table
-from kfp_lifecycle.components.train import make_estimator, train, train_model, tune_family
+from kfp_lifecycle.components.split import SplitOptions, split_table
+from kfp_lifecycle.components.train import (
+    cross_validation_matrices,
+    make_estimator,
+    train,
+    train_model,
+    tune_family,
+)
 from kfp_lifecycle.components.tune import TuningOptions, chosen_params, grow_forest
+from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
 
 REPORTED_KEYS = {
@@ -21,6 +31,8 @@ REPORTED_KEYS = {
     "best_params", "budget", "stopped_by", "elapsed_seconds", "trials",
 }  # fmt: skip
 TRIAL_KEYS = {"number", "params", "value", "state", "is_default"}
+
+UNBOUNDED_SECONDS = 3600
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +43,9 @@ def prepared(churn):
 
 
 def _study(prepared, family="linear", **options):
+    """A study bounded by its trial count: a busy machine must not turn the time budget into
+    the reason a test sees fewer trials (the time budget has a test of its own)."""
+    options.setdefault("timeout_seconds", UNBOUNDED_SECONDS)
     parts, fitted, _ = prepared
     return tune_family(parts.train, parts.validation, "churned", CLASSIFICATION, family, fitted,
                        "roc_auc", TuningOptions(**options))  # fmt: skip
@@ -51,7 +66,7 @@ def test_defaults_come_first_and_the_best_is_never_worse(prepared):
     assert all(set(t) >= TRIAL_KEYS for t in study["trials"])
     assert study["default_score"] == first["value"]
     assert study["best_score"] >= study["default_score"]
-    assert study["budget"] == {"trials": 8, "timeout_seconds": 60}
+    assert study["budget"] == {"trials": 8, "timeout_seconds": UNBOUNDED_SECONDS}
     assert len(study["trials"]) == 8 and study["stopped_by"] == "trials"
 
 
@@ -195,3 +210,152 @@ def test_the_component_writes_the_history_the_report_draws(tmp_path, prepared, c
     assert "xgboost: trial 3/3" in out and "stopped by trials" in out
     section = "".join(_tuning_section([study]).parts)
     assert "data:image/png;base64," in section and "3 of 3" in section
+
+
+# --- objective cv: folds that leak nothing -------------------------------------------------
+
+
+def _rows_of(matrix: np.ndarray) -> set[bytes]:
+    return {row.tobytes() for row in np.ascontiguousarray(matrix)}
+
+
+@pytest.fixture(scope="module")
+def selected(prepared):
+    """The pipeline's preprocessor: the fitted transform with feature selection appended."""
+    parts, fitted, _ = prepared
+    pipeline, _ = fit_feature_selector(fitted, parts.train, "churned", CLASSIFICATION)
+    return pipeline
+
+
+@pytest.mark.parametrize("strategy", ["oversample", "smote"])
+def test_cv_keeps_copies_and_synthetic_rows_on_the_training_side(prepared, selected, strategy):
+    parts, _, _ = prepared
+    real = parts.train.reset_index(drop=True)
+    options = BalanceOptions(strategy=strategy)
+    balanced, _ = balance_training_rows(parts.train, "churned", CLASSIFICATION, options)
+    assert len(balanced) > len(real)  # 720 real rows grow to 1228
+    folds = cross_validation_matrices(balanced, parts.validation, "churned", CLASSIFICATION,
+                                      selected, parts.train, 3, 42, None, options)  # fmt: skip
+    held = np.concatenate([fold.held_out_rows for fold in folds])
+    assert sorted(held) == list(range(len(real)))  # real rows only, each scored once
+    for fold in folds:
+        inside = fold.train_origins[fold.train_origins >= 0]
+        assert not set(inside) & set(fold.held_out_rows)
+        assert len(fold.x_train) > len(set(inside))  # the fold's own copies / synthetic rows
+        if strategy == "smote":
+            assert (fold.train_origins == -1).any()
+        else:
+            assert (fold.train_origins >= 0).all()
+        # The held-out matrix is exactly the fold's transform of its real rows ...
+        rows = real.iloc[fold.held_out_rows].drop(columns=["churned"])
+        assert np.allclose(fold.x_held_out, fold.preprocessor.transform(rows))
+        # ... and no held-out row has a copy among the rows the fold trains on.
+        assert not _rows_of(fold.x_held_out) & _rows_of(fold.x_train)
+    study = tune_family(balanced, parts.validation, "churned", CLASSIFICATION, "linear",
+                        selected, "roc_auc", TuningOptions(trials=2, objective="cv"), 42,
+                        parts.train, None, options)  # fmt: skip
+    assert study["objective_data"] == "cv" and sum(study["cv"]["held_out_rows"]) == len(real)
+
+
+def test_cv_refuses_resampled_rows_it_cannot_replay(prepared, selected):
+    parts, _, _ = prepared
+    balanced, _ = balance_training_rows(
+        parts.train, "churned", CLASSIFICATION, BalanceOptions(strategy="oversample")
+    )
+    with pytest.raises(DataError, match=r"replays the balance step.*pass the balance options"):
+        tune_family(balanced, parts.validation, "churned", CLASSIFICATION, "linear", selected,
+                    "roc_auc", TuningOptions(objective="cv"), 42, parts.train)  # fmt: skip
+
+
+def test_each_fold_refits_the_preprocessing_on_its_own_training_rows(prepared, selected):
+    parts, _, _ = prepared
+    real = parts.train.reset_index(drop=True)
+    folds = cross_validation_matrices(parts.train, parts.validation, "churned", CLASSIFICATION,
+                                      selected, parts.train, 3)  # fmt: skip
+    for fold in folds:
+        names = list(fold.preprocessor.get_feature_names_out())
+        tenure = fold.x_train[:, names.index("numeric__tenure_months")]
+        # Standardised on the fold's training rows: mean 0 and unit variance there exactly.
+        assert abs(tenure.mean()) < 1e-9 and tenure.std() == pytest.approx(1.0)
+        rows = real.iloc[fold.held_out_rows].drop(columns=["churned"])
+        assert not np.allclose(fold.x_held_out, selected.transform(rows))  # not the full fit
+        assert "datetime__signup_date_year" not in names  # the selection still applies
+
+
+@pytest.fixture(scope="module")
+def customers(churn):
+    """Churn rows of 150 customers, 8 rows each, split by customer."""
+    frame = churn.assign(customer=[f"c{i % 150}" for i in range(len(churn))])
+    options = SplitOptions(strategy="group", group_column="customer")
+    parts = split_table(frame, "churned", CLASSIFICATION, options)
+    fitted, schema, _ = fit_preprocessor(parts.train, "churned", CLASSIFICATION)
+    return parts, fitted, schema, options
+
+
+def test_group_split_cv_keeps_each_group_on_one_side(customers):
+    parts, fitted, _, options = customers
+    real = parts.train.reset_index(drop=True)
+    folds = cross_validation_matrices(parts.train, parts.validation, "churned", CLASSIFICATION,
+                                      fitted, parts.train, 3, 42, options)  # fmt: skip
+    assert sorted(np.concatenate([f.held_out_rows for f in folds])) == list(range(len(real)))
+    for fold in folds:
+        trained = set(real["customer"].iloc[fold.train_origins])
+        held_out = set(real["customer"].iloc[fold.held_out_rows])
+        assert held_out and not trained & held_out
+    study = tune_family(parts.train, parts.validation, "churned", CLASSIFICATION, "linear",
+                        fitted, "roc_auc", TuningOptions(trials=2, objective="cv"), 42,
+                        parts.train, options)  # fmt: skip
+    assert study["cv"]["scheme"] == "group k-fold on 'customer'"
+
+
+def test_time_split_cv_never_trains_on_later_rows(churn):
+    options = SplitOptions(strategy="time", time_column="signup_date")
+    parts = split_table(churn, "churned", CLASSIFICATION, options)
+    fitted, _, _ = fit_preprocessor(parts.train, "churned", CLASSIFICATION)
+    real = parts.train.reset_index(drop=True)
+    times = pd.to_datetime(real["signup_date"])
+    folds = cross_validation_matrices(parts.train, parts.validation, "churned", CLASSIFICATION,
+                                      fitted, parts.train, 4, 42, options)  # fmt: skip
+    assert len(folds) == 4
+    for fold in folds:
+        assert times.iloc[fold.train_origins].max() < times.iloc[fold.held_out_rows].min()
+    held = np.concatenate([f.held_out_rows for f in folds])
+    assert len(held) == len(set(held))  # each row scored at most once
+    study = tune_family(parts.train, parts.validation, "churned", CLASSIFICATION, "linear",
+                        fitted, "roc_auc", TuningOptions(trials=2, objective="cv", cv_folds=4),
+                        42, parts.train, options)  # fmt: skip
+    assert study["objective_data"] == "cv" and study["cv"]["folds"] == 4
+
+
+def test_the_component_cuts_folds_by_the_split_and_replays_the_balancing(tmp_path, customers):
+    parts, fitted, schema, options = customers
+    balanced, _ = balance_training_rows(
+        parts.train, "churned", CLASSIFICATION, BalanceOptions(strategy="oversample")
+    )
+    save_preprocessor(tmp_path / "preprocessor", fitted, schema)
+    balanced.to_parquet(tmp_path / "balanced.parquet")
+    parts.train.to_parquet(tmp_path / "real.parquet")
+    parts.validation.to_parquet(tmp_path / "validation.parquet")
+    (tmp_path / "validation.json").write_text(
+        json.dumps({"task": CLASSIFICATION, "primary_metric": "roc_auc"})
+    )
+    trials = Artifact(uri=str(tmp_path / "trials.json"))
+    train.python_func(
+        train=Dataset(uri=str(tmp_path / "balanced.parquet")),
+        validation=Dataset(uri=str(tmp_path / "validation.parquet")),
+        preprocessor=Artifact(uri=str(tmp_path / "preprocessor")),
+        fitted_rows=Dataset(uri=str(tmp_path / "real.parquet")),
+        validation_report=Artifact(uri=str(tmp_path / "validation.json")),
+        target="churned",
+        family="linear",
+        model=Model(uri=str(tmp_path / "model")),
+        trials=trials,
+        tuning={"trials": 2, "objective": "cv"},
+        split=options.model_dump(),
+        balance={"strategy": "oversample"},
+    )
+    study = json.loads(Path(trials.path).read_text())
+    assert study["objective_data"] == "cv"
+    assert study["cv"]["scheme"] == "group k-fold on 'customer'"
+    assert sum(study["cv"]["held_out_rows"]) == len(parts.train)  # real rows, once each
+    assert read_metadata(tmp_path / "model")["tuning"]["objective_data"] == "cv"

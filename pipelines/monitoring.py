@@ -59,6 +59,7 @@ def monitoring_pipeline(
         current=window.outputs["current"],
         options=drift_options,
         prediction_column=PREDICTION_COLUMN,
+        contract=window.outputs["contract"],
     )
     live = quality(
         predictions=window.outputs["predictions"],

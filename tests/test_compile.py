@@ -54,24 +54,21 @@ def test_side_effect_steps_are_never_cached():
 
 
 def test_s3_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypatch):
-    planted = {"AWS_ACCESS_KEY_ID": "key-id-never-in-yaml-8e1d",
-               "AWS_SECRET_ACCESS_KEY": "never-in-yaml-3f9c", "AWS_SESSION_TOKEN": "tok-5a7b"}  # fmt: skip
+    planted = {
+        "AWS_ACCESS_KEY_ID": "key-id-never-in-yaml-8e1d",
+        "AWS_SECRET_ACCESS_KEY": "never-in-yaml-3f9c",
+        "AWS_SESSION_TOKEN": "token-never-in-yaml-5a7b",
+    }
     for name, value in planted.items():
         monkeypatch.setenv(name, value)
     for path in compile_all(tmp_path):
         text = path.read_text()
         assert not [value for value in planted.values() if value in text], path.name
+    training_steps = {"exec-ingest", "exec-validate", "exec-gate", "exec-register"}
     s3_steps = {
-        "training": {"exec-ingest", "exec-validate", "exec-gate", "exec-register"},
+        "training": training_steps,
         "deployment": {"exec-deploy"},  # it reads the blessing from the registry
-        "monitoring": {
-            "exec-collect-window",
-            "exec-ingest",
-            "exec-validate",
-            "exec-gate",
-            "exec-register",
-            "exec-deploy",
-        },  # fmt: skip
+        "monitoring": training_steps | {"exec-collect-window", "exec-deploy"},
     }
     for name, expected in s3_steps.items():
         platform = _documents(name)[1]

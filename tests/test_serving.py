@@ -411,6 +411,41 @@ def test_invalid_json_gets_a_4xx(classifier_server: Server) -> None:
     assert "JSON decode error" in v2.text
 
 
+BAD_V2_INPUTS = [
+    pytest.param(
+        [{"name": "age", "shape": [1], "datatype": "FP64", "data": [41.0]}],
+        "missing input tensor(s): plan",
+        id="missing-field",
+    ),
+    pytest.param(
+        [
+            {"name": "age", "shape": [0], "datatype": "FP64", "data": []},
+            {"name": "plan", "shape": [0], "datatype": "BYTES", "data": []},
+        ],
+        "input tensors are empty",
+        id="empty-batch",
+    ),
+    pytest.param(
+        [
+            {"name": "age", "shape": [1], "datatype": "FP64", "data": [41.0]},
+            {"name": "plan", "shape": [1], "datatype": "BYTES", "data": ["platinum"]},
+        ],
+        "field 'plan': category 'platinum' was never seen in training",
+        id="unseen-category",
+    ),
+]
+
+
+@pytest.mark.serving
+@pytest.mark.parametrize(("inputs", "named"), BAD_V2_INPUTS)
+def test_v2_bad_requests_get_a_400_naming_the_problem(
+    classifier_server: Server, inputs: list[dict[str, Any]], named: str
+) -> None:
+    response = _v2(classifier_server, {"inputs": inputs})
+    assert response.status_code == 400, response.text
+    assert named in response.json()["error"]
+
+
 @pytest.mark.serving
 def test_v2_wrongly_typed_input_gets_a_400(classifier_server: Server) -> None:
     inputs = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import time
@@ -101,12 +102,18 @@ def run_local(pipeline: Callable[..., Any], arguments: dict[str, Any], output: P
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
     )
     started = time.time()
+    # kfp.local indents a step's log by swapping builtins.print for the step's duration; the
+    # steps of a dsl.ParallelFor run in threads, whose swaps can interleave and leave print
+    # indented for good (kfp 2.17, logging_utils.indented_print). Put it back afterwards.
+    print_before = builtins.print
     try:
         return pipeline(**arguments)
     except RuntimeError as error:
         if "finished with status" not in str(error):
             raise
         raise step_failure(root, started, str(error)) from None
+    finally:
+        builtins.print = print_before
 
 
 def step_failure(root: Path, since: float, kfp_message: str) -> StepFailed | StepCrashed:

@@ -257,3 +257,21 @@ def test_registry_help_names_every_kind_of_registry(capsys):
         cli.main(["run", "training", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--registry REGISTRY model registry: a directory, file:// or s3:// URI" in help_text
+
+
+def test_print_is_itself_again_after_a_local_run(tmp_path):
+    """kfp.local's threads for a ParallelFor can leave builtins.print indented for good; a
+    command that runs two pipelines (monitor, then retrain) would print askew after that."""
+    import builtins
+
+    real = builtins.print
+
+    def leaky_pipeline():
+        builtins.print = lambda *args, **kwargs: real("    ", *args, **kwargs)
+        return "done"
+
+    try:
+        assert run_local(leaky_pipeline, {}, tmp_path) == "done"
+        assert builtins.print is real
+    finally:
+        builtins.print = real

@@ -94,3 +94,40 @@ def test_monitoring_retrains_and_deploys_only_under_their_conditions():
     assert inside["training"]["componentRef"]["name"] == "comp-training"  # the whole pipeline
     (deploy,) = [task for task in inside.values() if "triggerPolicy" in task]
     assert "pipelinechannel--deploy" in deploy["triggerPolicy"]["condition"]
+
+
+def _artifact_edges(name: str) -> dict[tuple[str, str], set[str]]:
+    """(producer task, output) -> the tasks that read it, ParallelFor bodies included (a loop
+    input is followed to the task inside that reads it)."""
+    spec = _documents(name)[0]
+    edges: dict[tuple[str, str], set[str]] = {}
+    loop_inputs: dict[str, tuple[str, str]] = {}
+    for task, body in spec["root"]["dag"]["tasks"].items():
+        for key, source in body.get("inputs", {}).get("artifacts", {}).items():
+            if "taskOutputArtifact" not in source:
+                continue
+            produced = source["taskOutputArtifact"]
+            origin = (produced["producerTask"], produced["outputArtifactKey"])
+            if "dag" in spec["components"][body["componentRef"]["name"]]:
+                loop_inputs[key] = origin
+            else:
+                edges.setdefault(origin, set()).add(task)
+    for component in spec["components"].values():
+        for task, body in component.get("dag", {}).get("tasks", {}).items():
+            for source in body.get("inputs", {}).get("artifacts", {}).values():
+                if source.get("componentInputArtifact") in loop_inputs:
+                    edges.setdefault(loop_inputs[source["componentInputArtifact"]], set()).add(task)
+    return edges
+
+
+def test_the_wiring_keeps_held_out_rows_out_of_every_fitted_step():
+    """No leak by construction: what fits (preprocess, select-features, balance, train) reads
+    only training rows; resampled rows reach training alone; test rows reach only the steps
+    that score the finished model."""
+    edges = _artifact_edges("training")
+    assert edges[("split", "train")] == {"preprocess", "register"}  # register: drift reference
+    assert edges[("preprocess", "train_clean")] == {"select-features", "balance", "train",
+                                                    "diagnose"}  # fmt: skip
+    assert edges[("balance", "balanced")] == {"train"}
+    assert edges[("split", "validation")] == {"train", "calibrate-threshold", "diagnose"}
+    assert edges[("split", "test")] == {"evaluate", "gate", "explain", "report"}

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from bundles import build_bundle
 from faulty_models import Failing, Slow
-from server_process import free_port
+from server_process import free_port, running_prometheus
 from sklearn.pipeline import Pipeline
 from test_deploy import FakeCustomObjects
 
@@ -73,27 +72,8 @@ def prometheus(tmp_path_factory, servers):
         "scrape_configs": [{"job_name": "models", "static_configs": [{"targets": targets}]}],
     }
     (directory / "prometheus.yml").write_text(json.dumps(config))  # YAML is a JSON superset
-    port = free_port()
-    with open(directory / "log", "wb") as log:
-        process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={directory / 'prometheus.yml'}",
-             f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail(f"Prometheus did not start:\n{(directory / 'log').read_text()}")
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    with running_prometheus(PROMETHEUS, directory / "prometheus.yml", directory) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from server_process import free_port
+from server_process import free_port, running_prometheus
 
 from kfp_lifecycle.canary import CanaryOptions
 from kfp_lifecycle.cluster import S3_CONFIG_MAP, S3_SECRET, S3_SECRET_KEYS
@@ -385,31 +385,22 @@ def test_prometheus_scrapes_exactly_the_annotated_model_server_port(prometheus_o
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     subprocess.run([PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")], check=True)
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(tmp_path / "log", "wb") as log:
-        process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
     try:
-        series = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not series:
-            time.sleep(1)
-            try:
-                response = httpx.get(
-                    f"{url}/api/v1/query", params={"query": "kfp_lifecycle_requests_total"}
-                )
-                series = response.json()["data"]["result"] if response.is_success else []
-            except httpx.TransportError:
-                pass
-        assert series, f"nothing scraped in 60 s:\n{(tmp_path / 'log').read_text()[-2000:]}"
-        targets = httpx.get(f"{url}/api/v1/targets").json()["data"]
+        with running_prometheus(PROMETHEUS, tmp_path / "prometheus.yml", tmp_path) as url:
+            series = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not series:
+                time.sleep(1)
+                try:
+                    response = httpx.get(
+                        f"{url}/api/v1/query", params={"query": "kfp_lifecycle_requests_total"}
+                    )
+                    series = response.json()["data"]["result"] if response.is_success else []
+                except httpx.TransportError:
+                    pass
+            assert series, f"nothing scraped in 60 s:\n{(tmp_path / 'log').read_text()[-2000:]}"
+            targets = httpx.get(f"{url}/api/v1/targets").json()["data"]
     finally:
-        process.terminate()
-        process.wait(timeout=20)
         model.server.shutdown()
         other.server.shutdown()
 

@@ -1,12 +1,9 @@
 """The EDA report: findings computed right, and the page rendered by a real browser."""
 
-import shutil
-import subprocess
-from html.parser import HTMLParser
-
 import numpy as np
 import pandas as pd
 import pytest
+from html_pages import CHROMIUM, NO_CHROMIUM, chromium, sections_of
 from kfp.dsl import HTML, Artifact, Dataset, Markdown
 
 from kfp_lifecycle.components.preprocess import fit_preprocessor
@@ -18,10 +15,6 @@ from kfp_lifecycle.components.profile import (
     render_markdown,
 )
 from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
-
-CHROMIUM = next(
-    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
-)
 
 
 @pytest.fixture(scope="module")
@@ -53,39 +46,6 @@ def test_regression_and_multiclass_tables_profile(regression, multiclass):
     assert not result.suspected_leaks
 
 
-class _Sections(HTMLParser):
-    """Per <section id=...> of a rendered page: its text (heading aside), images and tables."""
-
-    def __init__(self):
-        super().__init__()
-        self.text: dict[str, str] = {}
-        self.images: dict[str, int] = {}
-        self.tables: dict[str, int] = {}
-        self._current = None
-        self._in_heading = False
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "section":
-            self._current = dict(attrs).get("id")
-            self.text[self._current], self.images[self._current] = "", 0
-            self.tables[self._current] = 0
-        elif self._current and tag == "img":
-            self.images[self._current] += 1
-        elif self._current and tag == "table":
-            self.tables[self._current] += 1
-        self._in_heading = self._in_heading or tag == "h2"
-
-    def handle_endtag(self, tag):
-        if tag == "section":
-            self._current = None
-        elif tag == "h2":
-            self._in_heading = False
-
-    def handle_data(self, data):
-        if self._current and not self._in_heading:
-            self.text[self._current] += data
-
-
 # The issue's sections (not the module's own list), each with the content it must show.
 EXPECTED_SECTIONS = {
     "overview": {"tables": 1},
@@ -102,22 +62,13 @@ EXPECTED_SECTIONS = {
 
 def test_the_report_renders_in_headless_chromium(tmp_path, planted):
     if CHROMIUM is None:
-        pytest.skip("headless Chromium not installed: apt-get install chromium (make system-deps)")
+        pytest.skip(NO_CHROMIUM)
     options = ProfileOptions(max_plots=6)
     page = render_html(profile_table(planted, "churned", CLASSIFICATION, options), planted, options)
     assert "http://" not in page and "https://" not in page  # nothing fetched at view time
     (tmp_path / "report.html").write_text(page)
-    flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]  # fmt: skip
     url = f"file://{tmp_path / 'report.html'}"
-    dom = subprocess.run(
-        [CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
-    ).stdout
-    sections = _Sections()
-    sections.feed(dom)
+    sections = sections_of(chromium("--dump-dom", url, profile=tmp_path / "profile").stdout)
     for key, content in EXPECTED_SECTIONS.items():
         assert key in sections.text, f"section {key} missing from the rendered page"
         filled = sections.text[key].strip() or sections.images[key]
@@ -132,11 +83,8 @@ def test_the_report_renders_in_headless_chromium(tmp_path, planted):
     assert "refund_issued" in sections.text["relations"]
     assert all(name in sections.text["missing"] for name in ("age", "region"))
     assert "yes" in sections.text["target"] and "no" in sections.text["target"]
-    subprocess.run(
-        [CHROMIUM, *flags, f"--screenshot={tmp_path / 'report.png'}", "--window-size=1280,4000",
-         url],
-        capture_output=True, timeout=120,
-    )  # fmt: skip
+    chromium(f"--screenshot={tmp_path / 'report.png'}", "--window-size=1280,4000", url,
+             profile=tmp_path / "profile")  # fmt: skip
     assert (tmp_path / "report.png").stat().st_size > 20_000
 
 
@@ -146,8 +94,7 @@ def test_a_table_of_only_an_id_says_there_is_nothing_to_relate():
     result = profile_table(frame, "y", CLASSIFICATION)
     assert result.relations == {} and result.suspected_leaks == {}
     assert set(result.id_like) == {"id"}
-    sections = _Sections()
-    sections.feed(render_html(result, frame, ProfileOptions()))
+    sections = sections_of(render_html(result, frame, ProfileOptions()))
     assert "No feature to relate to the target" in sections.text["relations"]
     assert "id" in sections.text["leaks"]
 

@@ -1,12 +1,12 @@
 import json
 import re
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 from bundles import build_bundle
+from html_pages import CHROMIUM, NO_CHROMIUM, chromium, sections_of
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Model
 from pydantic import ValidationError
 
@@ -35,7 +35,6 @@ from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.schema import CATEGORICAL
 from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
 
-CHROMIUM = Path("/usr/bin/chromium")
 SECTIONS = (
     "metrics",
     "roc",
@@ -130,59 +129,7 @@ def feature_reports(churn):
     return preprocessing.to_dict(), selection.to_dict()
 
 
-class _Sections(HTMLParser):
-    """Body text (heading aside) and images inside each <section id=...> of a page."""
-
-    def __init__(self):
-        super().__init__()
-        self.text: dict[str, str] = {}
-        self.images: dict[str, int] = {}
-        self.references: list[str] = []
-        self._current = None
-        self._in_heading = False
-
-    def handle_starttag(self, tag, attrs):
-        attributes = dict(attrs)
-        if tag == "section":
-            self._current = attributes.get("id")
-            self.text[self._current] = ""
-            self.images[self._current] = 0
-        self._in_heading = self._in_heading or tag == "h2"
-        if tag == "img" and self._current:
-            self.images[self._current] += 1
-        for name in ("src", "href"):
-            if attributes.get(name):
-                self.references.append(attributes[name])
-
-    def handle_endtag(self, tag):
-        if tag == "section":
-            self._current = None
-        if tag == "h2":
-            self._in_heading = False
-
-    def handle_data(self, data):
-        if self._current and not self._in_heading:
-            self.text[self._current] += data
-
-
-def _chromium(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
-    command = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        *arguments,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed at /usr/bin/chromium")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_report_renders_in_a_browser_with_every_section_filled(
     tmp_path, evaluated, feature_reports
 ):
@@ -193,9 +140,8 @@ def test_report_renders_in_a_browser_with_every_section_filled(
     )  # fmt: skip
     path = tmp_path / "report.html"
     path.write_text(page)
-    dom = _chromium("--dump-dom", path.as_uri(), profile=tmp_path / "profile").stdout
-    sections = _Sections()
-    sections.feed(dom)
+    dom = chromium("--dump-dom", path.as_uri(), profile=tmp_path / "profile").stdout
+    sections = sections_of(dom)
     for key in SECTIONS:
         assert key in sections.text, f"section {key} missing from the rendered page"
         filled = sections.text[key].strip() or sections.images[key]
@@ -211,7 +157,7 @@ def test_report_renders_in_a_browser_with_every_section_filled(
     assert "site" in sections.text["features"] and "kept feature" in sections.text["features"]
 
     screenshot = tmp_path / "report.png"
-    _chromium(
+    chromium(
         f"--screenshot={screenshot}",
         "--window-size=1280,5000",
         path.as_uri(),
@@ -223,8 +169,7 @@ def test_report_renders_in_a_browser_with_every_section_filled(
 def test_sections_without_data_say_so(evaluated, regression, tmp_path):
     _, bundle, _, evaluation, _ = evaluated
     page = render_evaluation_report(evaluation, None, None, [], None, bundle.metadata)
-    sections = _Sections()
-    sections.feed(page)
+    sections = sections_of(page)
     assert set(SECTIONS) <= set(sections.text)
     assert "No fit diagnosis" in sections.text["learning"]
     assert "No feature importance" in sections.text["importance"]
@@ -241,8 +186,7 @@ def test_sections_without_data_say_so(evaluated, regression, tmp_path):
     regressor = load_bundle(tmp_path / "regression")
     result = evaluate_bundle(regressor, parts.test)
     page = render_evaluation_report(result, None, None, [], None, regressor.metadata)
-    sections = _Sections()
-    sections.feed(page)
+    sections = sections_of(page)
     for key in ("roc", "pr", "confusion", "calibration"):
         assert "apply to classifiers; this is a regression model" in sections.text[key]
     assert sections.images["metrics"] == 1  # predicted against actual
@@ -295,8 +239,7 @@ def test_features_section_lists_kept_and_dropped_features_with_reasons(evaluated
     assert [float(r[1]) for r in kept] == pytest.approx(
         [information[name] for name in selection["kept"]], rel=1e-3
     )
-    sections = _Sections()
-    sections.feed(page)
+    sections = sections_of(page)
     text = sections.text["features"]
     assert f"{len(selection['kept'])} feature(s) kept, {len(selection['dropped'])} dropped" in text
     assert "variance, correlation, mutual_information" in text
@@ -408,8 +351,7 @@ def test_component_writes_report_card_and_carded_bundle(tmp_path, evaluated, fea
         carded=Model(uri=str(tmp_path / "carded")),
         options={"slice_column": "contract"},
     )
-    sections = _Sections()
-    sections.feed(Path(page.path).read_text())
+    sections = sections_of(Path(page.path).read_text())
     assert "No feature importance" in sections.text["importance"]
     assert "xgboost" in sections.text["tuning"]
     assert "split by 'contract'" in sections.text["slices"]

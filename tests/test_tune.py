@@ -57,6 +57,32 @@ def _refit(prepared, family, study):
                        schema, params=chosen_params(study))  # fmt: skip
 
 
+def _run_train_step(tmp_path, parts, fitted, schema, rows, family, **options):
+    """The train component's own body on `rows` (the balance step's output, or the real
+    training rows), the preprocessing fitted on parts.train; returns its model and trials."""
+    save_preprocessor(tmp_path / "preprocessor", fitted, schema)
+    rows.to_parquet(tmp_path / "rows.parquet")
+    parts.train.to_parquet(tmp_path / "real.parquet")
+    parts.validation.to_parquet(tmp_path / "validation.parquet")
+    resolved = {"task": CLASSIFICATION, "primary_metric": "roc_auc"}
+    (tmp_path / "validation.json").write_text(json.dumps(resolved))
+    model = Model(uri=str(tmp_path / "model"))
+    trials = Artifact(uri=str(tmp_path / "trials.json"))
+    train.python_func(
+        train=Dataset(uri=str(tmp_path / "rows.parquet")),
+        validation=Dataset(uri=str(tmp_path / "validation.parquet")),
+        preprocessor=Artifact(uri=str(tmp_path / "preprocessor")),
+        fitted_rows=Dataset(uri=str(tmp_path / "real.parquet")),
+        validation_report=Artifact(uri=str(tmp_path / "validation.json")),
+        target="churned",
+        family=family,
+        model=model,
+        trials=trials,
+        **options,
+    )
+    return model, trials
+
+
 def test_defaults_come_first_and_the_best_is_never_worse(prepared):
     study = _study(prepared, trials=8)
     assert set(study) >= REPORTED_KEYS and study["objective"] == "maximize"
@@ -178,25 +204,10 @@ def test_bad_options_are_named(options, field):
 
 def test_the_component_writes_the_history_the_report_draws(tmp_path, prepared, capsys):
     parts, fitted, schema = prepared
-    save_preprocessor(tmp_path / "preprocessor", fitted, schema)
-    parts.train.to_parquet(tmp_path / "train.parquet")
-    parts.validation.to_parquet(tmp_path / "validation.parquet")
-    resolved = {"task": CLASSIFICATION, "primary_metric": "roc_auc"}
-    (tmp_path / "validation.json").write_text(json.dumps(resolved))
-    trials = Artifact(uri=str(tmp_path / "trials.json"))
-    model = Model(uri=str(tmp_path / "model"))
-    train.python_func(
-        train=Dataset(uri=str(tmp_path / "train.parquet")),
-        validation=Dataset(uri=str(tmp_path / "validation.parquet")),
-        preprocessor=Artifact(uri=str(tmp_path / "preprocessor")),
-        fitted_rows=Dataset(uri=str(tmp_path / "train.parquet")),
-        validation_report=Artifact(uri=str(tmp_path / "validation.json")),
-        target="churned",
-        family="xgboost",
-        model=model,
-        trials=trials,
+    model, trials = _run_train_step(
+        tmp_path, parts, fitted, schema, parts.train, "xgboost",
         tuning={"trials": 3, "early_stopping_rounds": 10},
-    )
+    )  # fmt: skip
     study = json.loads(Path(trials.path).read_text())
     assert set(study) >= REPORTED_KEYS and len(study["trials"]) == 3
     assert study["family"] == "xgboost" and study["budget"]["trials"] == 3
@@ -332,28 +343,11 @@ def test_the_component_cuts_folds_by_the_split_and_replays_the_balancing(tmp_pat
     balanced, _ = balance_training_rows(
         parts.train, "churned", CLASSIFICATION, BalanceOptions(strategy="oversample")
     )
-    save_preprocessor(tmp_path / "preprocessor", fitted, schema)
-    balanced.to_parquet(tmp_path / "balanced.parquet")
-    parts.train.to_parquet(tmp_path / "real.parquet")
-    parts.validation.to_parquet(tmp_path / "validation.parquet")
-    (tmp_path / "validation.json").write_text(
-        json.dumps({"task": CLASSIFICATION, "primary_metric": "roc_auc"})
-    )
-    trials = Artifact(uri=str(tmp_path / "trials.json"))
-    train.python_func(
-        train=Dataset(uri=str(tmp_path / "balanced.parquet")),
-        validation=Dataset(uri=str(tmp_path / "validation.parquet")),
-        preprocessor=Artifact(uri=str(tmp_path / "preprocessor")),
-        fitted_rows=Dataset(uri=str(tmp_path / "real.parquet")),
-        validation_report=Artifact(uri=str(tmp_path / "validation.json")),
-        target="churned",
-        family="linear",
-        model=Model(uri=str(tmp_path / "model")),
-        trials=trials,
+    _, trials = _run_train_step(
+        tmp_path, parts, fitted, schema, balanced, "linear",
         tuning={"trials": 2, "objective": "cv"},
-        split=options.model_dump(),
-        balance={"strategy": "oversample"},
-    )
+        split=options.model_dump(), balance={"strategy": "oversample"},
+    )  # fmt: skip
     study = json.loads(Path(trials.path).read_text())
     assert study["objective_data"] == "cv"
     assert study["cv"]["scheme"] == "group k-fold on 'customer'"

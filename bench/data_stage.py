@@ -81,7 +81,7 @@ def run_stage(stage: str, directory: Path) -> dict[str, float]:
     from kfp_lifecycle.components.preprocess import PreprocessOptions, fit_preprocessor
     from kfp_lifecycle.components.split import split_table
     from kfp_lifecycle.components.validate import check_contract, infer_contract, validate_table
-    from kfp_lifecycle.tasks import CLASSIFICATION  # the generated target is binary
+    from kfp_lifecycle.core.tasks import CLASSIFICATION  # the generated target is binary
 
     csv, parquet = directory / "table.csv", directory / "table.parquet"
     started = time.perf_counter()

@@ -42,9 +42,9 @@ from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import DEFAULT_FAMILIES, train_model, tune_family
 from kfp_lifecycle.components.tune import TuningOptions, chosen_params
 from kfp_lifecycle.config import parse_config
+from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC, REGRESSION
 from kfp_lifecycle.demo import make_churn_dataset
 from kfp_lifecycle.local_run import run_training
-from kfp_lifecycle.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC, REGRESSION
 
 
 def _sklearn(loader, target="target"):

@@ -26,13 +26,13 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from kfp_lifecycle.bundle import MODEL_FILE, write_bundle
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
+from kfp_lifecycle.core.bundle import MODEL_FILE, write_bundle
+from kfp_lifecycle.core.schema import NUMERIC, InputSchema
+from kfp_lifecycle.core.tasks import CLASSIFICATION
 from kfp_lifecycle.demo import make_churn_dataset
-from kfp_lifecycle.schema import NUMERIC, InputSchema
-from kfp_lifecycle.tasks import CLASSIFICATION
 
 CONCURRENCY = 8
 DURATION = 15.0

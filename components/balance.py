@@ -18,9 +18,9 @@ from kfp.dsl import Artifact, Dataset, Input, Output
 from pydantic import BaseModel, ConfigDict, Field
 
 from kfp_lifecycle.component import component
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, infer_kind
-from kfp_lifecycle.tasks import CLASSIFICATION
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import BOOLEAN, CATEGORICAL, DATETIME, infer_kind
+from kfp_lifecycle.core.tasks import CLASSIFICATION
 
 # The training step passes this column as `sample_weight` and never as a feature.
 SAMPLE_WEIGHT_COLUMN = "__sample_weight__"

@@ -12,7 +12,7 @@ from kfp.dsl import Artifact, Dataset, Input, Output
 from pydantic import BaseModel, ConfigDict, Field
 
 from kfp_lifecycle.component import component
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.errors import DataError
 
 # Enough row numbers for a user to find the pattern in their file, few enough to read.
 MAX_EXAMPLES = 5

@@ -3,6 +3,7 @@
 from typing import NamedTuple
 
 from kfp_lifecycle.component import component
+from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.deploy import (
     KServeApi,
     ServiceSpec,
@@ -11,7 +12,6 @@ from kfp_lifecycle.deploy import (
     stable_storage_uri,
     storage_uri_of,
 )
-from kfp_lifecycle.errors import LifecycleError
 from kfp_lifecycle.registry import bundle_metadata, model_version_of, resolve_reference
 
 CREATED, CANARY, UNCHANGED = "created", "canary", "unchanged"

@@ -38,13 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier, DummyRegressor
 
-from kfp_lifecycle.bundle import Bundle
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.balance import ORIGIN_COLUMN, split_balance_columns
 from kfp_lifecycle.components.train import training_matrix
 from kfp_lifecycle.components.tune import score_model
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC, REGRESSION
+from kfp_lifecycle.core.bundle import Bundle
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC, REGRESSION
 
 OVERFITTING, UNDERFITTING, GOOD_FIT = "overfitting", "underfitting", "good fit"
 # Metrics whose best value is 0 (errors); the others are best at 1.
@@ -439,8 +439,8 @@ def diagnose(
 
     import pandas as pd
 
-    from kfp_lifecycle.bundle import load_bundle
     from kfp_lifecycle.components.diagnose import DiagnoseOptions, diagnose_fit
+    from kfp_lifecycle.core.bundle import load_bundle
 
     settings = DiagnoseOptions.model_validate(options)
     result = diagnose_fit(

@@ -31,8 +31,8 @@ from scipy.spatial.distance import jensenshannon
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.validate import check_new_data
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import (
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import (
     BOOLEAN,
     CATEGORICAL,
     DATETIME,

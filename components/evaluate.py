@@ -13,7 +13,8 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Mo
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn import metrics as skm
 
-from kfp_lifecycle.bundle import (
+from kfp_lifecycle.component import component
+from kfp_lifecycle.core.bundle import (
     DEFAULT_DECISION_THRESHOLD,
     Bundle,
     Prediction,
@@ -21,9 +22,8 @@ from kfp_lifecycle.bundle import (
     verify_bundle,
     write_metadata,
 )
-from kfp_lifecycle.component import component
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION, PRIMARY_METRIC
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION, PRIMARY_METRIC
 
 ROC_POINTS = 200  # the dashboard draws a curve; thousands of points only slow it down
 CALIBRATION_BINS = 10
@@ -459,8 +459,8 @@ def evaluate(
 
     import pandas as pd
 
-    from kfp_lifecycle.bundle import load_bundle
     from kfp_lifecycle.components.evaluate import evaluate_bundle
+    from kfp_lifecycle.core.bundle import load_bundle
 
     result = evaluate_bundle(load_bundle(model.path), pd.read_parquet(test.path))
     for name, value in result["metrics"].items():

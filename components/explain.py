@@ -21,11 +21,11 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.inspection import permutation_importance
 
-from kfp_lifecycle.bundle import Bundle, read_metadata, verify_bundle, write_metadata
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.evaluate import compute_metrics
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import METRICS, PRIMARY_METRIC
+from kfp_lifecycle.core.bundle import Bundle, read_metadata, verify_bundle, write_metadata
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC
 
 
 class ExplainOptions(BaseModel):
@@ -159,8 +159,8 @@ def explain(
 
     import pandas as pd
 
-    from kfp_lifecycle.bundle import load_bundle
     from kfp_lifecycle.components.explain import ExplainOptions, explain_bundle, explained_bundle
+    from kfp_lifecycle.core.bundle import load_bundle
 
     result = explain_bundle(
         load_bundle(model.path),

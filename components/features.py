@@ -14,16 +14,16 @@ import numpy as np
 import pandas as pd
 from kfp.dsl import Artifact, Dataset, Input, Output
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
 from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import check_is_fitted
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.preprocess import check_training_rows
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION
+from kfp_lifecycle.core.transformers import KeepFeatures
 
 METHODS = ("variance", "correlation", "mutual_information", "importance")
 # Correlation, mutual information and importance are estimated on at most this many
@@ -94,35 +94,6 @@ class SelectionReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class KeepFeatures(TransformerMixin, BaseEstimator):
-    """Keep a subset of the previous step's output columns, named as that step names them."""
-
-    def __init__(self, features_in: list[str] | None = None, keep: list[str] | None = None):
-        self.features_in = features_in
-        self.keep = keep
-
-    def fit(self, X: Any = None, y: Any = None) -> "KeepFeatures":
-        position = {name: i for i, name in enumerate(self.features_in)}
-        unknown = [name for name in self.keep if name not in position]
-        if unknown:
-            raise ValueError(f"feature(s) to keep not in the input: {', '.join(unknown)}")
-        self.indices_ = np.asarray([position[name] for name in self.keep], dtype=int)
-        self.n_features_in_ = len(self.features_in)
-        return self
-
-    def transform(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "indices_")
-        values = np.asarray(X)
-        if values.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"expected {self.n_features_in_} input features, got {values.shape[1]}"
-            )
-        return values[:, self.indices_]
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.asarray(self.keep, dtype=object)
 
 
 def fit_feature_selector(

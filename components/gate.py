@@ -20,12 +20,12 @@ import pandas as pd
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kfp_lifecycle.bundle import MODEL_FILE, Bundle, load_bundle
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.evaluate import evaluate_bundle
-from kfp_lifecycle.errors import DataError, LifecycleError
+from kfp_lifecycle.core.bundle import MODEL_FILE, Bundle, load_bundle
+from kfp_lifecycle.core.errors import DataError, LifecycleError
+from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC, metrics_for
 from kfp_lifecycle.registry import CHAMPION, load_version, open_registry
-from kfp_lifecycle.tasks import METRICS, PRIMARY_METRIC, metrics_for
 
 LATENCY = "latency_ms_per_row"
 MODEL_SIZE = "model_size_mb"

@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 from kfp.dsl import Dataset, Output
 
-from kfp_lifecycle.bundle import sha256_file
 from kfp_lifecycle.component import component
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.bundle import sha256_file
+from kfp_lifecycle.core.errors import DataError
 
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -15,7 +15,7 @@ import pandas as pd
 from kfp.dsl import Artifact, Dataset, Output
 
 from kfp_lifecycle.component import component
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.errors import DataError
 
 PREDICTION_COLUMN = "prediction"
 
@@ -148,7 +148,7 @@ def collect_window(
         window_frames,
         write_table,
     )
-    from kfp_lifecycle.errors import DataError
+    from kfp_lifecycle.core.errors import DataError
     from kfp_lifecycle.registry import CHAMPION, load_version, model_version_of, open_registry
     from kfp_lifecycle.serving.payload_log import read_payload_log
 

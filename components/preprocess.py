@@ -7,7 +7,6 @@ decided on training rows and written to the step's report.
 """
 
 import json
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +16,6 @@ import numpy as np
 import pandas as pd
 from kfp.dsl import Artifact, Dataset, Input, Output
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import IsolationForest
 from sklearn.impute import MissingIndicator, SimpleImputer
@@ -31,11 +29,10 @@ from sklearn.preprocessing import (
     StandardScaler,
     TargetEncoder,
 )
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from kfp_lifecycle.component import component
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import (
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import (
     BOOLEAN,
     CATEGORICAL,
     CONSTANT,
@@ -46,7 +43,8 @@ from kfp_lifecycle.schema import (
     infer_schema,
     unusable_column,
 )
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION, TASKS
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION, TASKS
+from kfp_lifecycle.core.transformers import DatetimeFeatures, IQRClipper, SchemaCoercer
 
 PREPROCESSOR_FILE = "preprocessor.joblib"
 SCHEMA_FILE = "schema.json"
@@ -54,13 +52,6 @@ SCHEMA_FILE = "schema.json"
 MISSING_CATEGORY = "__missing__"
 RANDOM_STATE = 0
 TARGET_ENCODER_FOLDS = 5
-# Period and first value of each cyclical date-time part.
-CYCLES = {
-    "month": (12.0, 1.0),
-    "weekday": (7.0, 0.0),
-    "hour": (24.0, 0.0),
-    "dayofyear": (365.25, 1.0),
-}
 
 DatetimePart = Literal["year", "month", "weekday", "hour", "dayofyear"]
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
@@ -167,109 +158,6 @@ class PreprocessReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class SchemaCoercer(TransformerMixin, BaseEstimator):
-    """Select the schema's columns and cast them, so raw request rows look like training rows."""
-
-    def __init__(self, schema: dict[str, Any] | None = None):
-        self.schema = schema
-
-    def fit(self, X: pd.DataFrame, y: Any = None) -> "SchemaCoercer":
-        return self
-
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        return InputSchema.from_dict(self.schema).coerce(X)
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.asarray(InputSchema.from_dict(self.schema).names, dtype=object)
-
-
-class IQRClipper(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
-    """Clip each column to Tukey fences learned on training rows; missing values pass through.
-
-    A column whose IQR is 0 (mostly one value, e.g. counts that are usually 0) is left
-    unclipped: its fences would collapse every other value onto the common one.
-    """
-
-    def __init__(self, factor: float = 3.0):
-        self.factor = factor
-
-    def fit(self, X: Any, y: Any = None) -> "IQRClipper":
-        values = validate_data(self, X, dtype="float64", ensure_all_finite="allow-nan")
-        with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # all-NaN
-            q1, q3 = np.nanpercentile(values, [25, 75], axis=0)
-        spread = q3 - q1
-        clipped = np.nan_to_num(spread, nan=0.0) > 0
-        self.lower_ = np.where(clipped, q1 - self.factor * spread, -np.inf)
-        self.upper_ = np.where(clipped, q3 + self.factor * spread, np.inf)
-        return self
-
-    def transform(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "lower_")
-        values = validate_data(self, X, dtype="float64", ensure_all_finite="allow-nan", reset=False)
-        return np.clip(values, self.lower_, self.upper_)
-
-
-class DatetimeFeatures(TransformerMixin, BaseEstimator):
-    """Expand each timestamp into parts models can split on, with optional sin/cos cycles.
-
-    With `missing_indicator`, a column that had missing training values also gets a 0/1
-    `<column>_missing` feature (one per column, not one per part).
-    """
-
-    def __init__(
-        self,
-        parts: tuple[str, ...] = ("year", "month", "weekday", "hour"),
-        cyclical: bool = True,
-        missing_indicator: bool = False,
-    ):
-        self.parts = parts
-        self.cyclical = cyclical
-        self.missing_indicator = missing_indicator
-
-    def fit(self, X: pd.DataFrame, y: Any = None) -> "DatetimeFeatures":
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.n_features_in_ = len(X.columns)
-        self.flagged_ = [
-            name
-            for name in X.columns
-            if self.missing_indicator and _timestamps(X[name]).isna().any()
-        ]
-        return self
-
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        check_is_fitted(self, "flagged_")
-        columns: dict[str, pd.Series] = {}
-        for name in self.feature_names_in_:
-            values = _timestamps(X[name])
-            for part in self.parts:
-                number = getattr(values.dt, part).astype("float64")
-                columns[f"{name}_{part}"] = number
-                if self.cyclical and part in CYCLES:
-                    period, first = CYCLES[part]
-                    angle = 2 * np.pi * (number - first) / period
-                    columns[f"{name}_{part}_sin"] = np.sin(angle)
-                    columns[f"{name}_{part}_cos"] = np.cos(angle)
-            if name in self.flagged_:
-                columns[f"{name}_missing"] = values.isna().astype("float64")
-        return pd.DataFrame(columns, index=X.index)
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        check_is_fitted(self, "flagged_")
-        names = []
-        for name in self.feature_names_in_:
-            for part in self.parts:
-                names.append(f"{name}_{part}")
-                if self.cyclical and part in CYCLES:
-                    names += [f"{name}_{part}_sin", f"{name}_{part}_cos"]
-            if name in self.flagged_:
-                names.append(f"{name}_missing")
-        return np.asarray(names, dtype=object)
-
-
-def _timestamps(values: pd.Series) -> pd.Series:
-    return pd.to_datetime(values, errors="coerce")
 
 
 def columns_to_drop(

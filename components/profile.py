@@ -18,8 +18,8 @@ from sklearn.model_selection import cross_val_score
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from kfp_lifecycle.component import component
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import (
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import (
     BOOLEAN,
     CATEGORICAL,
     DATETIME,
@@ -28,7 +28,7 @@ from kfp_lifecycle.schema import (
     infer_kind,
     unusable_column,
 )
-from kfp_lifecycle.tasks import CLASSIFICATION
+from kfp_lifecycle.core.tasks import CLASSIFICATION
 
 SECTIONS = (
     "overview", "columns", "missing", "correlations", "target", "relations", "outliers",

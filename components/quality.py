@@ -15,10 +15,11 @@ import pandas as pd
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kfp_lifecycle.bundle import Prediction
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.evaluate import compute_metrics
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.bundle import Prediction
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC
 from kfp_lifecycle.serving.payload_log import (
     MODEL_VERSION,
     PREDICTION,
@@ -27,7 +28,6 @@ from kfp_lifecycle.serving.payload_log import (
     ROW,
     TIMESTAMP,
 )
-from kfp_lifecycle.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC
 
 LABEL = "label"  # the joined table's ground-truth column
 SHOWN_IDS = 5  # an error names at most this many ids

@@ -4,8 +4,8 @@ from typing import Any
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from kfp_lifecycle.bundle import read_metadata
 from kfp_lifecycle.component import component
+from kfp_lifecycle.core.bundle import read_metadata
 from kfp_lifecycle.registry import CHAMPION, open_registry
 
 

@@ -22,19 +22,19 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 from matplotlib.ticker import MaxNLocator
 from pydantic import BaseModel, ConfigDict, Field
 
-from kfp_lifecycle.bundle import (
+from kfp_lifecycle.component import component
+from kfp_lifecycle.components.evaluate import compute_metrics
+from kfp_lifecycle.core.bundle import (
     Bundle,
     Prediction,
     read_metadata,
     verify_bundle,
     write_metadata,
 )
-from kfp_lifecycle.component import component
-from kfp_lifecycle.components.evaluate import compute_metrics
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import CATEGORICAL, InputSchema
+from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC
 from kfp_lifecycle.html_report import Section, figure_to_img, render_page, table
-from kfp_lifecycle.schema import CATEGORICAL, InputSchema
-from kfp_lifecycle.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC
 
 MISSING = "(missing)"
 OTHER = "(other)"
@@ -877,8 +877,8 @@ def report(
 
     import pandas as pd
 
-    from kfp_lifecycle.bundle import load_bundle
     from kfp_lifecycle.components.report import ReportOptions, build_report, card_bundle
+    from kfp_lifecycle.core.bundle import load_bundle
 
     def read(path):
         with open(path) as handle:

@@ -5,8 +5,8 @@ from typing import Any
 from kfp.dsl import Input, Model, Output
 
 from kfp_lifecycle.component import component
-from kfp_lifecycle.errors import LifecycleError
-from kfp_lifecycle.tasks import METRICS
+from kfp_lifecycle.core.errors import LifecycleError
+from kfp_lifecycle.core.tasks import METRICS
 
 
 def rank_candidates(candidates: list[dict[str, Any]], primary_metric: str) -> list[dict[str, Any]]:
@@ -36,8 +36,8 @@ def select(candidates: Input[list[Model]], primary_metric: str, champion: Output
     """
     import shutil
 
-    from kfp_lifecycle.bundle import read_metadata, write_metadata
     from kfp_lifecycle.components.select import leaderboard, rank_candidates
+    from kfp_lifecycle.core.bundle import read_metadata, write_metadata
 
     paths = {read_metadata(c.path)["family"]: c.path for c in candidates}
     ranked = rank_candidates([read_metadata(p) for p in paths.values()], primary_metric)

@@ -23,8 +23,8 @@ from sklearn.model_selection import (
 )
 
 from kfp_lifecycle.component import component
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION
 
 STRATIFIED, RANDOM, GROUP, TIME = "stratified", "random", "group", "time"
 PARTITIONS = ("train", "validation", "test")

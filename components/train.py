@@ -23,7 +23,6 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier, XGBRegressor
 
-from kfp_lifecycle.bundle import Bundle
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.balance import (
     BalanceOptions,
@@ -31,7 +30,6 @@ from kfp_lifecycle.components.balance import (
     split_balance_columns,
 )
 from kfp_lifecycle.components.evaluate import compute_metrics
-from kfp_lifecycle.components.features import KeepFeatures
 from kfp_lifecycle.components.split import GROUP, TIME, SplitOptions, cross_validation_folds
 from kfp_lifecycle.components.tune import (
     EARLY_STOPPING_ROUNDS,
@@ -40,9 +38,11 @@ from kfp_lifecycle.components.tune import (
     fit_estimator,
     tune,
 )
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import InputSchema
-from kfp_lifecycle.tasks import CLASSIFICATION
+from kfp_lifecycle.core.bundle import Bundle
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import InputSchema
+from kfp_lifecycle.core.tasks import CLASSIFICATION
+from kfp_lifecycle.core.transformers import KeepFeatures
 
 # The family default is the tuning default, so the defaults' trial is training's defaults.
 XGBOOST_EARLY_STOPPING_ROUNDS = EARLY_STOPPING_ROUNDS
@@ -441,12 +441,12 @@ def train(
 
     import pandas as pd
 
-    from kfp_lifecycle.bundle import write_bundle
     from kfp_lifecycle.components.balance import BalanceOptions
     from kfp_lifecycle.components.preprocess import load_preprocessor
     from kfp_lifecycle.components.split import SplitOptions
     from kfp_lifecycle.components.train import train_model, tune_family
     from kfp_lifecycle.components.tune import TuningOptions, chosen_params
+    from kfp_lifecycle.core.bundle import write_bundle
 
     options = TuningOptions.model_validate(tuning)
     split_options = SplitOptions.model_validate(split)

@@ -38,9 +38,9 @@ import optuna
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.base import clone
 
-from kfp_lifecycle.bundle import Prediction
 from kfp_lifecycle.components.evaluate import compute_metrics
-from kfp_lifecycle.tasks import CLASSIFICATION, METRICS
+from kfp_lifecycle.core.bundle import Prediction
+from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS
 
 # XGBoost's patience: rounds without improvement on the validation rows before a fit stops.
 EARLY_STOPPING_ROUNDS = 20

@@ -7,8 +7,8 @@ import pandas as pd
 from kfp.dsl import Artifact, Dataset, Input, Output
 
 from kfp_lifecycle.component import component
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import (
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import (
     CATEGORICAL,
     CONSTANT,
     DATETIME,
@@ -18,7 +18,7 @@ from kfp_lifecycle.schema import (
     plain,
     unusable_column,
 )
-from kfp_lifecycle.tasks import (
+from kfp_lifecycle.core.tasks import (
     CLASSIFICATION,
     MAX_CLASSES_FOR_INTEGER_TARGET,
     resolve_metric,

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.spatial.distance import jensenshannon
 
 from kfp_lifecycle import deploy
-from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.core.errors import LifecycleError
 
 PROMOTE = "promote"
 ROLLBACK = "rollback"

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kfp_lifecycle.errors import LifecycleError, StepCrashed
+from kfp_lifecycle.core.errors import LifecycleError
+from kfp_lifecycle.errors import StepCrashed
 from kfp_lifecycle.pipelines import COMPILED_DIR
 
 
@@ -56,7 +57,7 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from kfp_lifecycle.tasks import METRICS
+    from kfp_lifecycle.core.tasks import METRICS
 
     console = Console()
     metric = summary["primary_metric"]
@@ -326,7 +327,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _alias_version(registry: Any, model: str, alias: str) -> int:
-    from kfp_lifecycle.errors import RegistryError
+    from kfp_lifecycle.core.errors import RegistryError
 
     found = registry.alias(model, alias)
     if found is None:

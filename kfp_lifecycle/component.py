@@ -3,6 +3,9 @@
 import os
 from collections.abc import Callable
 
+# Imported for its effect in a running step: it installs the hook that records why the
+# step failed (every step module imports this one).
+import kfp_lifecycle.errors  # noqa: F401
 from kfp_lifecycle.image import IMAGE
 
 # kfp's executor sets this while a step runs; kfp.dsl then has no `component` decorator.

@@ -30,8 +30,8 @@ from kfp_lifecycle.components.retrain import RetrainRule
 from kfp_lifecycle.components.split import SplitOptions
 from kfp_lifecycle.components.train import DEFAULT_FAMILIES, FAMILIES
 from kfp_lifecycle.components.tune import TuningOptions
-from kfp_lifecycle.errors import LifecycleError
-from kfp_lifecycle.tasks import METRICS, metrics_for
+from kfp_lifecycle.core.errors import LifecycleError
+from kfp_lifecycle.core.tasks import METRICS, metrics_for
 
 AUTO_METRIC = ("auto", "")
 

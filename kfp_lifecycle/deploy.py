@@ -23,7 +23,7 @@ from kserve import (
 )
 from kubernetes.client import ApiClient, V1ObjectMeta, V1ResourceRequirements
 
-from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.core.errors import LifecycleError
 
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"

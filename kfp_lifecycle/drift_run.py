@@ -28,8 +28,8 @@ from kfp_lifecycle.components.drift import (
     reference_frame,
     render_report,
 )
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import InputSchema
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import InputSchema
 
 DRIFT_EXIT_CODE = 3
 REPORT_FILE = "drift-report.html"

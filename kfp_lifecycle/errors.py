@@ -1,4 +1,4 @@
-"""Errors that users see as one line; anything else is a bug and keeps its traceback.
+"""Why a pipeline step failed, in one line (the error classes live in kfp_lifecycle.core.errors).
 
 A step of a pipeline runs in its own process, so an error raised there reaches the local
 runner only as "task failed". To still show its reason in one line, a step records why it
@@ -16,27 +16,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from kfp_lifecycle.core.errors import LifecycleError
+
 STEP_FAILURE_FILE = "step-failure.json"
-
-
-class LifecycleError(Exception):
-    """A problem with the user's input or environment, reported without a traceback."""
-
-
-class DataError(LifecycleError):
-    """The data cannot be used as given (unreadable, empty, wrong target, ...)."""
-
-
-class BundleError(LifecycleError):
-    """A model bundle is missing, incomplete or has been tampered with."""
-
-
-class SchemaError(LifecycleError):
-    """A prediction request does not match the input schema the model was trained on."""
-
-
-class RegistryError(LifecycleError):
-    """A registry operation could not be carried out."""
 
 
 class StepFailed(LifecycleError):

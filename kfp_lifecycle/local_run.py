@@ -17,14 +17,10 @@ from kfp_lifecycle.components.preprocess import drop_unusable
 from kfp_lifecycle.components.train import make_estimator
 from kfp_lifecycle.components.validate import champion_contract, enforce_contract, validate_table
 from kfp_lifecycle.config import LifecycleConfig
-from kfp_lifecycle.errors import (
-    STEP_FAILURE_FILE,
-    LifecycleError,
-    StepCrashed,
-    StepFailed,
-)
+from kfp_lifecycle.core.errors import LifecycleError
+from kfp_lifecycle.core.schema import infer_schema
+from kfp_lifecycle.errors import STEP_FAILURE_FILE, StepCrashed, StepFailed
 from kfp_lifecycle.registry import model_name_from
-from kfp_lifecycle.schema import infer_schema
 
 SUMMARY_FILE = "summary.json"
 MONITORING_SUMMARY_FILE = "monitoring-summary.json"

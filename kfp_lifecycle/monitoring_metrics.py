@@ -21,7 +21,7 @@ from typing import Any
 
 import prometheus_client
 
-from kfp_lifecycle.tasks import METRICS
+from kfp_lifecycle.core.tasks import METRICS
 
 PUSH_JOB = "kfp-lifecycle-monitoring"
 IDS = ("model_name", "model_version")

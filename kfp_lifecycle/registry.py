@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kfp_lifecycle.bundle import (
+from kfp_lifecycle.core.bundle import (
     METADATA_FILE,
     MODEL_FILE,
     Bundle,
@@ -45,7 +45,7 @@ from kfp_lifecycle.bundle import (
     verify_bundle,
     write_metadata,
 )
-from kfp_lifecycle.errors import RegistryError
+from kfp_lifecycle.core.errors import RegistryError
 
 if TYPE_CHECKING:
     from kfp_lifecycle.registry_s3 import S3Registry

@@ -49,8 +49,8 @@ from typing import Any
 
 from minio import Minio
 
-from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, verify_bundle, write_metadata
-from kfp_lifecycle.errors import BundleError, RegistryError
+from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, verify_bundle, write_metadata
+from kfp_lifecycle.core.errors import BundleError, RegistryError
 from kfp_lifecycle.registry import (
     CHAMPION,
     NAME_PATTERN,

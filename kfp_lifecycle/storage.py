@@ -45,8 +45,8 @@ from minio.helpers import check_bucket_name, md5sum_hash
 from minio.xml import Element, SubElement, getbytes
 from urllib3.util import Retry, Timeout
 
-from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, read_metadata, verify_bundle
-from kfp_lifecycle.errors import BundleError, LifecycleError
+from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, read_metadata, verify_bundle
+from kfp_lifecycle.core.errors import BundleError, LifecycleError
 
 DEFAULT_ENDPOINT = "s3.amazonaws.com"
 # Files above this size are uploaded in parts of this size (minio's minimum part is 5 MiB).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.pipelines import COMPILED_DIR, pipelines
 
 RUN_TIMEOUT_SECONDS = 3 * 60 * 60

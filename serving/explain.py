@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
 
-from kfp_lifecycle.bundle import Bundle
+from kfp_lifecycle.core.bundle import Bundle
 
 TOP_FEATURES = 10
 

@@ -20,10 +20,10 @@ import prometheus_client
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
-from kfp_lifecycle.bundle import Bundle, Prediction, load_bundle
-from kfp_lifecycle.errors import SchemaError
+from kfp_lifecycle.core.bundle import Bundle, Prediction, load_bundle
+from kfp_lifecycle.core.errors import SchemaError
+from kfp_lifecycle.core.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, InputSchema
 from kfp_lifecycle.registry import model_version_of
-from kfp_lifecycle.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, InputSchema
 from kfp_lifecycle.serving.explain import NotExplainable, explain_rows
 from kfp_lifecycle.serving.payload_log import (
     LOGGED_ROWS,

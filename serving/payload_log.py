@@ -35,8 +35,8 @@ from typing import Any
 import pandas as pd
 import prometheus_client
 
-from kfp_lifecycle.bundle import Prediction
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.bundle import Prediction
+from kfp_lifecycle.core.errors import DataError
 
 URI_ENV = "LIFECYCLE_PAYLOAD_LOG_URI"
 BATCH_ROWS_ENV = "LIFECYCLE_PAYLOAD_LOG_BATCH_ROWS"

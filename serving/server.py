@@ -13,8 +13,8 @@ from pathlib import Path
 from kserve import ModelServer
 from kserve.model_server import app
 
-from kfp_lifecycle.bundle import read_metadata
-from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.core.bundle import read_metadata
+from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.registry import model_name_from, resolve_reference
 from kfp_lifecycle.serving.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfp_lifecycle.serving.model import BundleModel

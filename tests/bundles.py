@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from kfp_lifecycle.bundle import write_bundle
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
-from kfp_lifecycle.tasks import CLASSIFICATION
+from kfp_lifecycle.core.bundle import write_bundle
+from kfp_lifecycle.core.tasks import CLASSIFICATION
 
 
 def build_bundle(directory: Path, churn: pd.DataFrame, family: str = "linear") -> Path:

@@ -22,10 +22,11 @@ from kfp_lifecycle import cli
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.validate import validate
-from kfp_lifecycle.errors import STEP_FAILURE_FILE, LifecycleError, StepCrashed, StepFailed
+from kfp_lifecycle.core.errors import LifecycleError
+from kfp_lifecycle.core.tasks import CLASSIFICATION
+from kfp_lifecycle.errors import STEP_FAILURE_FILE, StepCrashed, StepFailed
 from kfp_lifecycle.local_run import step_failure
 from kfp_lifecycle.serving.model import BundleModel
-from kfp_lifecycle.tasks import CLASSIFICATION
 from tests.bundles import build_bundle
 
 ROWS = 60
@@ -195,11 +196,15 @@ def test_a_category_never_seen_in_training_is_a_client_error(tmp_path, churn):
 
 
 def test_a_step_that_fails_leaves_its_reason_beside_its_outputs(tmp_path):
-    """The exception hook a running step gets from kfp_lifecycle.errors: kfp runs the step's
+    """The hook a running step gets through kfp_lifecycle.component: kfp runs the step's
     source text alone, so the record is the only way its reason reaches the local runner."""
     task_root = tmp_path / "pipeline-root" / "training-run" / "preprocess"
     executor_input = json.dumps({"outputs": {"outputFile": str(task_root / "output.json")}})
-    code = "from kfp_lifecycle.errors import DataError\nraise DataError('no usable column')"
+    code = (
+        "import kfp_lifecycle.component\n"  # as every step module does
+        "from kfp_lifecycle.core.errors import DataError\n"
+        "raise DataError('no usable column')"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code, "--executor_input", executor_input],
         env={**os.environ, "_KFP_RUNTIME": "true"},

@@ -15,9 +15,9 @@ from kfp_lifecycle.components.balance import (
     split_balance_columns,
 )
 from kfp_lifecycle.components.split import Splits, guard_against_leaks, split_table
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import infer_schema
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import infer_schema
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from bundles import build_bundle
 
-from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, load_bundle, sha256_file
 from kfp_lifecycle.components.register import register_bundle
-from kfp_lifecycle.errors import BundleError, RegistryError
+from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, load_bundle, sha256_file
+from kfp_lifecycle.core.errors import BundleError, RegistryError
 from kfp_lifecycle.registry import (
     CHAMPION,
     PREVIOUS,

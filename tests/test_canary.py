@@ -16,7 +16,6 @@ from sklearn.pipeline import Pipeline
 from test_deploy import FakeCustomObjects
 
 from kfp_lifecycle import deploy
-from kfp_lifecycle.bundle import MODEL_FILE, read_metadata, write_bundle
 from kfp_lifecycle.canary import (
     PROMOTE,
     ROLLBACK,
@@ -29,7 +28,8 @@ from kfp_lifecycle.canary import (
     prediction_shift,
     run_rollout,
 )
-from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.core.bundle import MODEL_FILE, read_metadata, write_bundle
+from kfp_lifecycle.core.errors import LifecycleError
 
 pytestmark = pytest.mark.serving
 PROMETHEUS = shutil.which("prometheus")

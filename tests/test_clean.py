@@ -6,7 +6,7 @@ from kfp.dsl import Artifact, Dataset
 from pydantic import ValidationError
 
 from kfp_lifecycle.components.clean import CleanOptions, clean, clean_table
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.errors import DataError
 
 
 @pytest.fixture

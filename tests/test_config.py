@@ -15,8 +15,8 @@ from kfp_lifecycle.config import (
     reference_yaml,
     with_overrides,
 )
-from kfp_lifecycle.errors import LifecycleError
-from kfp_lifecycle.tasks import METRICS
+from kfp_lifecycle.core.errors import LifecycleError
+from kfp_lifecycle.core.tasks import METRICS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -19,7 +19,7 @@ from kfp_lifecycle.components.validate import (
     validate,
 )
 from kfp_lifecycle.config import parse_config
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.local_run import pipeline_arguments
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry
 from tests.bundles import build_bundle

@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
+from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.deploy import (
     GROUP,
     MODEL_FORMAT,
@@ -33,7 +34,6 @@ from kfp_lifecycle.deploy import (
     status_kubectl,
     wait_ready_or_roll_back,
 )
-from kfp_lifecycle.errors import LifecycleError
 from kfp_lifecycle.pipelines import COMPILED_DIR
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from test_deploy import FakeCustomObjects
 from kfp_lifecycle import cli, deploy
 from kfp_lifecycle.components.deploy import deploy_blessed
 from kfp_lifecycle.components.register import register_bundle
-from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.registry import open_registry
 
 

@@ -9,7 +9,6 @@ import pytest
 from kfp.dsl import Artifact, Dataset, Model
 from pydantic import ValidationError
 
-from kfp_lifecycle.bundle import write_bundle
 from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows
 from kfp_lifecycle.components.diagnose import (
     DiagnoseOptions,
@@ -23,8 +22,9 @@ from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.report import _learning_section
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.core.bundle import write_bundle
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 
 FEW_SIZES = DiagnoseOptions(sizes=[0.5, 1.0])
 

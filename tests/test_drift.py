@@ -23,11 +23,11 @@ from kfp_lifecycle.components.drift import (
     reference_sample,
 )
 from kfp_lifecycle.components.validate import infer_contract
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import infer_schema
 from kfp_lifecycle.demo import make_churn_dataset
 from kfp_lifecycle.drift_run import DRIFT_EXIT_CODE, table_sources
-from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.registry import LocalRegistry
-from kfp_lifecycle.schema import infer_schema
 from kfp_lifecycle.storage import upload_file
 
 FEATURES = ["age", "tenure_months", "monthly_charges", "support_calls", "plan", "region"]

@@ -6,7 +6,6 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
 from pydantic import ValidationError
 from sklearn import metrics as skm
 
-from kfp_lifecycle.bundle import MODEL_FILE, Prediction, load_bundle, write_bundle
 from kfp_lifecycle.components.evaluate import (
     ThresholdOptions,
     calibrate_bundle_threshold,
@@ -21,8 +20,9 @@ from kfp_lifecycle.components.evaluate import (
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION, metrics_for
+from kfp_lifecycle.core.bundle import MODEL_FILE, Prediction, load_bundle, write_bundle
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION, metrics_for
 
 
 def _bundle(directory, frame, target, task):

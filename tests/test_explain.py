@@ -11,7 +11,6 @@ import pytest
 from bundles import build_bundle
 from kfp.dsl import Artifact, Dataset, Model
 
-from kfp_lifecycle.bundle import load_bundle, write_bundle
 from kfp_lifecycle.components.explain import (
     ExplainOptions,
     explain,
@@ -22,9 +21,10 @@ from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.report import _importance_section
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.bundle import load_bundle, write_bundle
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 from kfp_lifecycle.serving.model import BundleModel
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
 
 
 def _planted(rows: int = 1500, seed: int = 0) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from bundles import build_bundle
 
-from kfp_lifecycle.bundle import load_bundle
+from kfp_lifecycle.core.bundle import load_bundle
 from kfp_lifecycle.serving.explain import NotExplainable, explain_rows
 from kfp_lifecycle.serving.server import served_name
 

@@ -7,12 +7,7 @@ import pytest
 from kfp.dsl import Artifact, Dataset
 from pydantic import ValidationError
 
-from kfp_lifecycle.components.features import (
-    FeaturesOptions,
-    KeepFeatures,
-    fit_feature_selector,
-    select_features,
-)
+from kfp_lifecycle.components.features import FeaturesOptions, fit_feature_selector, select_features
 from kfp_lifecycle.components.preprocess import (
     PreprocessOptions,
     fit_preprocessor,
@@ -20,8 +15,9 @@ from kfp_lifecycle.components.preprocess import (
     save_preprocessor,
 )
 from kfp_lifecycle.components.train import train_model
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.core.transformers import KeepFeatures
 
 
 @pytest.fixture(scope="module")

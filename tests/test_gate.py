@@ -6,7 +6,6 @@ from bundles import build_bundle
 from kfp.dsl import Artifact, Dataset, Model
 from pydantic import ValidationError
 
-from kfp_lifecycle.bundle import MODEL_FILE, load_bundle
 from kfp_lifecycle.components.evaluate import evaluate_bundle
 from kfp_lifecycle.components.gate import (
     LATENCY,
@@ -18,9 +17,10 @@ from kfp_lifecycle.components.gate import (
     gate,
 )
 from kfp_lifecycle.components.split import split_table
-from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.core.bundle import MODEL_FILE, load_bundle
+from kfp_lifecycle.core.errors import LifecycleError
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
 
 METRICS = {"roc_auc": 0.82, "recall": 0.4, "accuracy": 0.9}
 

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from kfp_lifecycle.components.ingest import read_table, to_parquet
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.errors import DataError
 
 
 def test_reads_csv_and_parquet_alike(tmp_path, churn):

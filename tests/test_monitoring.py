@@ -16,8 +16,8 @@ from server_process import Server, free_port, server_command, wait_until_ready
 from kfp_lifecycle import cli
 from kfp_lifecycle.components.monitor import labelled_rows, window_bounds
 from kfp_lifecycle.config import parse_config
+from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.demo import make_churn_dataset
-from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.local_run import run_monitoring, run_training
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry
 from kfp_lifecycle.serving.payload_log import REQUEST_ID, ROW

@@ -17,9 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from s3_server import MotoS3, new_bucket, running_moto
 from server_process import Server, free_port, server_command, wait_until_ready
 
-from kfp_lifecycle.bundle import Prediction, load_bundle
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import CATEGORICAL, DATETIME, NUMERIC
+from kfp_lifecycle.core.bundle import Prediction, load_bundle
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import CATEGORICAL, DATETIME, NUMERIC
 from kfp_lifecycle.serving.model import INPUT_DATATYPE
 from kfp_lifecycle.serving.payload_log import (
     LOGGED_ROWS,

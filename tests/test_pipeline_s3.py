@@ -3,10 +3,10 @@
 import pytest
 from s3_server import new_bucket, running_moto
 
-from kfp_lifecycle.bundle import load_bundle
 from kfp_lifecycle.components.ingest import read_table
 from kfp_lifecycle.config import parse_config
-from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.core.bundle import load_bundle
+from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.local_run import run_training
 from kfp_lifecycle.registry import CHAMPION, open_registry
 from kfp_lifecycle.serving.server import resolve_model

@@ -9,7 +9,6 @@ from pydantic import ValidationError
 
 from kfp_lifecycle.components.preprocess import (
     MISSING_CATEGORY,
-    DatetimeFeatures,
     PreprocessOptions,
     drop_outlier_rows,
     fit_preprocessor,
@@ -18,9 +17,10 @@ from kfp_lifecycle.components.preprocess import (
     save_preprocessor,
 )
 from kfp_lifecycle.components.train import train_model
-from kfp_lifecycle.errors import DataError, SchemaError
-from kfp_lifecycle.schema import CATEGORICAL, DATETIME, NUMERIC
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.core.errors import DataError, SchemaError
+from kfp_lifecycle.core.schema import CATEGORICAL, DATETIME, NUMERIC
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.core.transformers import DatetimeFeatures
 
 
 def _split(frame: pd.DataFrame, seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:

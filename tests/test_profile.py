@@ -14,7 +14,7 @@ from kfp_lifecycle.components.profile import (
     render_html,
     render_markdown,
 )
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 
 
 @pytest.fixture(scope="module")

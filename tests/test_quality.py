@@ -9,7 +9,6 @@ import pytest
 from pydantic import ValidationError
 from sklearn.metrics import accuracy_score, f1_score, log_loss, mean_absolute_error, roc_auc_score
 
-from kfp_lifecycle.bundle import Prediction
 from kfp_lifecycle.components.quality import (
     LABEL,
     QualityOptions,
@@ -18,7 +17,8 @@ from kfp_lifecycle.components.quality import (
     quality_drop,
     windowed_quality,
 )
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.bundle import Prediction
+from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.serving.payload_log import MODEL_VERSION, REQUEST_ID, ROW, log_rows
 
 ROWS_PER_DAY = 400

@@ -14,10 +14,16 @@ from minio import Minio
 from s3_server import MotoS3, new_bucket, running_moto
 
 from kfp_lifecycle import registry_s3
-from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, load_bundle, sha256_file, write_bundle
 from kfp_lifecycle.cli import main
 from kfp_lifecycle.components.register import register_bundle
-from kfp_lifecycle.errors import BundleError, RegistryError
+from kfp_lifecycle.core.bundle import (
+    METADATA_FILE,
+    MODEL_FILE,
+    load_bundle,
+    sha256_file,
+    write_bundle,
+)
+from kfp_lifecycle.core.errors import BundleError, RegistryError
 from kfp_lifecycle.registry import (
     CHAMPION,
     PREVIOUS,

@@ -10,7 +10,6 @@ from html_pages import CHROMIUM, NO_CHROMIUM, chromium, sections_of
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Model
 from pydantic import ValidationError
 
-from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, load_bundle, write_bundle
 from kfp_lifecycle.components.evaluate import (
     ThresholdOptions,
     calibrate_bundle_threshold,
@@ -31,9 +30,10 @@ from kfp_lifecycle.components.report import (
 )
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.schema import CATEGORICAL
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, load_bundle, write_bundle
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import CATEGORICAL
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 
 SECTIONS = (
     "metrics",

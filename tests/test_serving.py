@@ -26,10 +26,10 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from kfp_lifecycle.bundle import MODEL_FILE, Bundle, Prediction, load_bundle, write_bundle
-from kfp_lifecycle.errors import BundleError
+from kfp_lifecycle.core.bundle import MODEL_FILE, Bundle, Prediction, load_bundle, write_bundle
+from kfp_lifecycle.core.errors import BundleError
+from kfp_lifecycle.core.schema import InputSchema, infer_schema
 from kfp_lifecycle.registry import model_version_of
-from kfp_lifecycle.schema import InputSchema, infer_schema
 from kfp_lifecycle.serving.model import (
     INPUT_DATATYPE,
     BundleModel,

@@ -17,8 +17,8 @@ from kfp_lifecycle.components.split import (
     split,
     split_table,
 )
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 
 
 @pytest.fixture(scope="module")

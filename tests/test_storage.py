@@ -14,8 +14,8 @@ from minio import Minio
 from s3_server import FAST, SECRET, TOKEN, MotoS3, new_bucket, running_moto
 from server_process import free_port
 
-from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, sha256_file
-from kfp_lifecycle.errors import BundleError, LifecycleError
+from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, sha256_file
+from kfp_lifecycle.core.errors import BundleError, LifecycleError
 from kfp_lifecycle.storage import (
     PreconditionFailed,
     S3Config,

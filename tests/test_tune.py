@@ -9,7 +9,6 @@ import pytest
 from kfp.dsl import Artifact, Dataset, Model
 from pydantic import ValidationError
 
-from kfp_lifecycle.bundle import read_metadata
 from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows
 from kfp_lifecycle.components.features import fit_feature_selector
 from kfp_lifecycle.components.preprocess import fit_preprocessor, save_preprocessor
@@ -23,8 +22,9 @@ from kfp_lifecycle.components.train import (
     tune_family,
 )
 from kfp_lifecycle.components.tune import TuningOptions, chosen_params, grow_forest
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.core.bundle import read_metadata
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 
 REPORTED_KEYS = {
     "family", "metric", "greater_is_better", "objective", "default_score", "best_score",

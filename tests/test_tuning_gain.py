@@ -23,8 +23,8 @@ from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model, tune_family
 from kfp_lifecycle.components.tune import chosen_params
 from kfp_lifecycle.config import load_config
+from kfp_lifecycle.core.tasks import CLASSIFICATION, PRIMARY_METRIC
 from kfp_lifecycle.demo import DEMO_TARGET, make_churn_dataset
-from kfp_lifecycle.tasks import CLASSIFICATION, PRIMARY_METRIC
 
 ROWS = 2000
 CONFIG = Path(__file__).resolve().parents[1] / "examples" / "churn.yaml"

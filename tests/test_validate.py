@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from kfp_lifecycle.components.validate import validate_table
-from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 
 
 def test_task_and_metric_detected_from_the_target(churn, multiclass, regression):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kfp_lifecycle.errors import SchemaError
+from kfp_lifecycle.core.errors import SchemaError
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"

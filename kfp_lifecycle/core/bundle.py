@@ -20,9 +20,9 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from kfp_lifecycle.errors import BundleError
-from kfp_lifecycle.schema import InputSchema
-from kfp_lifecycle.tasks import CLASSIFICATION
+from kfp_lifecycle.core.errors import BundleError
+from kfp_lifecycle.core.schema import InputSchema
+from kfp_lifecycle.core.tasks import CLASSIFICATION
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.core.errors import DataError
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"

@@ -4,11 +4,20 @@
     <bundle>/metadata.json  input schema, classes, metrics, library versions, sha256, lineage
 
 KServe loads exactly one model file per directory, so nothing else goes beside them.
+
+Format versions, and the promise: this code loads every format up to FORMAT_VERSION and
+refuses a newer one by name (a registry may hold versions written by a newer release).
+    1  0.1.0: the pickled transformers (SchemaCoercer, IQRClipper, DatetimeFeatures,
+       KeepFeatures) recorded as kfp_lifecycle.components.preprocess / .features, modules
+       that import kfp. Loaded by mapping those paths to kfp_lifecycle.core.transformers.
+    2  the same layout and metadata; the transformers are recorded as
+       kfp_lifecycle.core.transformers, so loading a model never imports kfp.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import platform
 from dataclasses import dataclass
@@ -23,16 +32,30 @@ import pandas as pd
 from kfp_lifecycle.core.errors import BundleError
 from kfp_lifecycle.core.schema import InputSchema
 from kfp_lifecycle.core.tasks import CLASSIFICATION
+from kfp_lifecycle.core.transformers import (
+    DatetimeFeatures,
+    IQRClipper,
+    KeepFeatures,
+    SchemaCoercer,
+)
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_DECISION_THRESHOLD = 0.5
 
 # Libraries whose versions must match between the training and the serving side.
 PINNED_LIBRARIES = ("scikit-learn", "xgboost-cpu", "pandas", "numpy", "joblib", "kfp-lifecycle")
 
 REQUIRED_METADATA = ("format_version", "sha256", "task", "target", "input_schema", "family")
+
+# Where format 1 (0.1.0) pickles recorded the classes that now live in the core.
+FORMAT_1_CLASSES: dict[tuple[str, str], type] = {
+    ("kfp_lifecycle.components.preprocess", "SchemaCoercer"): SchemaCoercer,
+    ("kfp_lifecycle.components.preprocess", "IQRClipper"): IQRClipper,
+    ("kfp_lifecycle.components.preprocess", "DatetimeFeatures"): DatetimeFeatures,
+    ("kfp_lifecycle.components.features", "KeepFeatures"): KeepFeatures,
+}
 
 
 @dataclass
@@ -96,9 +119,10 @@ def write_bundle(directory: str | Path, pipeline: Any, metadata: dict[str, Any])
     model_path = directory / MODEL_FILE
     joblib.dump(pipeline, model_path)
     full = {
+        **metadata,
+        # The file just written is in this code's format, whatever metadata came along.
         "format_version": FORMAT_VERSION,
         "model_file": MODEL_FILE,
-        **metadata,
         "sha256": sha256_file(model_path),
         "libraries": library_versions(),
     }
@@ -122,28 +146,69 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     absent = [key for key in REQUIRED_METADATA if key not in metadata]
     if absent:
         raise BundleError(f"{path} lacks required field(s): {', '.join(absent)}")
+    check_format(metadata["format_version"], path)
     return metadata
+
+
+def check_format(format_version: Any, where: str | Path) -> None:
+    """Refuse a bundle format this code does not know: newer, or not a format number at all."""
+    if type(format_version) is not int or format_version < 1:
+        raise BundleError(f"{where}: format_version {format_version!r} is not a bundle format")
+    if format_version > FORMAT_VERSION:
+        raise BundleError(
+            f"{where} is bundle format {format_version}, newer than this kfp-lifecycle "
+            f"reads (format {FORMAT_VERSION} and older); upgrade kfp-lifecycle to load it"
+        )
 
 
 def verify_bundle(directory: str | Path) -> dict[str, Any]:
     """Check the model file against the recorded sha256 before anything unpickles it."""
+    return _verified(Path(directory))[0]
+
+
+def load_bundle(directory: str | Path) -> Bundle:
+    """Load a bundle of any format up to FORMAT_VERSION.
+
+    The model file is read once: the bytes whose sha256 was checked are the bytes that are
+    unpickled, so the file cannot be swapped between the check and the load.
+    """
+    directory = Path(directory)
+    metadata, data = _verified(directory)
+    return Bundle(directory, unpickle_model(data, metadata["format_version"]), metadata)
+
+
+def unpickle_model(data: bytes, format_version: int) -> Any:
+    """Unpickle a model file written as `format_version`, mapping moved classes home."""
+    moved = FORMAT_1_CLASSES if format_version < 2 else {}
+    return _BundleUnpickler("", io.BytesIO(data), True, moved=moved).load()
+
+
+class _BundleUnpickler(joblib.numpy_pickle.NumpyUnpickler):
+    """joblib's unpickler, resolving classes an older format recorded under other modules."""
+
+    def __init__(self, *args: Any, moved: dict[tuple[str, str], type], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.moved = moved
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.moved:
+            return self.moved[(module, name)]
+        return super().find_class(module, name)
+
+
+def _verified(directory: Path) -> tuple[dict[str, Any], bytes]:
     metadata = read_metadata(directory)
-    model_path = Path(directory) / MODEL_FILE
+    model_path = directory / MODEL_FILE
     if not model_path.is_file():
         raise BundleError(f"{directory} is not a model bundle: {MODEL_FILE} is missing")
-    actual = sha256_file(model_path)
+    data = model_path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
     if actual != metadata["sha256"]:
         raise BundleError(
             f"{model_path} does not match its recorded sha256 (expected {metadata['sha256']}, "
             f"found {actual}); refusing to load a modified model file"
         )
-    return metadata
-
-
-def load_bundle(directory: str | Path) -> Bundle:
-    directory = Path(directory)
-    metadata = verify_bundle(directory)
-    return Bundle(directory, joblib.load(directory / MODEL_FILE), metadata)
+    return metadata, data
 
 
 def _json_default(value: Any) -> Any:

@@ -335,7 +335,7 @@ def _alias_version(registry: Any, model: str, alias: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kfp_lifecycle.components.train import DEFAULT_FAMILIES, FAMILIES
+    from kfp_lifecycle.families import DEFAULT_FAMILIES, FAMILIES
 
     parser = argparse.ArgumentParser(
         prog="lifecycle", description="Train, register and serve tabular models with KFP."

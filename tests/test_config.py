@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kfp_lifecycle.components.train import FAMILIES
 from kfp_lifecycle.config import (
     LifecycleConfig,
     load_config,
@@ -16,6 +15,7 @@ from kfp_lifecycle.config import (
     with_overrides,
 )
 from kfp_lifecycle.errors import LifecycleError
+from kfp_lifecycle.families import FAMILIES
 from kfp_lifecycle.tasks import METRICS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

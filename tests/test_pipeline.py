@@ -13,9 +13,9 @@ from kfp_lifecycle import cli
 from kfp_lifecycle.bundle import load_bundle
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.drift import reference_frame
-from kfp_lifecycle.components.train import DEFAULT_FAMILIES
 from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.errors import StepCrashed
+from kfp_lifecycle.families import DEFAULT_FAMILIES
 from kfp_lifecycle.local_run import run_local, run_training
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry
 

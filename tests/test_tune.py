@@ -22,8 +22,9 @@ from kfp_lifecycle.components.train import (
     train_model,
     tune_family,
 )
-from kfp_lifecycle.components.tune import TuningOptions, chosen_params, grow_forest
+from kfp_lifecycle.components.tune import TuningOptions, chosen_params
 from kfp_lifecycle.errors import DataError
+from kfp_lifecycle.families.random_forest import grow_forest
 from kfp_lifecycle.tasks import CLASSIFICATION, REGRESSION
 
 REPORTED_KEYS = {

@@ -77,7 +77,7 @@ FAMILY = Family(
     library="lightgbm",
     early_stopping=EarlyStopping(
         rounds_param="early_stopping_round",
-        fit_options=lambda x, y: {"eval_set": [(x, y)]},
+        fit_options=lambda x, y: {"eval_X": (x,), "eval_y": (y,)},  # 4.7: eval_set deprecated
         best_iteration=_best_iteration,
     ),
     contributions=_contributions,

@@ -5,6 +5,11 @@
 
 # --- build: wheels for the project and its pinned dependencies --------------------------
 FROM python:3.11.11-slim-bookworm AS build
+# LightGBM's library links the system OpenMP runtime (xgboost bundles its own): fetched here,
+# copied into the runtime stage, which installs nothing from the network.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md requirements.lock ./
 COPY kfp_lifecycle kfp_lifecycle
@@ -20,6 +25,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     MPLCONFIGDIR=/tmp/matplotlib
 COPY --from=build /wheels /wheels
+COPY --from=build /usr/lib/x86_64-linux-gnu/libgomp.so.1* /usr/lib/x86_64-linux-gnu/
 RUN pip install --no-index --find-links /wheels /wheels/*.whl \
     && rm -rf /wheels \
     && useradd --uid 1000 --create-home --shell /usr/sbin/nologin lifecycle

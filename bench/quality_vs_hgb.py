@@ -2,17 +2,20 @@
 baseline, on the same splits.
 
     .venv/bin/python bench/quality_vs_hgb.py [--trials N] [--timeout SECONDS]
+        [--families a,b] [--datasets name,name] [--pipeline]
 
 For each dataset: one seeded train/validation/test split shared by every contender. The
 baseline is HistGradientBoosting with default settings (native categorical support), fitted
-on train and scored on test. Ours, twice on that split: every family of components/train.py
-with its defaults ("defaults"), and every family tuned with Optuna (components/tune.py; the
-default TuningOptions budget unless --trials/--timeout say otherwise) and refitted with its
-best params ("tuned"); each time the champion is the family `select` would pick on
-validation. Reported side by side: the champions' validation score (what tuning optimises)
+on train and scored on test. Ours, twice on that split: every family of --families (default:
+every registered family, kfp_lifecycle/families/, LightGBM included) with its defaults
+("defaults"), and every family tuned with Optuna (components/tune.py; the default
+TuningOptions budget unless --trials/--timeout say otherwise) and refitted with its best
+params ("tuned"); each time the champion is the family `select` would pick on validation
+among them. Reported side by side: the champions' validation score (what tuning optimises)
 and test score (what the baseline is judged on), test ratios to the baseline (>1: better,
-for error metrics too), and wall times with their ratio to the baseline's. Our wall time
-includes preprocessing and all four families, run one after the other (the pipeline runs
+for error metrics too), and wall times with their ratio to the baseline's; then each
+family's own: validation scores, tuned test score and its wall time (tuning included). Our wall time
+includes preprocessing and all the families, run one after the other (the pipeline runs
 them in parallel). Data ships with scikit-learn or the project (no network).
 
 With --pipeline, each dataset also goes through the whole training pipeline on kfp.local
@@ -39,11 +42,12 @@ from kfp_lifecycle.components.ingest import read_table
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.select import leaderboard, rank_candidates
 from kfp_lifecycle.components.split import split_table
-from kfp_lifecycle.components.train import DEFAULT_FAMILIES, train_model, tune_family
+from kfp_lifecycle.components.train import train_model, tune_family
 from kfp_lifecycle.components.tune import TuningOptions, chosen_params
 from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC, REGRESSION
 from kfp_lifecycle.demo import make_churn_dataset
+from kfp_lifecycle.families import FAMILIES, get_family
 from kfp_lifecycle.local_run import run_training
 
 
@@ -97,30 +101,36 @@ def baseline(parts, target, task):
     return float(roc_auc_score(parts.test[target], proba, multi_class="ovr"))
 
 
-def ours(parts, target, task, tuning: TuningOptions | None):
+def ours(parts, target, task, tuning: TuningOptions | None, families: list[str]):
     """The champion as the pipeline would pick it on validation: family, validation and test
-    score, and every family's validation score."""
+    score; and every family's validation and test score and wall time (tuning included)."""
     fitted, schema, _ = fit_preprocessor(parts.train, target, task)
     metric = PRIMARY_METRIC[task]
-    bundles = []
-    for family in DEFAULT_FAMILIES:
+    truth = parts.test[target].tolist()
+    bundles, tests, seconds = [], {}, {}
+    for family in families:
+        started = time.perf_counter()
         params = None
         if tuning is not None:
             study = tune_family(parts.train, parts.validation, target, task, family, fitted,
                                 metric, tuning)  # fmt: skip
             params = chosen_params(study)
-        bundles.append(train_model(parts.train, parts.validation, target, task, family,
-                                   fitted, schema, params=params))  # fmt: skip
+        bundle = train_model(parts.train, parts.validation, target, task, family, fitted,
+                             schema, params=params)  # fmt: skip
+        seconds[family] = time.perf_counter() - started
+        prediction = bundle.predict(parts.test.drop(columns=[target]))
+        tests[family] = compute_metrics(task, truth, prediction)[metric]
+        bundles.append(bundle)
     ranked = rank_candidates([b.metadata for b in bundles], metric)
     champion = ranked[0]["family"]
     (bundle,) = [b for b in bundles if b.metadata["family"] == champion]
-    prediction = bundle.predict(parts.test.drop(columns=[target]))
-    test = compute_metrics(task, parts.test[target].tolist(), prediction)[metric]
     return {
         "champion": champion,
         "validation": bundle.metadata["metrics"]["validation"][metric],
-        "test": test,
+        "test": tests[champion],
         "families": leaderboard(ranked, metric),
+        "tests": tests,
+        "seconds": seconds,
     }
 
 
@@ -163,16 +173,29 @@ def main() -> None:
     parser.add_argument(
         "--pipeline", action="store_true", help="also run the whole pipeline on kfp.local"
     )
+    parser.add_argument(
+        "--families",
+        default=",".join(FAMILIES),
+        help="comma-separated model families (default: every registered one)",
+    )
+    parser.add_argument(
+        "--datasets", default="", help="comma-separated dataset name prefixes (default: all)"
+    )
     arguments = parser.parse_args()
+    chosen = [get_family(f.strip()).name for f in arguments.families.split(",") if f.strip()]
+    prefixes = [p.strip() for p in arguments.datasets.split(",") if p.strip()]
     tuning = TuningOptions(trials=arguments.trials, timeout_seconds=arguments.timeout)
     print(f"tuning budget per family: {tuning.trials} trials, {tuning.timeout_seconds:g}s")
+    print(f"families: {', '.join(chosen)}")
     rows, families, pipelines = [], [], []
     for name, (load, target, task) in DATASETS.items():
+        if prefixes and not any(name.startswith(prefix) for prefix in prefixes):
+            continue
         frame = load()
         parts = split_table(frame, target, task, seed=42)
         base, base_seconds = _timed(baseline, parts, target, task)
-        plain, plain_seconds = _timed(ours, parts, target, task, None)
-        tuned, tuned_seconds = _timed(ours, parts, target, task, tuning)
+        plain, plain_seconds = _timed(ours, parts, target, task, None, chosen)
+        tuned, tuned_seconds = _timed(ours, parts, target, task, tuning, chosen)
         metric = PRIMARY_METRIC[task]
         higher = METRICS[metric].greater_is_better
 
@@ -207,6 +230,11 @@ def main() -> None:
                     "metric": metric,
                     "valid defaults": round(score, 4),
                     "valid tuned": round(tuned["families"][family], 4),
+                    "test hgb": round(base, 4),
+                    "test tuned": round(tuned["tests"][family], 4),
+                    "tuned/hgb": ratio(tuned["tests"][family]),
+                    "s tuned": round(tuned["seconds"][family], 1),
+                    "time tuned/hgb": round(tuned["seconds"][family] / base_seconds, 1),
                 }
             )
         print(rows[-1], flush=True)
@@ -226,7 +254,7 @@ def main() -> None:
             print(pipelines[-1], flush=True)
     print("\nChampions (test ratios > 1: better than the HGB baseline):")
     print(pd.DataFrame(rows).to_markdown(index=False))
-    print("\nEvery family's validation score, defaults vs tuned:")
+    print("\nEvery family: validation defaults vs tuned, tuned test score and time vs HGB:")
     print(pd.DataFrame(families).to_markdown(index=False))
     if pipelines:
         print("\nThe whole training pipeline on kfp.local vs HGB on the run's own split:")

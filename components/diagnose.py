@@ -5,12 +5,14 @@ bundle's fitted preprocessing gives, exactly as the training step builds them
 (components/train.py `training_matrix`: cross-fitted encodings of the training rows).
 The preprocessing is not refitted per subset: on a small share of the rows an encoder sees
 fewer categories, the feature set changes and the bundle's feature selection no longer
-applies. XGBoost keeps the number of trees early stopping chose for the bundle.
+applies. A family that stops early (XGBoost, LightGBM) keeps the number of trees early
+stopping chose for the bundle.
 
 - Learning curve: the estimator refitted on nested, class-stratified shares of the training
   rows (`sizes`), scored with the primary metric on the rows it saw and on validation rows.
 - Validation curve: the estimator refitted on all the (sampled) training rows for each value
-  of its family's main regularisation parameter (VALIDATION_GRIDS), scored the same way.
+  of its family's main regularisation parameter (the family's `diagnosis`, in
+  kfp_lifecycle/families/), scored the same way.
 
 Scores become skill so that one tolerance serves every metric: 0 is the score of a constant
 predictor (the training rows' class prior or mean, scored on the validation rows), 1 a
@@ -44,41 +46,12 @@ from kfp_lifecycle.components.train import training_matrix
 from kfp_lifecycle.components.tune import score_model
 from kfp_lifecycle.core.bundle import Bundle
 from kfp_lifecycle.core.errors import DataError
-from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC, REGRESSION
+from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC
+from kfp_lifecycle.families import FAMILIES
 
 OVERFITTING, UNDERFITTING, GOOD_FIT = "overfitting", "underfitting", "good fit"
 # Metrics whose best value is 0 (errors); the others are best at 1.
 PERFECT_AT_ZERO = {"rmse", "mae", "mape", "log_loss", "brier", "calibration_error"}
-# The family's main regularisation parameter and the grid the validation curve walks.
-VALIDATION_GRIDS: dict[str, dict[str, tuple[str, list[Any]]]] = {
-    "linear": {
-        CLASSIFICATION: ("C", [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]),
-        REGRESSION: ("alpha", [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]),
-    },
-    **{
-        family: {CLASSIFICATION: grid, REGRESSION: grid}
-        for family, grid in (
-            ("random_forest", ("min_samples_leaf", [1, 2, 5, 10, 20, 50])),
-            ("hist_gradient_boosting", ("max_leaf_nodes", [4, 8, 16, 31, 64])),
-            ("xgboost", ("max_depth", [1, 2, 3, 4, 6, 8, 10])),
-        )
-    },
-}
-SUGGESTIONS = {
-    (OVERFITTING, "linear"): "lower C / raise alpha (stronger regularisation), or add rows",
-    (OVERFITTING, "random_forest"): "raise min_samples_leaf or cap max_depth, or add rows",
-    (OVERFITTING, "hist_gradient_boosting"): "fewer max_leaf_nodes, more l2_regularization, "
-    "or add rows",
-    (OVERFITTING, "xgboost"): "lower max_depth, raise min_child_weight or reg_lambda, or add rows",
-    (UNDERFITTING, "linear"): "weaker regularisation (raise C / lower alpha), more informative "
-    "features, or a non-linear family (xgboost, hist_gradient_boosting)",
-    (UNDERFITTING, "random_forest"): "lower min_samples_leaf, allow deeper trees (max_depth), "
-    "or more informative features",
-    (UNDERFITTING, "hist_gradient_boosting"): "more max_leaf_nodes, a higher learning_rate, "
-    "less l2_regularization, or more informative features",
-    (UNDERFITTING, "xgboost"): "deeper trees (max_depth), more rounds, less reg_lambda, "
-    "or more informative features",
-}
 # A curve point counts as better than the model only by at least this much skill.
 NOTABLE_SKILL = 0.02
 
@@ -211,10 +184,10 @@ def _refit(
     param: tuple[str, Any] | None = None,
 ) -> Any:
     estimator = clone(bundle.pipeline[-1])
-    if bundle.metadata["family"] == "xgboost":  # no early stopping here: the trees it found
+    stopping = FAMILIES[bundle.metadata["family"]].early_stopping
+    if stopping is not None:  # no early stopping here: the trees it found
         best = bundle.metadata.get("params", {}).get("best_iteration")
-        trees = best + 1 if best is not None else estimator.get_params()["n_estimators"]
-        estimator.set_params(early_stopping_rounds=None, n_estimators=trees)
+        estimator.set_params(**stopping.fixed_trees(best, estimator))
     if param is not None:
         estimator.set_params(**{param[0]: param[1]})
     if weights is None:
@@ -229,8 +202,11 @@ def diagnose_fit(
     task, target = bundle.metadata["task"], bundle.metadata["target"]
     family = bundle.metadata["family"]
     metric = bundle.metadata.get("primary_metric") or PRIMARY_METRIC[task]
-    if family not in VALIDATION_GRIDS:
-        raise DataError(f"no fit diagnosis for model family '{family}'")
+    if family not in FAMILIES:
+        raise DataError(
+            f"no fit diagnosis for model family '{family}'; known: {', '.join(FAMILIES)}"
+        )
+    knob = FAMILIES[family].diagnosis(task)
     for name, frame in (("training", train), ("validation", validation)):
         if target not in frame.columns:
             raise DataError(f"the {name} rows have no target column '{target}'")
@@ -287,7 +263,7 @@ def diagnose_fit(
             f"too few training rows ({len(order)}) to fit the model for a learning curve"
         )
 
-    param, values = VALIDATION_GRIDS[family][task]
+    param, values = knob.param, knob.grid
     current = bundle.pipeline[-1].get_params().get(param)
     validation_curve: dict[str, Any] = {
         "param": param,
@@ -310,9 +286,7 @@ def diagnose_fit(
     )  # fmt: skip
     hints = _curve_hints(learning, validation_curve, valid_skill, baseline, metric)
     evidence += [hint for hint, _ in hints] + notes
-    suggestion = (
-        "nothing to change for the fit" if verdict == GOOD_FIT else SUGGESTIONS[(verdict, family)]
-    )
+    suggestion = "nothing to change for the fit" if verdict == GOOD_FIT else knob.advice(verdict)
     concrete = [advice for _, advice in hints if advice]
     if concrete:
         joiner = "; worth a try: " if verdict == GOOD_FIT else "; "

@@ -4,9 +4,9 @@ Permutation importance on the test rows, over the raw input columns (the bundle'
 takes raw rows, so a column's encoding and its derived features are shuffled together):
 how much the primary metric worsens when a column's values are shuffled (a drop for
 roc_auc, a rise for rmse: positive always means the model relies on the column), with the
-bundle's decision threshold applied as serving applies it. For XGBoost, also the model's own
-SHAP contributions (pred_contribs, over the trees its predictions use), mean |value| per
-transformed feature.
+bundle's decision threshold applied as serving applies it. For a family whose explainer is
+"shap" (XGBoost, LightGBM), also the model's own exact SHAP contributions (over the trees its
+predictions use), mean |value| per transformed feature.
 The result goes into the bundle's metadata["explanation"]; the model server returns it with
 its per-row `:explain` answers.
 """
@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import xgboost
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.inspection import permutation_importance
@@ -26,6 +25,7 @@ from kfp_lifecycle.components.evaluate import compute_metrics
 from kfp_lifecycle.core.bundle import Bundle, read_metadata, verify_bundle, write_metadata
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC
+from kfp_lifecycle.families import get_family
 
 
 class ExplainOptions(BaseModel):
@@ -41,7 +41,8 @@ class ExplainOptions(BaseModel):
 
 
 def explain_bundle(bundle: Bundle, test: pd.DataFrame, options: ExplainOptions) -> dict[str, Any]:
-    """Permutation importance per input column (+ mean |SHAP| per feature for XGBoost)."""
+    """Permutation importance per input column (+ mean |SHAP| per feature for the families
+    explained by SHAP)."""
     target, task = bundle.metadata["target"], bundle.metadata["task"]
     metric = bundle.metadata.get("primary_metric") or PRIMARY_METRIC[task]
     if target not in test.columns:
@@ -90,8 +91,8 @@ def explain_bundle(bundle: Bundle, test: pd.DataFrame, options: ExplainOptions) 
         "permutation_importance": _by_column(x.columns, found.importances_mean),
         "permutation_importance_std": _by_column(x.columns, found.importances_std),
     }
-    if bundle.metadata["family"] == "xgboost":
-        result["shap_mean_abs"] = xgboost_shap(bundle, x)
+    if get_family(bundle.metadata["family"]).explainer == "shap":
+        result["shap_mean_abs"] = shap_mean_abs(bundle, x)
     return result
 
 
@@ -99,18 +100,16 @@ def _by_column(columns: pd.Index, values: np.ndarray) -> dict[str, float]:
     return {str(name): float(value) for name, value in zip(columns, values, strict=True)}
 
 
-def xgboost_contributions(bundle: Bundle, rows: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """XGBoost's exact tree SHAP values of raw `rows`: rows x features + 1 (the last column is
-    the bias), or rows x classes x features + 1 for multiclass; in the model's raw (margin)
-    units, over the trees its predictions use (early stopping's best iteration)."""
+def model_contributions(bundle: Bundle, rows: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """The family's own contributions (`Family.contributions`) for raw `rows`, and the
+    transformed features' names: rows x features + 1 (the last column is the bias), or rows
+    x classes x features + 1 for multiclass; in the model's raw (margin) units."""
     preprocess, estimator = bundle.pipeline[:-1], bundle.pipeline[-1]
+    family = get_family(bundle.metadata["family"])
+    if family.contributions is None:
+        raise DataError(f"model family '{family.name}' computes no contributions of its own")
     features = np.asarray(preprocess.transform(rows), dtype="float64")
-    best = getattr(estimator, "best_iteration", None)
-    contributions = estimator.get_booster().predict(
-        xgboost.DMatrix(features),
-        pred_contribs=True,
-        iteration_range=(0, best + 1) if best is not None else (0, 0),
-    )
+    contributions = family.contributions(estimator, features)
     try:
         names = [str(name) for name in preprocess.get_feature_names_out()]
     except (AttributeError, ValueError):
@@ -118,9 +117,9 @@ def xgboost_contributions(bundle: Bundle, rows: pd.DataFrame) -> tuple[np.ndarra
     return contributions, names
 
 
-def xgboost_shap(bundle: Bundle, rows: pd.DataFrame) -> dict[str, float]:
+def shap_mean_abs(bundle: Bundle, rows: pd.DataFrame) -> dict[str, float]:
     """Mean |SHAP value| per transformed feature (bias left out; multiclass: over classes)."""
-    contributions, names = xgboost_contributions(bundle, rows)
+    contributions, names = model_contributions(bundle, rows)
     without_bias = contributions[..., :-1]
     magnitude = np.abs(without_bias).reshape(-1, without_bias.shape[-1]).mean(0)
     return dict(zip(names, map(float, magnitude), strict=True))
@@ -149,7 +148,8 @@ def explain(
         test: Held-out test rows: every input column of the model's schema and the target.
         explanation: JSON: method, metric, permutation_importance and
             permutation_importance_std per raw input column (how much the metric worsens
-            when the column is shuffled); shap_mean_abs per transformed feature (XGBoost).
+            when the column is shuffled); shap_mean_abs per transformed feature (families
+            explained by SHAP: XGBoost, LightGBM).
         explained: The same bundle (model.joblib untouched, its sha256 still valid) with the
             explanation in metadata["explanation"]; the model server's :explain answer
             carries it as global_importance.

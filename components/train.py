@@ -6,22 +6,13 @@ are in components/tune.py's docstring.
 """
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 from sklearn.base import clone
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
-from xgboost import XGBClassifier, XGBRegressor
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.balance import (
@@ -32,7 +23,6 @@ from kfp_lifecycle.components.balance import (
 from kfp_lifecycle.components.evaluate import compute_metrics
 from kfp_lifecycle.components.split import GROUP, TIME, SplitOptions, cross_validation_folds
 from kfp_lifecycle.components.tune import (
-    EARLY_STOPPING_ROUNDS,
     Fold,
     TuningOptions,
     fit_estimator,
@@ -43,63 +33,12 @@ from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.schema import InputSchema
 from kfp_lifecycle.core.tasks import CLASSIFICATION
 from kfp_lifecycle.core.transformers import KeepFeatures
-
-# The family default is the tuning default, so the defaults' trial is training's defaults.
-XGBOOST_EARLY_STOPPING_ROUNDS = EARLY_STOPPING_ROUNDS
-
-
-def _linear(task: str, seed: int) -> Any:
-    if task == CLASSIFICATION:
-        return LogisticRegression(max_iter=2000, random_state=seed)
-    return Ridge(alpha=1.0)
-
-
-def _random_forest(task: str, seed: int) -> Any:
-    cls = RandomForestClassifier if task == CLASSIFICATION else RandomForestRegressor
-    return cls(n_estimators=300, min_samples_leaf=2, n_jobs=-1, random_state=seed)
-
-
-def _hist_gradient_boosting(task: str, seed: int) -> Any:
-    cls = (
-        HistGradientBoostingClassifier if task == CLASSIFICATION else HistGradientBoostingRegressor
-    )
-    return cls(max_iter=500, early_stopping=True, random_state=seed)
-
-
-def _xgboost(task: str, seed: int) -> Any:
-    # Many shallow-ish trees at a low learning rate; early stopping on the validation rows
-    # picks the number of trees, so the defaults suit small and large tables alike.
-    options = dict(
-        n_estimators=3000,
-        learning_rate=0.03,
-        max_depth=6,
-        min_child_weight=1,
-        subsample=0.8,
-        colsample_bytree=0.8,
-        reg_lambda=1.0,
-        tree_method="hist",
-        early_stopping_rounds=XGBOOST_EARLY_STOPPING_ROUNDS,
-        n_jobs=2,
-        random_state=seed,
-    )
-    if task == CLASSIFICATION:
-        return XGBClassifier(**options)
-    return XGBRegressor(**options)
-
-
-FAMILIES: dict[str, Callable[[str, int], Any]] = {
-    "linear": _linear,
-    "random_forest": _random_forest,
-    "hist_gradient_boosting": _hist_gradient_boosting,
-    "xgboost": _xgboost,
-}
-DEFAULT_FAMILIES = ["linear", "random_forest", "hist_gradient_boosting", "xgboost"]
+from kfp_lifecycle.families import get_family
 
 
 def make_estimator(family: str, task: str, seed: int = 42) -> Any:
-    if family not in FAMILIES:
-        raise DataError(f"unknown model family '{family}'; choose from: {', '.join(FAMILIES)}")
-    return FAMILIES[family](task, seed)
+    """The family's estimator for `task` with its defaults (kfp_lifecycle/families/)."""
+    return get_family(family).estimator(task, seed=seed)
 
 
 def class_labels(labels: pd.Series) -> list[Any]:
@@ -319,7 +258,8 @@ def train_model(
     `train` may come from the balance step (its weight and origin columns are honoured);
     `fitted_rows` are the rows the preprocessor was fitted on (default: `train` itself).
     """
-    estimator = make_estimator(family, task, seed).set_params(**(params or {}))
+    spec = get_family(family)
+    estimator = spec.estimator(task, params, seed)
     data = _matrices(train, validation, target, task, preprocessor, fitted_rows)
     fit_estimator(
         estimator, family, data["x_train"], data["y_train"], data["sample_weight"],
@@ -336,8 +276,8 @@ def train_model(
         "params": _plain_params(estimator),
         "training_rows": data["rows"],
     }
-    if family == "xgboost":
-        metadata["params"]["best_iteration"] = int(estimator.best_iteration)
+    if spec.early_stopping is not None:
+        metadata["params"]["best_iteration"] = spec.best_iteration(estimator)
     bundle = Bundle(path=None, pipeline=pipeline, metadata=metadata)
     prediction = bundle.predict(validation.drop(columns=[target]))
     metadata["metrics"] = {
@@ -415,13 +355,13 @@ def train(
 
     Args:
         train: Training rows, as the balance step left them (weights and synthetic rows).
-        validation: Validation rows: the tuning objective (unless cv), XGBoost's early
-            stopping and the leaderboard score.
+        validation: Validation rows: the tuning objective (unless cv), early stopping (the
+            families that stop early) and the leaderboard score.
         preprocessor: The transform fitted on the training rows.
         fitted_rows: The rows the transform was fitted on (for cross-fitted encodings).
         validation_report: The validate step's report: the resolved task and primary metric.
         target: Name of the column to predict.
-        family: linear, random_forest, hist_gradient_boosting or xgboost.
+        family: A registered model family (kfp_lifecycle/families/), e.g. xgboost.
         model: Bundle directory: model.joblib (one scikit-learn Pipeline) and metadata.json,
             whose tuning entry holds the best params, the default and best scores and the
             number of trials run.

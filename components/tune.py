@@ -4,11 +4,13 @@ The family's default parameters are always the first trial, so tuning can only k
 them on the objective, and the report can show by how much. The objective is the primary
 metric on the validation rows, or its mean over a k-fold cross-validation of the training
 rows (objective cv). The median pruner stops a trial that lags the others at the same step:
-after each fold (objective cv), or after each stage of a random forest's trees (objective
-validation). Boosted families are not pruned stage by stage: a partly boosted model scores
-low whenever its learning rate is small, so the pruner would bias the search against slow
-learners; they stop on their own (early stopping). XGBoost trials stop early on the
-validation rows; the number of trees each one reached is recorded.
+after each fold (objective cv), or after each stage of a family that grows in stages, a
+random forest's trees (objective validation; the family's `grow`). Boosted families are not
+pruned stage by stage: a partly boosted model scores low whenever its learning rate is
+small, so the pruner would bias the search against slow learners; they stop on their own.
+Trials of a family with `early_stopping` (XGBoost, LightGBM) stop early on the validation
+rows; the number of trees each one reached is recorded. What each family searches is its
+own `search_space` (kfp_lifecycle/families/).
 
 Cross-validation folds (built once by components/train.py, reused by every trial) follow
 three rules, so a fold's score is what the pipeline would measure on rows it never saw:
@@ -29,7 +31,6 @@ three rules, so a fold's score is what the pipeline would measure on rows it nev
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,11 +42,7 @@ from sklearn.base import clone
 from kfp_lifecycle.components.evaluate import compute_metrics
 from kfp_lifecycle.core.bundle import Prediction
 from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS
-
-# XGBoost's patience: rounds without improvement on the validation rows before a fit stops.
-EARLY_STOPPING_ROUNDS = 20
-# A random forest trial grows this many trees at a time and is scored after each stage.
-FOREST_STAGE_TREES = 100
+from kfp_lifecycle.families import EARLY_STOPPING_ROUNDS, get_family
 
 
 class TuningOptions(BaseModel):
@@ -80,8 +77,8 @@ class TuningOptions(BaseModel):
         EARLY_STOPPING_ROUNDS,
         ge=1,
         le=1000,
-        description="XGBoost: rounds without improvement on the validation rows before a fit "
-        "stops, in every trial and in the final fit.",
+        description="Families that stop early (xgboost, lightgbm): rounds without improvement "
+        "on the validation rows before a fit stops, in every trial and in the final fit.",
     )
 
 
@@ -100,48 +97,18 @@ class Fold:
     preprocessor: Any = field(repr=False, default=None)  # the transform fitted for this fold
 
 
-def _space(trial: optuna.Trial, family: str, task: str) -> dict[str, Any]:
-    """The parameters a trial tries; each family's main regularisation knobs."""
-    if family == "linear":
-        if task == CLASSIFICATION:
-            return {"C": trial.suggest_float("C", 1e-3, 1e2, log=True)}
-        return {"alpha": trial.suggest_float("alpha", 1e-3, 1e3, log=True)}
-    if family == "random_forest":
-        return {
-            "n_estimators": trial.suggest_int("n_estimators", 100, 500, step=50),
-            "max_depth": trial.suggest_categorical("max_depth", [None, 4, 8, 12, 16]),
-            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 20, log=True),
-            "max_features": trial.suggest_categorical("max_features", ["sqrt", 0.5, 1.0]),
-        }
-    if family == "hist_gradient_boosting":
-        return {
-            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
-            "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 8, 64, log=True),
-            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 5, 100, log=True),
-            "l2_regularization": trial.suggest_float("l2_regularization", 0.0, 10.0),
-        }
-    if family == "xgboost":
-        return {
-            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
-            "max_depth": trial.suggest_int("max_depth", 2, 10),
-            "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),
-            "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
-            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
-        }
-    raise ValueError(f"no search space for family '{family}'")
-
-
 def defaults_of(estimator: Any, family: str, task: str) -> dict[str, Any]:
     """The estimator's current values of the parameters the search space tunes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    return {name: estimator.get_params()[name] for name in _space(probe, family, task)}
+    space = get_family(family).search_space(probe, task)
+    return {name: estimator.get_params()[name] for name in space}
 
 
 def fixed_params(family: str, options: TuningOptions) -> dict[str, Any]:
     """Parameters that every trial and the final fit share, set by the options, not searched."""
-    return {"early_stopping_rounds": options.early_stopping_rounds} if family == "xgboost" else {}
+    stopping = get_family(family).early_stopping
+    return {} if stopping is None else stopping.params(options.early_stopping_rounds)
 
 
 def chosen_params(study: dict[str, Any]) -> dict[str, Any]:
@@ -158,38 +125,12 @@ def fit_estimator(
     x_eval: np.ndarray,
     y_eval: np.ndarray,
 ) -> Any:
-    """Fit as training does: the balance step's weights; XGBoost stops early on (x_eval, y_eval)."""
-    options: dict[str, Any] = {}
+    """Fit as training does: the balance step's weights; a family with early stopping stops
+    on (x_eval, y_eval)."""
+    options = get_family(family).fit_options(x_eval, y_eval)
     if sample_weight is not None:
         options["sample_weight"] = sample_weight
-    if family == "xgboost":
-        options.update({"eval_set": [(x_eval, y_eval)], "verbose": False})
     return estimator.fit(x, y, **options)
-
-
-def grow_forest(
-    forest: Any,
-    x: np.ndarray,
-    y: np.ndarray,
-    sample_weight: np.ndarray | None,
-    score: Callable[[Any], float],
-    report: Callable[[float, int], None],
-) -> float:
-    """Fit a random forest FOREST_STAGE_TREES trees at a time; `report(score, trees)` after
-    each stage (it may raise optuna.TrialPruned). Warm start draws each tree's seed exactly as
-    a single fit does, so the grown forest is the one a single fit gives. Returns the score
-    of the whole forest."""
-    total = forest.n_estimators
-    options = {} if sample_weight is None else {"sample_weight": sample_weight}
-    forest.set_params(warm_start=True)
-    try:
-        for trees in [*range(FOREST_STAGE_TREES, total, FOREST_STAGE_TREES), total]:
-            forest.set_params(n_estimators=trees).fit(x, y, **options)
-            value = score(forest)
-            report(value, trees)
-    finally:
-        forest.set_params(warm_start=False)
-    return value
 
 
 def score_model(
@@ -230,6 +171,7 @@ def tune(
     objective_kind = options.objective
     if objective_kind == "cv" and not folds:
         raise ValueError("objective cv needs the folds (components/train.py builds them)")
+    spec = get_family(family)
     fixed = fixed_params(family, options)
     base = clone(base).set_params(**fixed)
     defaults = defaults_of(base, family, task)
@@ -239,42 +181,42 @@ def tune(
         return score_model(estimator, x, y, task, metric, classes)
 
     def validation_objective(trial: optuna.Trial, estimator: Any) -> float:
-        if family == "random_forest" and options.pruning:
+        if spec.grow is not None and options.pruning:
 
-            def report(value: float, trees: int) -> None:
-                trial.report(value, trees)
+            def report(value: float, step: int) -> None:
+                trial.report(value, step)
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
-            return grow_forest(
+            return spec.grow(
                 estimator, x_train, y_train, sample_weight,
-                lambda forest: score(forest, x_valid, y_valid), report,
+                lambda model: score(model, x_valid, y_valid), report,
             )  # fmt: skip
         fit_estimator(estimator, family, x_train, y_train, sample_weight, x_valid, y_valid)
-        if family == "xgboost":
-            trial.set_user_attr("best_iteration", int(estimator.best_iteration))
+        if spec.early_stopping is not None:
+            trial.set_user_attr("best_iteration", spec.best_iteration(estimator))
         return score(estimator, x_valid, y_valid)
 
     def cv_objective(trial: optuna.Trial, params: dict[str, Any]) -> float:
         scores, iterations = [], []
         for step, fold in enumerate(folds):
             estimator = clone(base).set_params(**params)
-            # XGBoost stops early on the validation rows, as the final fit does: stopping on
-            # the held-out fold would let that fold pick the trees it is scored on.
+            # Early stopping uses the validation rows, as the final fit does: stopping on the
+            # held-out fold would let that fold pick the trees it is scored on.
             fit_estimator(estimator, family, fold.x_train, fold.y_train, fold.sample_weight,
                           fold.x_valid, y_valid)  # fmt: skip
-            if family == "xgboost":
-                iterations.append(int(estimator.best_iteration))
+            if spec.early_stopping is not None:
+                iterations.append(spec.best_iteration(estimator))
             scores.append(score(estimator, fold.x_held_out, fold.y_held_out))
             trial.report(float(np.mean(scores)), step)
             if options.pruning and trial.should_prune():
                 raise optuna.TrialPruned()
-        if iterations:
+        if iterations and None not in iterations:
             trial.set_user_attr("best_iteration", round(float(np.mean(iterations))))
         return float(np.mean(scores))
 
     def objective(trial: optuna.Trial) -> float:
-        params = _space(trial, family, task)
+        params = spec.search_space(trial, task)
         if objective_kind == "cv":
             return cv_objective(trial, params)
         return validation_objective(trial, clone(base).set_params(**params))

@@ -335,17 +335,9 @@ def _alias_version(registry: Any, model: str, alias: str) -> int:
     return found.version
 
 
-class _FamiliesHelp:
-    """The --families help, formatted only when help is shown: the family list lives in the
-    train step, which imports kfp, and `lifecycle serve` must start without kfp."""
-
-    def __str__(self) -> str:
-        from kfp_lifecycle.components.train import DEFAULT_FAMILIES, FAMILIES
-
-        return f"default: {','.join(DEFAULT_FAMILIES)}; known: {', '.join(FAMILIES)}"
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from kfp_lifecycle.families import DEFAULT_FAMILIES, FAMILIES
+
     parser = argparse.ArgumentParser(
         prog="lifecycle", description="Train, register and serve tabular models with KFP."
     )
@@ -362,10 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--task", choices=["auto", "classification", "regression"])
     training.add_argument("--metric", help="primary metric (default: roc_auc or rmse)")
     training.add_argument("--output", help="output directory (default: lifecycle-output)")
-    families = training.add_argument(
-        "--families", help="comma-separated model families (%(families_help)s)"
+    training.add_argument(
+        "--families",
+        help=f"comma-separated model families (default: {','.join(DEFAULT_FAMILIES)}); "
+        f"known: {', '.join(FAMILIES)}",
     )
-    families.families_help = _FamiliesHelp()  # argparse fills %(name)s from the action
     training.add_argument(
         "--threshold",
         type=float,

@@ -28,10 +28,10 @@ from kfp_lifecycle.components.quality import QualityOptions
 from kfp_lifecycle.components.report import ReportOptions
 from kfp_lifecycle.components.retrain import RetrainRule
 from kfp_lifecycle.components.split import SplitOptions
-from kfp_lifecycle.components.train import DEFAULT_FAMILIES, FAMILIES
 from kfp_lifecycle.components.tune import TuningOptions
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.tasks import METRICS, metrics_for
+from kfp_lifecycle.families import DEFAULT_FAMILIES, FAMILIES
 
 AUTO_METRIC = ("auto", "")
 
@@ -63,7 +63,8 @@ class DataConfig(Section):
 class ModelsConfig(Section):
     families: list[str] = Field(
         default_factory=lambda: list(DEFAULT_FAMILIES),
-        description="Model families trained in parallel; the best on validation wins.",
+        description="Model families trained in parallel; the best on validation wins. Known: "
+        + ", ".join(FAMILIES),
     )
     tuning: TuningOptions = Field(default_factory=TuningOptions)
 

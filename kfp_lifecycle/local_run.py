@@ -14,12 +14,12 @@ from typing import Any
 from kfp_lifecycle.components.gate import check_thresholds
 from kfp_lifecycle.components.ingest import read_table
 from kfp_lifecycle.components.preprocess import drop_unusable
-from kfp_lifecycle.components.train import make_estimator
 from kfp_lifecycle.components.validate import champion_contract, enforce_contract, validate_table
 from kfp_lifecycle.config import LifecycleConfig
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.schema import infer_schema
 from kfp_lifecycle.errors import STEP_FAILURE_FILE, StepCrashed, StepFailed
+from kfp_lifecycle.families import get_family
 from kfp_lifecycle.registry import model_name_from
 
 SUMMARY_FILE = "summary.json"
@@ -42,7 +42,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     checked = validate_table(frame, target, config.data.task, config.data.metric)
     drop_unusable(frame, infer_schema(frame, target), config.preprocessing)
     for family in config.models.families:
-        make_estimator(family, checked.task)
+        get_family(family).estimator(checked.task)
     check_thresholds(config.gate.thresholds, checked.task)
     output = Path(config.output).absolute()
     registry = config.registry or str(output / "registry")

@@ -9,7 +9,7 @@ from kfp_lifecycle.components.drift import drift
 from kfp_lifecycle.components.monitor import PREDICTION_COLUMN, collect_window
 from kfp_lifecycle.components.quality import quality
 from kfp_lifecycle.components.retrain import decide
-from kfp_lifecycle.components.train import DEFAULT_FAMILIES
+from kfp_lifecycle.families import DEFAULT_FAMILIES
 from kfp_lifecycle.pipelines.deployment import deployment_pipeline
 from kfp_lifecycle.pipelines.training import training_pipeline
 

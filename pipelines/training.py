@@ -17,8 +17,9 @@ from kfp_lifecycle.components.register import register
 from kfp_lifecycle.components.report import report
 from kfp_lifecycle.components.select import select
 from kfp_lifecycle.components.split import split
-from kfp_lifecycle.components.train import DEFAULT_FAMILIES, train
+from kfp_lifecycle.components.train import train
 from kfp_lifecycle.components.validate import validate
+from kfp_lifecycle.families import DEFAULT_FAMILIES
 
 PIPELINE_NAME = "training"
 

@@ -1,17 +1,16 @@
 """Per-prediction explanations: each transformed feature's contribution to one prediction.
 
-Exact where the model makes it cheap: XGBoost's own SHAP values (`pred_contribs`), and for
-linear models coefficient x feature value. Both are additive: the contributions plus the
+Exact where the model makes it cheap, as its family declares (`Family.contributions`,
+kfp_lifecycle/families/): tree SHAP values computed by XGBoost or LightGBM themselves, and
+coefficient x feature value for linear models. Both are additive: the contributions plus the
 bias give the model's raw score (log-odds, or the prediction for a regression).
 """
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
-from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
 
 from kfp_lifecycle.core.bundle import Bundle
+from kfp_lifecycle.families import FAMILIES
 
 TOP_FEATURES = 10
 
@@ -25,8 +24,7 @@ def explain_rows(bundle: Bundle, frame: pd.DataFrame, top: int = TOP_FEATURES) -
     transform = bundle.pipeline[:-1]
     features = transform.transform(frame)
     names = list(transform[-1].get_feature_names_out())  # the step that feeds the model
-    estimator = bundle.pipeline[-1]
-    contributions, bias = _contributions(estimator, np.asarray(features, dtype=float))
+    contributions, bias = _contributions(bundle, np.asarray(features, dtype=float))
     explanations = []
     for row_contributions, row_bias in zip(contributions, bias, strict=True):
         order = np.argsort(-np.abs(row_contributions))[:top]
@@ -40,32 +38,19 @@ def explain_rows(bundle: Bundle, frame: pd.DataFrame, top: int = TOP_FEATURES) -
     return explanations
 
 
-def _contributions(estimator: Any, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Contributions (rows x features) and bias per row, for the positive class or the output."""
-    if type(estimator).__name__.startswith("XGB"):
-        import xgboost
-
-        raw = estimator.get_booster().predict(
-            xgboost.DMatrix(features), pred_contribs=True, iteration_range=_best(estimator)
+def _contributions(bundle: Bundle, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Contributions (rows x features) and bias per row, for the positive class or the output;
+    multiclass: for each row's top class (the largest raw score)."""
+    estimator = bundle.pipeline[-1]
+    family = FAMILIES.get(bundle.metadata.get("family", ""))
+    if family is None or family.contributions is None:
+        explained = ", ".join(name for name, f in FAMILIES.items() if f.contributions)
+        raise NotExplainable(
+            f"{type(estimator).__name__} has no per-prediction explanation in this runtime "
+            f"(families {explained} do); see the bundle's global feature importance instead"
         )
-        if raw.ndim == 3:  # multiclass: rows x classes x (features + 1); explain the top class
-            top = raw.sum(axis=2).argmax(axis=1)
-            raw = raw[np.arange(len(raw)), top]
-        return raw[:, :-1], raw[:, -1]
-    if isinstance(estimator, LinearModel | LinearClassifierMixin):
-        coefficients = np.atleast_2d(estimator.coef_)
-        intercepts = np.atleast_1d(estimator.intercept_)
-        if coefficients.shape[0] > 1:  # multiclass: the predicted class's own weights
-            scores = features @ coefficients.T + intercepts
-            chosen = scores.argmax(axis=1)
-            return features * coefficients[chosen], intercepts[chosen]
-        return features * coefficients[0], np.repeat(intercepts[0], len(features))
-    raise NotExplainable(
-        f"{type(estimator).__name__} has no per-prediction explanation in this runtime "
-        "(XGBoost and linear models do); see the bundle's global feature importance instead"
-    )
-
-
-def _best(estimator: Any) -> tuple[int, int]:
-    best = getattr(estimator, "best_iteration", None)
-    return (0, best + 1) if best is not None else (0, 0)
+    raw = np.asarray(family.contributions(estimator, features), dtype=float)
+    if raw.ndim == 3:  # multiclass: rows x classes x (features + 1)
+        top = raw.sum(axis=2).argmax(axis=1)
+        raw = raw[np.arange(len(raw)), top]
+    return raw[:, :-1], raw[:, -1]

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kfp_lifecycle.components.train import FAMILIES
 from kfp_lifecycle.config import (
     LifecycleConfig,
     load_config,
@@ -17,6 +16,7 @@ from kfp_lifecycle.config import (
 )
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.tasks import METRICS
+from kfp_lifecycle.families import FAMILIES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -15,7 +15,7 @@ from kfp_lifecycle.components.explain import (
     ExplainOptions,
     explain,
     explain_bundle,
-    xgboost_contributions,
+    model_contributions,
 )
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.report import _importance_section
@@ -106,7 +106,7 @@ def test_shap_values_add_up_to_the_served_models_raw_score(planted):
     estimator = bundle.pipeline[-1]
     assert estimator.best_iteration + 1 < estimator.get_booster().num_boosted_rounds()
     rows = test.drop(columns=["y"]).head(20)
-    contributions, names = xgboost_contributions(bundle, rows)
+    contributions, names = model_contributions(bundle, rows)
     assert contributions.shape == (20, len(names) + 1)
     features = bundle.pipeline[:-1].transform(rows)
     margin = estimator.predict(features, output_margin=True)

@@ -12,10 +12,10 @@ from kfp import dsl
 from kfp_lifecycle import cli
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.drift import reference_frame
-from kfp_lifecycle.components.train import DEFAULT_FAMILIES
 from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.core.bundle import load_bundle
 from kfp_lifecycle.errors import StepCrashed
+from kfp_lifecycle.families import DEFAULT_FAMILIES
 from kfp_lifecycle.local_run import run_local, run_training
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry
 

@@ -7,10 +7,11 @@ from kfp_lifecycle.components.evaluate import evaluate_bundle
 from kfp_lifecycle.components.preprocess import PreprocessOptions, fit_preprocessor
 from kfp_lifecycle.components.select import leaderboard, rank_candidates
 from kfp_lifecycle.components.split import split_table
-from kfp_lifecycle.components.train import FAMILIES, make_estimator, train_model, training_matrix
+from kfp_lifecycle.components.train import make_estimator, train_model, training_matrix
 from kfp_lifecycle.core.bundle import load_bundle, write_bundle
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION, metrics_for
+from kfp_lifecycle.families import FAMILIES
 
 # fixture, target, task, and a floor well above chance for the data's real signal
 CASES = {

@@ -21,10 +21,11 @@ from kfp_lifecycle.components.train import (
     train_model,
     tune_family,
 )
-from kfp_lifecycle.components.tune import TuningOptions, chosen_params, grow_forest
+from kfp_lifecycle.components.tune import TuningOptions, chosen_params
 from kfp_lifecycle.core.bundle import read_metadata
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.families.random_forest import grow_forest
 
 REPORTED_KEYS = {
     "family", "metric", "greater_is_better", "objective", "default_score", "best_score",

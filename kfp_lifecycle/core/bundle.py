@@ -45,7 +45,9 @@ FORMAT_VERSION = 2
 DEFAULT_DECISION_THRESHOLD = 0.5
 
 # Libraries whose versions must match between the training and the serving side.
-PINNED_LIBRARIES = ("scikit-learn", "xgboost-cpu", "pandas", "numpy", "joblib", "kfp-lifecycle")
+PINNED_LIBRARIES = (
+    "scikit-learn", "xgboost-cpu", "lightgbm", "pandas", "numpy", "joblib", "kfp-lifecycle",
+)  # fmt: skip
 
 REQUIRED_METADATA = ("format_version", "sha256", "task", "target", "input_schema", "family")
 

@@ -254,7 +254,7 @@ def _carry_out(api: Any, requests: list, dry_run: bool) -> None:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from kfp_lifecycle.deploy import ServiceSpec, plan_deploy
-    from kfp_lifecycle.registry import bundle_metadata, resolve_reference
+    from kfp_lifecycle.registry import bundle_metadata, require_blessed, resolve_reference
 
     uri = resolve_reference(args.model)
     if not uri.startswith("s3://"):
@@ -262,13 +262,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             f"{uri} is not on S3: a cluster loads models from a registry on S3 (s3://...); "
             "serve a local bundle with `lifecycle serve`"
         )
-    gate = bundle_metadata(uri).get("gate", {})
-    if not gate.get("blessed") and not args.override_reason:
-        raise LifecycleError(
-            f"{uri} was not blessed by the gate "
-            f"({'; '.join(gate.get('reasons', [])) or 'no decision'}); "
-            "deploying it needs --override-reason"
-        )
+    require_blessed(bundle_metadata(uri), uri, "deploy", args.override_reason)
     spec = ServiceSpec(
         name=args.name,
         storage_uri=uri,

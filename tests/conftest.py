@@ -81,3 +81,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# Registered versions are signed (kfp_lifecycle/registry/signing.py); every test, and every
+# pipeline step it starts, signs and verifies with this key unless a test sets its own.
+os.environ.setdefault("LIFECYCLE_SIGNING_KEY", "test-signing-key-not-a-secret")

@@ -220,9 +220,30 @@ def cmd_registry(args: argparse.Namespace) -> int:
             raise LifecycleError("promote needs --version N")
         reg.promote(registry, args.model, args.version, args.override_reason)
         print(f"champion of '{args.model}' is now version {args.version}")
+    elif args.action in ("repair", "remove"):
+        return _registry_cleanup(registry, args)
     else:
         version = reg.rollback(registry, args.model)
         print(f"champion of '{args.model}' rolled back to version {version}")
+    return 0
+
+
+def _registry_cleanup(registry: Any, args: argparse.Namespace) -> int:
+    """`registry repair` (versions without metadata.json) or `registry remove --version N`."""
+    from kfp_lifecycle.registry import repair
+
+    if args.action == "repair":
+        removed = repair(registry, args.model)
+        print(
+            f"removed broken version(s) {', '.join(map(str, removed))}"
+            if removed
+            else f"model '{args.model}' has no broken version"
+        )
+        return 0
+    if args.version is None:
+        raise LifecycleError("remove needs --version N")
+    registry.remove_version(args.model, args.version)
+    print(f"removed version {args.version} of '{args.model}'")
     return 0
 
 
@@ -470,7 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=cmd_submit)
 
     registry = commands.add_parser("registry", help="list, inspect, promote or roll back models")
-    registry.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    registry.add_argument(
+        "action",
+        choices=["list", "show", "promote", "rollback", "repair", "remove"],
+        help="repair: remove the versions without metadata.json (a registration that never "
+        "finished; run it while no registration runs); remove: delete --version N",
+    )
     registry.add_argument("--registry", required=True, help="a directory, file:// or s3:// URI")
     registry.add_argument("--model", required=True, help="registered model name")
     registry.add_argument("--version", type=int, help="version (show: default champion)")

@@ -23,7 +23,7 @@ from kfp_lifecycle.errors import (
     StepCrashed,
     StepFailed,
 )
-from kfp_lifecycle.registry import model_name_from
+from kfp_lifecycle.registry import model_name_from, open_registry
 from kfp_lifecycle.schema import infer_schema
 
 SUMMARY_FILE = "summary.json"
@@ -51,7 +51,8 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     output = Path(config.output).absolute()
     registry = config.registry or str(output / "registry")
     model_name = config.model_name or model_name_from(target)
-    try:  # opens the registry (on S3, with its credentials) and reads its champion, if any
+    try:  # reachable and writable (a probe write), then the champion's contract, if any
+        open_registry(registry).check_writable()
         contract = champion_contract(registry, model_name)
     except LifecycleError as error:
         raise LifecycleError(f"registry {registry}: {error}") from None

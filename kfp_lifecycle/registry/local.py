@@ -100,13 +100,15 @@ class LocalRegistry:
 
     def check_writable(self) -> None:
         """Create and remove a probe file where versions go: fails fast, before training."""
-        with self._os_errors("the registry is not writable"):
+        try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".probe-{uuid.uuid4().hex}"
             try:
                 probe.write_bytes(b"probe")
             finally:
                 probe.unlink(missing_ok=True)
+        except OSError as error:
+            raise RegistryError(f"not writable: {error}") from None
 
     def register(self, model: str, bundle_dir: str | Path, extra: dict[str, Any]) -> ModelVersion:
         """Copy a verified bundle to the next free version number, `extra` added to its

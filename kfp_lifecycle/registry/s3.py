@@ -242,7 +242,8 @@ class S3Registry:
         token = uuid.uuid4().hex
         for attempt in range(self.attempts):
             claimed = self._numbers(model, "claims", r"(\d+)")
-            number = max([0, *claimed, *self.versions(model)]) + 1
+            present = self._numbers(model, "versions", r"(\d+)/.*")  # broken ones too
+            number = max([0, *claimed, *present]) + 1
             key = self._key(model, "claims", str(number))
             claim = {"owner": token, "claimed_at": datetime.now(UTC).isoformat()}
             with suppress(PreconditionFailed):

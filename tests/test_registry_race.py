@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from bundles import build_bundle
 
 from kfp_lifecycle.errors import RegistryError
 from kfp_lifecycle.registry import (
@@ -60,11 +59,11 @@ def _alias_op(args):
 
 def _register_op(args):
     """A first run: register a blessed version with its own score, then the gate-driven move."""
-    root, env, model, bundle, score = args
+    root, env, model, bundle_dir, score = args
     registry = _registry(root, env)
     extra = {"gate": {"blessed": True, "baseline": None}, "metrics_test": {"roc_auc": score}}
     _barrier.wait(timeout=60)
-    version = registry.register(model, bundle, {**extra, "primary_metric": "roc_auc"})
+    version = registry.register(model, bundle_dir, {**extra, "primary_metric": "roc_auc"})
     return version.version, score, offer_champion(registry, model, version.version)
 
 
@@ -104,14 +103,9 @@ def _race(pool, registry, root: str, env: dict, model: str, trials: int, seed: i
     return trials
 
 
-def _blessed_versions(registry, model: str, bundle: Path, count: int) -> None:
+def _blessed_versions(registry, model: str, bundle_dir: Path, count: int) -> None:
     for _ in range(count):
-        registry.register(model, bundle, {"gate": {"blessed": True}})
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory, churn) -> Path:
-    return build_bundle(tmp_path_factory.mktemp("bundle"), churn)
+        registry.register(model, bundle_dir, {"gate": {"blessed": True}})
 
 
 @pytest.fixture(scope="module")
@@ -128,12 +122,12 @@ def _stores(kind: str, tmp_path: Path, seaweed) -> tuple[str, dict[str, str]]:
 
 @pytest.mark.parametrize("kind,trials", [("local", 40), ("s3", 12)])
 def test_racing_promote_and_rollback_end_in_a_serial_state(
-    kind, trials, tmp_path, bundle, pool, request
+    kind, trials, tmp_path, bundle_dir, pool, request
 ):
     seaweed = request.getfixturevalue("seaweed") if kind == "s3" else None
     root, env = _stores(kind, tmp_path, seaweed)
     registry = S3Registry(root, seaweed.client()) if seaweed else LocalRegistry(root)
-    _blessed_versions(registry, "race", bundle, 4)
+    _blessed_versions(registry, "race", bundle_dir, 4)
     began = time.monotonic()
     assert _race(pool, registry, root, env, "race", trials, seed=7) == trials
     assert time.monotonic() - began < 240
@@ -141,13 +135,13 @@ def test_racing_promote_and_rollback_end_in_a_serial_state(
 
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_concurrent_first_runs_leave_the_best_blessed_version_champion(
-    kind, tmp_path, bundle, pool, request
+    kind, tmp_path, bundle_dir, pool, request
 ):
     seaweed = request.getfixturevalue("seaweed") if kind == "s3" else None
     for trial in range(3):
         root, env = _stores(kind, tmp_path / str(trial), seaweed)
         scores = random.Random(trial).sample([0.70 + i / 100 for i in range(20)], PROCESSES)
-        results = pool.map(_register_op, [(root, env, "first", bundle, s) for s in scores])
+        results = pool.map(_register_op, [(root, env, "first", bundle_dir, s) for s in scores])
         registry = open_registry(root) if not seaweed else S3Registry(root, seaweed.client())
         best = max(results, key=lambda result: result[1])
         assert sorted(r[0] for r in results) == list(range(1, PROCESSES + 1))

@@ -5,13 +5,11 @@ unsigned version unless explicitly allowed."""
 import json
 import os
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
 import pytest
-from bundles import build_bundle
-from s3_server import MotoS3, new_bucket, running_moto
+from s3_server import new_bucket
 
 from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE
 from kfp_lifecycle.errors import BundleError, RegistryError
@@ -37,17 +35,6 @@ class Planted:
 
     def __reduce__(self):
         return (open, (str(self.marker), "w"))
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory, churn) -> Path:
-    return build_bundle(tmp_path_factory.mktemp("bundle"), churn)
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    with running_moto() as server:
-        yield server
 
 
 def _swapped(metadata_bytes: bytes, evil: bytes) -> bytes:

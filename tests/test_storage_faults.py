@@ -4,14 +4,12 @@ the read timeout and the operation by its deadline; the private minio calls are 
 import inspect
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bundles import build_bundle
 from flaky_s3 import flaky_proxy
 from minio import Minio
-from s3_server import MotoS3, new_bucket, running_moto
+from s3_server import new_bucket
 
 from kfp_lifecycle import minio_adapter
 from kfp_lifecycle.bundle import MODEL_FILE
@@ -27,17 +25,6 @@ from kfp_lifecycle.storage import (
 )
 
 BODY = bytes(range(256)) * 4096  # 1 MiB, so a cut lands mid-stream
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    with running_moto() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory, churn) -> Path:
-    return build_bundle(tmp_path_factory.mktemp("bundle"), churn)
 
 
 def test_the_private_minio_calls_are_the_ones_the_adapter_was_written_for():

@@ -195,7 +195,8 @@ def test_the_registry_package_imports_no_kfp():
     """The model server imports it: a KFP import would slow and couple every server."""
     code = (
         "import sys, kfp_lifecycle.registry, kfp_lifecycle.storage; "
-        "sys.exit(sorted(m for m in sys.modules if m == 'kfp' or m.startswith('kfp.')))"
+        "found = [m for m in sys.modules if m == 'kfp' or m.startswith('kfp.')]; "
+        "print(found); sys.exit(1 if found else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

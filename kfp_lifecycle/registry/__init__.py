@@ -16,7 +16,6 @@ gives; concurrent first registrations leave the best-scoring blessed version as 
 from __future__ import annotations
 
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,13 @@ from typing import Any
 import joblib
 from minio import Minio
 
-from kfp_lifecycle.bundle import METADATA_FILE, MODEL_FILE, Bundle, read_metadata
+from kfp_lifecycle.bundle import (
+    METADATA_FILE,
+    MODEL_FILE,
+    REQUIRED_METADATA,
+    Bundle,
+    read_metadata,
+)
 from kfp_lifecycle.errors import BundleError, RegistryError
 from kfp_lifecycle.registry import signing
 from kfp_lifecycle.registry.base import (
@@ -231,16 +236,26 @@ def _key_for(uri: str) -> bytes | None:
     return signing.signing_key(signing.local_key_file(version_dir.parent.parent.parent))
 
 
-def verify_uri(uri: str, client: Minio | None = None) -> tuple[bytes, dict[str, Any]]:
-    """(model bytes, metadata) of a registered version, read once and verified: the `verify`
-    hook every loader of registry models goes through before unpickling."""
+def verify_uri(uri: str, client: Minio | None = None) -> tuple[bytes, bytes, dict[str, Any]]:
+    """(model bytes, metadata.json bytes, metadata) of a registered version, read once and
+    verified: the `verify` hook every loader of registry models goes through before
+    unpickling."""
     model, metadata_bytes, source = _bundle_bytes(uri, client)
-    return model, signing.verify(model, metadata_bytes, source, _key_for(uri))
+    metadata = signing.verify(model, metadata_bytes, source, _key_for(uri))
+    return model, metadata_bytes, _complete(metadata, source)
 
 
 def verified_bytes(registry: Registry, model: str, version: int) -> tuple[bytes, dict[str, Any]]:
-    data, metadata_bytes, source = registry.read_version(model, version)  # type: ignore[attr-defined]
-    return data, signing.verify(data, metadata_bytes, source, registry.signing_key())  # type: ignore[attr-defined]
+    data, metadata_bytes, source = registry.read_version(model, version)
+    metadata = signing.verify(data, metadata_bytes, source, registry.signing_key())
+    return data, _complete(metadata, source)
+
+
+def _complete(metadata: dict[str, Any], source: str) -> dict[str, Any]:
+    absent = [key for key in REQUIRED_METADATA if key not in metadata]
+    if absent:
+        raise BundleError(f"{source}: {METADATA_FILE} lacks required field(s): {', '.join(absent)}")
+    return metadata
 
 
 def load_version(
@@ -249,7 +264,7 @@ def load_version(
     """A registered version as a loaded bundle: its bytes are read once, the signature
     checked, and the pipeline unpickled from those same bytes (never re-read from disk).
     `workdir` is kept for callers' compatibility; nothing is written there."""
-    data, metadata = verify_uri(uri, client)
+    data, _, metadata = verify_uri(uri, client)
     return Bundle(Path(uri), joblib.load(io.BytesIO(data)), metadata)
 
 
@@ -258,16 +273,12 @@ def download_version(
 ) -> dict[str, Any]:
     """Fetch a version (s3:// or local) into `local_dir` after verifying its signature;
     nothing unverified is written. Returns its metadata."""
-    data, metadata = verify_uri(uri, client)
+    data, metadata_bytes, metadata = verify_uri(uri, client)
     local_dir = Path(local_dir)
     try:
         local_dir.mkdir(parents=True, exist_ok=True)
         (local_dir / MODEL_FILE).write_bytes(data)
-        (local_dir / METADATA_FILE).write_bytes(_dump(metadata))
+        (local_dir / METADATA_FILE).write_bytes(metadata_bytes)
     except OSError as error:
         raise BundleError(f"cannot write {local_dir}: {error.strerror}") from None
     return metadata
-
-
-def _dump(metadata: dict[str, Any]) -> bytes:
-    return json.dumps(metadata, indent=2, sort_keys=True).encode()

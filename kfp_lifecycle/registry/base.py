@@ -70,6 +70,16 @@ class Registry(Protocol):
 
     def remove_version(self, model: str, version: int) -> None: ...
 
+    def read_version(self, model: str, version: int) -> tuple[bytes, bytes, str]:
+        """(model bytes, metadata.json bytes, where), each read once, for verification."""
+        ...
+
+    def alias_record(self, model: str, alias: str) -> Record | None: ...
+
+    def signing_key(self, create: bool = False) -> bytes | None:
+        """The key that signs and verifies this registry's versions (never stored in it)."""
+        ...
+
 
 def check_name(model: str, what: str = "model name") -> str:
     """A full match: no trailing newline or other character slips past."""

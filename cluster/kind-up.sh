@@ -66,14 +66,14 @@ kubectl patch service/ml-pipeline-ui -n kubeflow --type merge \
 wait_for -n kubeflow deployment --all
 
 say "kfp-lifecycle manifests (MinIO, ServingRuntime, RBAC)"
-if [ ! -f manifests/overlays/kind/minio.env ]; then
-  echo "manifests/overlays/kind/minio.env is missing: see manifests/README.md" >&2
-  exit 1
-fi
+bash cluster/credentials.sh kind   # random secrets, once; kept afterwards (git-ignored)
 kubectl kustomize manifests/overlays/kind | kubectl apply -f -
-# KFP standalone runs pipeline pods in namespace kubeflow: the same S3 settings there.
+# KFP standalone runs pipeline pods in namespace kubeflow: the pipelines' user (never the
+# root one) and the signing key there too.
 kubectl -n kubeflow create secret generic kfp-lifecycle-s3 \
-  --from-env-file=manifests/overlays/kind/minio.env --dry-run=client -o yaml | kubectl apply -f -
+  --from-env-file=manifests/overlays/kind/pipeline.env --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n kubeflow create secret generic kfp-lifecycle-signing \
+  --from-env-file=manifests/overlays/kind/signing.env --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n kubeflow create configmap kfp-lifecycle-s3 \
   --from-literal=S3_ENDPOINT=http://minio-service.kfp-lifecycle:9000 \
   --from-literal=S3_USE_HTTPS=0 --from-literal=AWS_REGION=us-east-1 \

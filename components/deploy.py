@@ -3,7 +3,6 @@
 from typing import NamedTuple
 
 from kfp_lifecycle.component import component
-from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.deploy import (
     KServeApi,
     ServiceSpec,
@@ -12,7 +11,12 @@ from kfp_lifecycle.deploy import (
     stable_storage_uri,
     storage_uri_of,
 )
-from kfp_lifecycle.registry import bundle_metadata, model_version_of, resolve_reference
+from kfp_lifecycle.registry import (
+    bundle_metadata,
+    model_version_of,
+    require_blessed,
+    resolve_reference,
+)
 
 CREATED, CANARY, UNCHANGED = "created", "canary", "unchanged"
 
@@ -35,8 +39,7 @@ def deploy_blessed(api: KServeApi, spec: ServiceSpec, reference: str) -> DeployR
     uri = resolve_reference(reference)
     metadata = bundle_metadata(uri)
     version = model_version_of(metadata)
-    if not metadata.get("gate", {}).get("blessed"):
-        raise LifecycleError(f"{uri} was not blessed by the gate: refusing to deploy it")
+    require_blessed(metadata, uri, "deploy", override="")
     spec.storage_uri = uri
     existing = api.get(spec.name, spec.namespace)
     if existing is not None and storage_uri_of(existing) == uri:

@@ -6,7 +6,7 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.core.bundle import read_metadata
-from kfp_lifecycle.registry import CHAMPION, open_registry
+from kfp_lifecycle.registry import CHAMPION, offer_champion, open_registry
 
 
 def register_bundle(
@@ -34,8 +34,9 @@ def register_bundle(
             "reference": reference,
         },
     )
-    if blessing["blessed"]:
-        registry.set_alias(model_name, CHAMPION, version.version)
+    # Under compare-and-swap: a champion that moved since the gate looked (a concurrent run)
+    # is replaced only by a better test score.
+    promoted = offer_champion(registry, model_name, version.version)
     metadata = read_metadata(bundle_dir)  # the registered copy may be remote (s3://)
     return {
         "task": metadata["task"],
@@ -44,6 +45,7 @@ def register_bundle(
         "metrics": evaluation["metrics"],
         "leaderboard": metadata["leaderboard"],
         "blessed": blessing["blessed"],
+        "promoted": promoted,
         "reasons": blessing["reasons"],
         "model_name": model_name,
         "model_version": version.version,

@@ -221,9 +221,30 @@ def cmd_registry(args: argparse.Namespace) -> int:
             raise LifecycleError("promote needs --version N")
         reg.promote(registry, args.model, args.version, args.override_reason)
         print(f"champion of '{args.model}' is now version {args.version}")
+    elif args.action in ("repair", "remove"):
+        return _registry_cleanup(registry, args)
     else:
         version = reg.rollback(registry, args.model)
         print(f"champion of '{args.model}' rolled back to version {version}")
+    return 0
+
+
+def _registry_cleanup(registry: Any, args: argparse.Namespace) -> int:
+    """`registry repair` (versions without metadata.json) or `registry remove --version N`."""
+    from kfp_lifecycle.registry import repair
+
+    if args.action == "repair":
+        removed = repair(registry, args.model)
+        print(
+            f"removed broken version(s) {', '.join(map(str, removed))}"
+            if removed
+            else f"model '{args.model}' has no broken version"
+        )
+        return 0
+    if args.version is None:
+        raise LifecycleError("remove needs --version N")
+    registry.remove_version(args.model, args.version)
+    print(f"removed version {args.version} of '{args.model}'")
     return 0
 
 
@@ -255,7 +276,7 @@ def _carry_out(api: Any, requests: list, dry_run: bool) -> None:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from kfp_lifecycle.deploy import ServiceSpec, plan_deploy
-    from kfp_lifecycle.registry import bundle_metadata, resolve_reference
+    from kfp_lifecycle.registry import bundle_metadata, require_blessed, resolve_reference
 
     uri = resolve_reference(args.model)
     if not uri.startswith("s3://"):
@@ -263,13 +284,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             f"{uri} is not on S3: a cluster loads models from a registry on S3 (s3://...); "
             "serve a local bundle with `lifecycle serve`"
         )
-    gate = bundle_metadata(uri).get("gate", {})
-    if not gate.get("blessed") and not args.override_reason:
-        raise LifecycleError(
-            f"{uri} was not blessed by the gate "
-            f"({'; '.join(gate.get('reasons', [])) or 'no decision'}); "
-            "deploying it needs --override-reason"
-        )
+    require_blessed(bundle_metadata(uri), uri, "deploy", args.override_reason)
     spec = ServiceSpec(
         name=args.name,
         storage_uri=uri,
@@ -477,7 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=cmd_submit)
 
     registry = commands.add_parser("registry", help="list, inspect, promote or roll back models")
-    registry.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    registry.add_argument(
+        "action",
+        choices=["list", "show", "promote", "rollback", "repair", "remove"],
+        help="repair: remove the versions without metadata.json (a registration that never "
+        "finished; run it while no registration runs); remove: delete --version N",
+    )
     registry.add_argument("--registry", required=True, help="a directory, file:// or s3:// URI")
     registry.add_argument("--model", required=True, help="registered model name")
     registry.add_argument("--version", type=int, help="version (show: default champion)")

@@ -11,11 +11,16 @@ S3_SECRET = "kfp-lifecycle-s3"
 S3_CONFIG_MAP = "kfp-lifecycle-s3"
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 S3_CONFIG_KEYS = ("S3_ENDPOINT", "S3_USE_HTTPS", "AWS_REGION")
+# The key that signs registered versions and verifies them before loading
+# (kfp_lifecycle/registry/signing.py); kept in its own Secret, never in the bucket.
+SIGNING_SECRET = "kfp-lifecycle-signing"
+SIGNING_KEYS = ("LIFECYCLE_SIGNING_KEY",)
 
 
 def with_s3_access(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """Give a step the S3 settings of kfp_lifecycle.storage, from the Secret and ConfigMap."""
     kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
+    kubernetes.use_secret_as_env(task, SIGNING_SECRET, {key: key for key in SIGNING_KEYS})
     # Optional: against AWS S3 itself no endpoint needs configuring.
     kubernetes.use_config_map_as_env(
         task, S3_CONFIG_MAP, {key: key for key in S3_CONFIG_KEYS}, optional=True

@@ -20,7 +20,7 @@ from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.schema import infer_schema
 from kfp_lifecycle.errors import STEP_FAILURE_FILE, StepCrashed, StepFailed
 from kfp_lifecycle.families import get_family
-from kfp_lifecycle.registry import model_name_from
+from kfp_lifecycle.registry import model_name_from, open_registry
 
 SUMMARY_FILE = "summary.json"
 MONITORING_SUMMARY_FILE = "monitoring-summary.json"
@@ -47,7 +47,8 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     output = Path(config.output).absolute()
     registry = config.registry or str(output / "registry")
     model_name = config.model_name or model_name_from(target)
-    try:  # opens the registry (on S3, with its credentials) and reads its champion, if any
+    try:  # reachable and writable (a probe write), then the champion's contract, if any
+        open_registry(registry).check_writable()
         contract = champion_contract(registry, model_name)
     except LifecycleError as error:
         raise LifecycleError(f"registry {registry}: {error}") from None

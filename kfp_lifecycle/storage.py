@@ -11,13 +11,19 @@ Configuration comes from the environment, the variables KServe's storage initial
                              https:// scheme, the scheme decides and a contradicting value
                              is an error
     AWS_REGION               optional; AWS_DEFAULT_REGION is read when it is unset
+    S3_CONNECT_TIMEOUT       seconds to connect (default 5)
+    S3_READ_TIMEOUT          seconds without a byte before a request is given up (default 30)
+    S3_DEADLINE              seconds one read operation may take in all, retries included
+                             (default 120): no new attempt starts after it
 
 Every failure reaches the caller as a one-line LifecycleError (StorageError, or BundleError
 for content that does not match its sha256); credentials never appear in reprs or messages.
 Every request (GET, HEAD, PUT, POST, DELETE: multipart create and complete are POSTs) is
 retried with exponential backoff on connection errors, timeouts and HTTP 429/500/502/503/504,
 a bounded number of times (see S3Config); the error after the last attempt names the HTTP
-status and what was being done. Retrying a POST is safe here: a repeated
+status and what was being done. A GET whose body is cut mid-stream (connection reset,
+IncompleteRead) or stalls past the read timeout is started again from the first byte, until
+the operation's deadline. Retrying a POST is safe here: a repeated
 CompleteMultipartUpload of the same upload id is answered as the first one was, and a
 repeated CreateMultipartUpload only leaves an unused upload id behind (a bucket lifecycle
 rule with AbortIncompleteMultipartUpload cleans those up).
@@ -27,10 +33,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
-import uuid
-from collections.abc import Iterator, Mapping
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,16 +47,15 @@ from typing import Any
 import certifi
 import urllib3
 from minio import Minio
-from minio.datatypes import CompleteMultipartUploadResult
 from minio.error import InvalidResponseError, S3Error, ServerError
-from minio.helpers import check_bucket_name, md5sum_hash
-from minio.xml import Element, SubElement, getbytes
+from minio.helpers import check_bucket_name
 from urllib3.util import Retry, Timeout
 
-from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, read_metadata, verify_bundle
+from kfp_lifecycle import minio_adapter
 from kfp_lifecycle.core.errors import BundleError, LifecycleError
 
 DEFAULT_ENDPOINT = "s3.amazonaws.com"
+SLOW_DEADLINE = 120.0  # a client not made by s3_client()
 # Files above this size are uploaded in parts of this size (minio's minimum part is 5 MiB).
 PART_SIZE = 64 * 1024 * 1024
 CHUNK = 1024 * 1024
@@ -59,6 +66,17 @@ RETRIED_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
 # (AWS, when conditional writes to one key overlap).
 LOST_RACE_CODES = ("PreconditionFailed", "ConditionalRequestConflict")
 MISSING_CODES = ("NoSuchKey", "NoSuchObject")
+# A body cut or stalled mid-stream: the GET is started again.
+CUT = (
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    urllib3.exceptions.IncompleteRead,
+    urllib3.exceptions.SSLError,
+)
+# Read deadlines, by client (the minio client has no field of ours).
+_DEADLINES: weakref.WeakKeyDictionary[Minio, float] = weakref.WeakKeyDictionary()
+
+log = logging.getLogger(__name__)
 
 
 class StorageError(LifecycleError):
@@ -74,7 +92,8 @@ class S3Config:
     """Where and how to reach the endpoint; secrets are kept out of repr.
 
     Worst case a request takes (retries + 1) * (connect_timeout + read_timeout) plus the
-    backoff sleeps (backoff * 2**k, each at most max_backoff) before it fails.
+    backoff sleeps (backoff * 2**k, each at most max_backoff) before it fails; a read
+    operation starts no new attempt after `deadline` seconds.
     """
 
     endpoint: str
@@ -86,8 +105,9 @@ class S3Config:
     retries: int = 5
     backoff: float = 0.5
     max_backoff: float = 8.0
-    connect_timeout: float = 10.0
-    read_timeout: float = 120.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    deadline: float = 120.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> S3Config:
@@ -104,8 +124,27 @@ class S3Config:
             session_token=env.get("AWS_SESSION_TOKEN") or None,
             secure=secure,
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-            **options,
+            **{**_seconds(env), **options},
         )
+
+
+def _seconds(env: Mapping[str, str]) -> dict[str, float]:
+    """The timeouts set in the environment, each a positive number of seconds."""
+    found = {}
+    for name, field_name in (
+        ("S3_CONNECT_TIMEOUT", "connect_timeout"),
+        ("S3_READ_TIMEOUT", "read_timeout"),
+        ("S3_DEADLINE", "deadline"),
+    ):
+        if raw := env.get(name, "").strip():
+            try:
+                value = float(raw)
+            except ValueError:
+                value = -1.0
+            if not value > 0:
+                raise LifecycleError(f"{name} must be a positive number of seconds, not '{raw}'")
+            found[field_name] = value
+    return found
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -181,7 +220,7 @@ def s3_client(config: S3Config | None = None) -> Minio:
         cert_reqs="CERT_REQUIRED",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
     )
-    return Minio(
+    client = Minio(
         config.endpoint,
         access_key=config.access_key,
         secret_key=config.secret_key,
@@ -190,6 +229,31 @@ def s3_client(config: S3Config | None = None) -> Minio:
         region=config.region,
         http_client=http,
     )
+    _DEADLINES[client] = config.deadline
+    return client
+
+
+def _retrying_read(client: Minio, bucket: str, key: str, consume: Callable[[Any], Any]) -> Any:
+    """GET `key` and hand the response to `consume`; a body cut or stalled mid-stream starts
+    the GET again (consume must start from scratch each time), until the deadline."""
+    deadline = time.monotonic() + _DEADLINES.get(client, SLOW_DEADLINE)
+    attempt = 0
+    while True:
+        response = client.get_object(bucket, key)
+        try:
+            return consume(response)
+        except CUT as error:
+            attempt += 1
+            if time.monotonic() >= deadline:
+                raise StorageError(
+                    f"reading {_uri(bucket, key)} failed: the body was cut or stalled "
+                    f"{attempt} time(s) until the deadline ({type(error).__name__})"
+                ) from None
+            log.warning("reading %s: body cut (%s), reading again", _uri(bucket, key), error)
+            time.sleep(min(2.0, 0.1 * 2**attempt))
+        finally:
+            response.close()
+            response.release_conn()
 
 
 @contextmanager
@@ -278,58 +342,28 @@ def upload_file(
 
 
 def _upload_new(client: Minio, path: Path, bucket: str, key: str, part_size: int) -> str:
-    """fput_object with `If-None-Match: *`, which minio 7.2.20's public API cannot send.
-
-    It makes the calls put_object itself makes (`_put_object`; `_create_multipart_upload`,
-    `_upload_part`, `_abort_multipart_upload`) and sends the CompleteMultipartUpload that
-    `_complete_multipart_upload` sends, plus the header (see put_bytes for why private
-    calls; tests/test_storage.py fails if they stop working). Parts go one at a time.
-    """
+    """fput_object with `If-None-Match: *`, which minio's public API cannot send (see
+    minio_adapter). Parts go one at a time."""
     condition = {"If-None-Match": "*"}
     headers = {"Content-Type": "application/octet-stream"}
     with open(path, "rb") as source:
         if path.stat().st_size <= part_size:
             data = source.read()
-            return client._put_object(bucket, key, data, {**headers, **condition}).etag or ""
-        upload_id = client._create_multipart_upload(bucket, key, headers)
+            return minio_adapter.put_object(client, bucket, key, data, {**headers, **condition})
+        upload_id = minio_adapter.create_multipart_upload(client, bucket, key, headers)
         try:
             parts = []
             while data := source.read(part_size):
                 number = len(parts) + 1
-                parts.append(
-                    (number, client._upload_part(bucket, key, data, None, upload_id, number))
-                )
-            return _complete_upload(client, bucket, key, upload_id, parts, condition)
+                etag = minio_adapter.upload_part(client, bucket, key, data, upload_id, number)
+                parts.append((number, etag))
+            return minio_adapter.complete_multipart_upload(
+                client, bucket, key, upload_id, parts, condition
+            )
         except BaseException:
             with suppress(Exception):  # the upload's failure is the error worth reporting
-                client._abort_multipart_upload(bucket, key, upload_id)
+                minio_adapter.abort_multipart_upload(client, bucket, key, upload_id)
             raise
-
-
-def _complete_upload(
-    client: Minio,
-    bucket: str,
-    key: str,
-    upload_id: str,
-    parts: list[tuple[int, str]],
-    headers: dict[str, str],
-) -> str:
-    """CompleteMultipartUpload with extra request headers; returns the object's ETag."""
-    element = Element("CompleteMultipartUpload")
-    for number, etag in parts:
-        part = SubElement(element, "Part")
-        SubElement(part, "PartNumber", str(number))
-        SubElement(part, "ETag", f'"{etag}"')
-    body = getbytes(element)
-    response = client._execute(
-        "POST",
-        bucket,
-        key,
-        body=body,
-        headers={"Content-Type": "application/xml", "Content-MD5": md5sum_hash(body), **headers},
-        query_params={"uploadId": upload_id},
-    )
-    return CompleteMultipartUploadResult(response).etag or ""
 
 
 def download_file(
@@ -342,13 +376,19 @@ def download_file(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    partial = path.with_name(f".{path.name}.{os.urandom(8).hex()}.part")
     try:
-        digest = hashlib.sha256()
-        with s3_errors(f"downloading {_uri(bucket, key)}"), open(partial, "wb") as sink:
-            for chunk in _stream(client, bucket, key):
-                digest.update(chunk)
-                sink.write(chunk)
+
+        def save(response: Any) -> Any:
+            digest = hashlib.sha256()
+            with open(partial, "wb") as sink:  # from the first byte on every attempt
+                for chunk in response.stream(CHUNK):
+                    digest.update(chunk)
+                    sink.write(chunk)
+            return digest
+
+        with s3_errors(f"downloading {_uri(bucket, key)}"):
+            digest = _retrying_read(client, bucket, key, save)
         if sha256 is not None and digest.hexdigest() != sha256:
             raise BundleError(
                 f"{_uri(bucket, key)} does not match its recorded sha256 (expected {sha256}, "
@@ -362,20 +402,15 @@ def download_file(
 
 def object_sha256(client: Minio, bucket: str, key: str) -> str:
     """The sha256 of what the endpoint actually stores, read back without touching disk."""
-    digest = hashlib.sha256()
-    with s3_errors(f"reading {_uri(bucket, key)}"):
-        for chunk in _stream(client, bucket, key):
+
+    def hash_body(response: Any) -> str:
+        digest = hashlib.sha256()
+        for chunk in response.stream(CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+        return digest.hexdigest()
 
-
-def _stream(client: Minio, bucket: str, key: str) -> Iterator[bytes]:
-    response = client.get_object(bucket, key)
-    try:
-        yield from response.stream(CHUNK)
-    finally:
-        response.close()
-        response.release_conn()
+    with s3_errors(f"reading {_uri(bucket, key)}"):
+        return _retrying_read(client, bucket, key, hash_body)
 
 
 def upload_dir(
@@ -409,16 +444,16 @@ def read_bytes(client: Minio, bucket: str, key: str) -> tuple[bytes, str] | None
     """The object's content and ETag, or None when it does not exist."""
     with s3_errors(f"reading {_uri(bucket, key)}"):
         try:
-            response = client.get_object(bucket, key)
+            return _retrying_read(
+                client,
+                bucket,
+                key,
+                lambda response: (response.read(), response.headers.get("etag", "").strip('"')),
+            )
         except S3Error as error:
             if error.code in MISSING_CODES:
                 return None
             raise
-        try:
-            return response.read(), response.headers.get("etag", "").strip('"')
-        finally:
-            response.close()
-            response.release_conn()
 
 
 def read_json(client: Minio, bucket: str, key: str) -> tuple[Any, str] | None:
@@ -463,14 +498,7 @@ def put_bytes(
     `If-Match: "<etag>"` (fails if the object changed): either raises PreconditionFailed
     when the endpoint refuses the write.
 
-    minio 7.2.20 has no public way to send these headers: `put_object(metadata=...)`
-    renames any header it does not know to `X-Amz-Meta-<name>` (helpers.normalize_headers),
-    so `If-None-Match` would be stored as user metadata and the write would go through.
-    A presigned PUT URL plus our own request would stay on public API, but it moves the
-    credentials (and a session token) into the request URL, which servers and proxies log.
-    So this calls `Minio._put_object`, the one-request PutObject that `put_object` and
-    `append_object` themselves use: it signs with headers and passes ours through
-    unchanged. minio is pinned; tests/test_storage.py fails if this stops working.
+    minio's public API cannot send these headers: minio_adapter says how they are sent.
     """
     if if_match is not None and create_only:
         raise ValueError("if_match and create_only exclude each other")
@@ -482,7 +510,7 @@ def put_bytes(
     action = f"writing {_uri(bucket, key)}"
     with s3_errors(action):
         try:
-            return client._put_object(bucket, key, data, headers).etag or ""
+            return minio_adapter.put_object(client, bucket, key, data, headers)
         except S3Error as error:
             if if_match is not None and error.code in MISSING_CODES:  # deleted since read
                 raise PreconditionFailed(f"{action} failed: {error.code}") from error
@@ -512,29 +540,8 @@ def check_conditional_writes(client: Minio, bucket: str, key: str) -> None:
         )
 
 
-def download_bundle(
-    s3_uri: str, local_dir: str | Path, client: Minio | None = None
-) -> dict[str, Any]:
-    """Fetch a registry version (model.joblib + metadata.json) and verify it; returns metadata.
-
-    The model file is checked against the sha256 in metadata.json while it downloads: a
-    modified model is deleted and refused (BundleError) before anything can unpickle it.
-    """
-    client = client or s3_client()
-    bucket, prefix = parse_s3_uri(s3_uri)
-    local_dir = Path(local_dir)
-    found = read_bytes(client, bucket, _join(prefix, METADATA_FILE))
-    if found is None:
-        raise BundleError(f"{s3_uri} is not a complete model bundle: {METADATA_FILE} is missing")
-    local_dir.mkdir(parents=True, exist_ok=True)
-    (local_dir / METADATA_FILE).write_bytes(found[0])
-    try:
-        expected = read_metadata(local_dir)["sha256"]
-        model_key = _join(prefix, MODEL_FILE)
-        if not exists(client, bucket, model_key):
-            raise BundleError(f"{s3_uri} is not a complete model bundle: {MODEL_FILE} is missing")
-        download_file(client, bucket, model_key, local_dir / MODEL_FILE, sha256=expected)
-        return verify_bundle(local_dir)
-    except BaseException:
-        (local_dir / METADATA_FILE).unlink(missing_ok=True)  # leave no half bundle behind
-        raise
+def remove_keys(client: Minio, bucket: str, keys: list[str]) -> None:
+    """Delete the keys in the order given (one request each: the order is the point)."""
+    for key in keys:
+        with s3_errors(f"removing {_uri(bucket, key)}"):
+            client.remove_object(bucket, key)

@@ -15,10 +15,10 @@ from kserve.model_server import app
 
 from kfp_lifecycle.core.bundle import read_metadata
 from kfp_lifecycle.core.errors import LifecycleError
+from kfp_lifecycle.registry import download_version as download_bundle
 from kfp_lifecycle.registry import model_name_from, resolve_reference
 from kfp_lifecycle.serving.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from kfp_lifecycle.serving.model import BundleModel
-from kfp_lifecycle.storage import download_bundle
 
 
 def served_name(model_dir: str | Path, name: str | None = None) -> str:

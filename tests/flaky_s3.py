@@ -1,5 +1,10 @@
 """An HTTP proxy in front of the moto server that fails requests on purpose, for retry tests.
 
+Faults (`fault`): "status" answers with an error status; "cut" relays the upstream's headers
+(full Content-Length) and half its body, then closes the connection (IncompleteRead on the
+client); "hang" sends the headers and half the body, then says nothing for `hang` seconds
+(a stalled stream, the client's read timeout). `methods` limits which requests are faulted.
+
 The client talks to the proxy as if it were the S3 endpoint. Each distinct request
 (method, path and query) is answered `failures` times with `status` before it is passed
 through to moto, so every retried request in an operation (a PUT, a GET, each request of a
@@ -8,7 +13,9 @@ the client got, so tests can count the attempts.
 """
 
 import http.client
+import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,8 +47,18 @@ class Seen:
 class FlakyProxy:
     """Fails the first `failures` attempts of each distinct request with `status`."""
 
-    def __init__(self, upstream: MotoS3, failures: float, status: int = 503, xml: bool = True):
+    def __init__(
+        self,
+        upstream: MotoS3,
+        failures: float,
+        status: int = 503,
+        xml: bool = True,
+        fault: str = "status",
+        methods: tuple[str, ...] | None = None,
+        hang: float = 30.0,
+    ):
         self.upstream, self.failures, self.status = upstream, failures, status
+        self.fault, self.methods, self.hang = fault, methods, hang
         self.body = XML_BODY if xml else HTML_BODY
         self.content_type = "application/xml" if xml else "text/html"
         self.seen: list[Seen] = []
@@ -68,6 +85,8 @@ class FlakyProxy:
         self._thread.join()
 
     def _fail(self, method: str, target: str) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
         with self._lock:
             self._attempts[method, target] += 1
             return self._attempts[method, target] <= self.failures
@@ -84,7 +103,8 @@ class FlakyProxy:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                if proxy._fail(self.command, self.path):
+                failing = proxy._fail(self.command, self.path)
+                if failing and proxy.fault == "status":
                     self._answer(proxy.status, proxy.content_type, proxy.body)
                     return
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream.port, timeout=30)
@@ -102,8 +122,19 @@ class FlakyProxy:
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if self.command != "HEAD":
+                if failing and self.command != "HEAD":
+                    self._break(data)
+                elif self.command != "HEAD":
                     self.wfile.write(data)
+
+            def _break(self, data: bytes) -> None:
+                """Half the body, then a closed connection (cut) or silence (hang)."""
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                if proxy.fault == "hang":
+                    time.sleep(proxy.hang)
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
 
             def _answer(self, status: int, content_type: str, body: bytes) -> None:
                 proxy.seen.append(Seen(self.command, self.path, status))
@@ -121,9 +152,9 @@ class FlakyProxy:
 
 @contextmanager
 def flaky_proxy(
-    upstream: MotoS3, failures: float, status: int = 503, xml: bool = True
+    upstream: MotoS3, failures: float, status: int = 503, xml: bool = True, **faults
 ) -> Iterator[FlakyProxy]:
-    proxy = FlakyProxy(upstream, failures, status, xml)
+    proxy = FlakyProxy(upstream, failures, status, xml, **faults)
     try:
         yield proxy
     finally:

@@ -21,6 +21,7 @@ from kfp_lifecycle.registry import (
     model_name_from,
     promote,
     rollback,
+    set_alias,
 )
 
 
@@ -110,7 +111,7 @@ def test_previous_is_recorded_in_the_champion_alias(tmp_path, bundle_dir):
     for _ in range(3):
         registry.register("churn", bundle_dir, {})
     for version in (1, 2, 3):
-        registry.set_alias("churn", CHAMPION, version)
+        set_alias(registry, "churn", CHAMPION, version)
     aliases = tmp_path / "churn" / "aliases"
     assert sorted(p.name for p in aliases.iterdir()) == [f"{CHAMPION}.json"]
     record = json.loads((aliases / f"{CHAMPION}.json").read_text())
@@ -120,7 +121,7 @@ def test_previous_is_recorded_in_the_champion_alias(tmp_path, bundle_dir):
     assert registry.alias("churn", PREVIOUS).version == 2
     assert rollback(registry, "churn") == 2
     with pytest.raises(RegistryError, match="'previous' is kept by the registry"):
-        registry.set_alias("churn", PREVIOUS, 1)
+        set_alias(registry, "churn", PREVIOUS, 1)
     assert registry.aliases("churn") == {CHAMPION: 2, PREVIOUS: 3}
 
 
@@ -147,7 +148,8 @@ def test_champion_alias_moves_only_for_blessed_models(tmp_path, bundle_dir):
     registry = LocalRegistry(tmp_path)
     assert (first["model_version"], second["model_version"]) == (1, 2)
     assert registry.aliases("churn") == {CHAMPION: 1}
-    third = register_bundle(str(bundle_dir), str(tmp_path), "churn", evaluation, blessed, lineage)
+    compared = {**blessed, "baseline": {"version": 1}}  # as the gate records the champion it saw
+    third = register_bundle(str(bundle_dir), str(tmp_path), "churn", evaluation, compared, lineage)
     assert registry.aliases("churn") == {CHAMPION: 3, PREVIOUS: 1}
     assert third["champion_alias"] == 3
     metadata = json.loads((tmp_path / "churn/versions/2" / METADATA_FILE).read_text())
@@ -158,7 +160,7 @@ def test_alias_cannot_point_at_a_missing_version(tmp_path, bundle_dir):
     registry = LocalRegistry(tmp_path)
     registry.register("churn", bundle_dir, {})
     with pytest.raises(RegistryError, match="no version 5; versions: 1"):
-        registry.set_alias("churn", CHAMPION, 5)
+        set_alias(registry, "churn", CHAMPION, 5)
 
 
 def test_model_names_are_safe():

@@ -2,7 +2,13 @@
 
 import yaml
 
-from kfp_lifecycle.cluster import S3_CONFIG_MAP, S3_SECRET, S3_SECRET_KEYS
+from kfp_lifecycle.cluster import (
+    S3_CONFIG_MAP,
+    S3_SECRET,
+    S3_SECRET_KEYS,
+    SIGNING_KEYS,
+    SIGNING_SECRET,
+)
 from kfp_lifecycle.image import IMAGE
 from kfp_lifecycle.pipelines import COMPILED_DIR, compile_all, pipelines
 
@@ -77,9 +83,11 @@ def test_s3_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypatch):
         with_secret = {step for step, spec in executors.items() if "secretAsEnv" in spec}
         assert with_secret >= expected, name
         for step in with_secret:
-            (secret,) = executors[step]["secretAsEnv"]
+            secret, signing = executors[step]["secretAsEnv"]
             assert secret["secretName"] == S3_SECRET and secret["optional"] is False
             assert {m["secretKey"] for m in secret["keyToEnv"]} == set(S3_SECRET_KEYS)
+            assert signing["secretName"] == SIGNING_SECRET  # signs and verifies versions
+            assert {m["secretKey"] for m in signing["keyToEnv"]} == set(SIGNING_KEYS)
             assert executors[step]["configMapAsEnv"][0]["configMapName"] == S3_CONFIG_MAP
 
 

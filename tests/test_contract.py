@@ -21,7 +21,7 @@ from kfp_lifecycle.components.validate import (
 from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.local_run import pipeline_arguments
-from kfp_lifecycle.registry import CHAMPION, LocalRegistry
+from kfp_lifecycle.registry import CHAMPION, LocalRegistry, set_alias
 from tests.bundles import build_bundle
 
 
@@ -79,7 +79,7 @@ def test_validate_checks_new_data_against_the_champions_contract(tmp_path, churn
     registry = LocalRegistry(tmp_path / "registry")
     bundle = build_bundle(tmp_path / "bundle", churn)
     version = registry.register("churn", bundle, {"contract": contract})
-    registry.set_alias("churn", CHAMPION, version.version)
+    set_alias(registry, "churn", CHAMPION, version.version)
 
     def run(frame, name):
         dataset = Dataset(uri=str(tmp_path / f"{name}.parquet"))
@@ -112,7 +112,7 @@ def test_a_run_on_data_that_breaks_the_contract_stops_before_any_step(tmp_path, 
     version = registry.register(
         "churn", build_bundle(tmp_path / "bundle", churn), {"contract": contract}
     )
-    registry.set_alias("churn", CHAMPION, version.version)
+    set_alias(registry, "churn", CHAMPION, version.version)
     data = tmp_path / "new.csv"
     churn.drop(columns=["age"]).to_csv(data, index=False)
     config = parse_config(

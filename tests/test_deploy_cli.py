@@ -9,7 +9,7 @@ from kfp_lifecycle import cli, deploy
 from kfp_lifecycle.components.deploy import deploy_blessed
 from kfp_lifecycle.components.register import register_bundle
 from kfp_lifecycle.core.errors import LifecycleError
-from kfp_lifecycle.registry import open_registry
+from kfp_lifecycle.registry import open_registry, set_alias
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def s3_registry(tmp_path_factory, churn):
                 {"blessed": blessed, "reasons": ["FAIL: roc_auc"] if not blessed else []},
                 {"run_id": "r"},
             )  # fmt: skip
-        open_registry(registry).set_alias("churn", "champion", 1)
+        set_alias(open_registry(registry), "churn", "champion", 1)
         yield registry, patch
 
 
@@ -98,7 +98,7 @@ def test_pipeline_deploy_step_creates_then_canaries_only_blessed_versions(s3_reg
     api = deploy.KServeApi(fake)
     first = deploy_blessed(api, deploy.ServiceSpec("churn", ""), f"{registry}/churn@champion")
     assert first.action == "created" and first.canary_version == "1"
-    with pytest.raises(LifecycleError, match="not blessed by the gate: refusing"):
+    with pytest.raises(LifecycleError, match=r"not blessed by the gate \(.*\): refusing to deploy"):
         deploy_blessed(api, deploy.ServiceSpec("churn", ""), f"{registry}/churn@2")
     assert len(fake.writes) == 1
 

@@ -20,7 +20,7 @@ from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.core.bundle import MODEL_FILE, load_bundle
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
-from kfp_lifecycle.registry import CHAMPION, LocalRegistry
+from kfp_lifecycle.registry import CHAMPION, LocalRegistry, set_alias
 
 METRICS = {"roc_auc": 0.82, "recall": 0.4, "accuracy": 0.9}
 
@@ -162,7 +162,7 @@ BOTH_PASS = {"thresholds": {"log_loss": 5.0}}
 def _registry_with_champion(root, bundle_dir):
     registry = LocalRegistry(root)
     version = registry.register("churn", bundle_dir, {})
-    registry.set_alias("churn", CHAMPION, version.version)
+    set_alias(registry, "churn", CHAMPION, version.version)
     return registry
 
 

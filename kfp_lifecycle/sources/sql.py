@@ -118,6 +118,11 @@ class SqlSource:
         """The URL to show: no password, ever."""
         return self.url
 
+    @property
+    def identity(self) -> str:
+        """What the incremental state belongs to: where, and which table or query."""
+        return f"{self.display} {self.table or self.query}"
+
     def what(self) -> str:
         return f"table '{self.table}'" if self.table else "the query"
 
@@ -282,8 +287,11 @@ class Window:
         return " and ".join(b for b in bounds if b) or "all rows"
 
 
-def plan_window(options: SqlOptions, state: dict[str, Any] | None = None) -> Window:
-    """The window to read, from the options and (incremental) the previous run's state."""
+def plan_window(
+    options: SqlOptions, state: dict[str, Any] | None = None, source: str | None = None
+) -> Window:
+    """The window to read, from the options and (incremental) the previous run's state,
+    which must have been kept for the same source and watermark column."""
     if (options.since is not None or options.until is not None or options.incremental) and not (
         options.watermark
     ):
@@ -294,6 +302,11 @@ def plan_window(options: SqlOptions, state: dict[str, Any] | None = None) -> Win
             raise LifecycleError(
                 f"the incremental state was kept for watermark '{state.get('watermark')}', "
                 f"not '{options.watermark}'; remove it or point data.sql.state elsewhere"
+            )
+        if source is not None and state.get("source") != source:
+            raise LifecycleError(
+                f"the incremental state was kept for {state.get('source')}, not {source}; "
+                "remove it or point data.sql.state elsewhere"
             )
         window.after = state.get("max")
     return window
@@ -542,7 +555,7 @@ def open_read(
     """Start reading the source in Arrow chunks; `read.window` fills in as they come."""
     options = options or SqlOptions()
     source = parse_source(url, options)
-    window = plan_window(options, state)
+    window = plan_window(options, state, source.identity)
 
     def tables() -> Iterator[pa.Table]:
         for table in _arrow_chunks(source, window, options.chunk_rows):
@@ -571,16 +584,11 @@ def read_sql_chunks(
         yield _pandas(table)
 
 
-def read_sql(
-    url: str, options: SqlOptions | dict | None = None, limit_chunks: int = 0
-) -> pd.DataFrame:
-    """The whole window as one DataFrame (or only its first `limit_chunks` chunks)."""
-    frames = []
-    for frame in read_sql_chunks(url, options):
-        frames.append(frame)
-        if limit_chunks and len(frames) >= limit_chunks:
-            break
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+def read_sql(url: str, options: SqlOptions | dict | None = None) -> pd.DataFrame:
+    """The whole window as one DataFrame (chunks joined as Arrow, converted once)."""
+    options = SqlOptions.model_validate(options or {})
+    tables = list(open_read(url, options).tables)
+    return _pandas(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
 
 
 def ingest_sql(
@@ -626,7 +634,7 @@ def ingest_sql(
             {
                 "watermark": window.column,
                 "max": window.max,
-                "source": read.source.display,
+                "source": read.source.identity,
                 "rows": window.rows,
                 "time": time.time(),
             },

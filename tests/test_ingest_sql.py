@@ -150,7 +150,9 @@ def test_incremental_window_reads_only_new_rows(postgres, password, tmp_path):
         ingest_table(url, tmp_path / "3.parquet", options, str(state))
     assert not (tmp_path / "3.parquet").exists()
     assert json.loads(state.read_text()) == saved  # a failed read leaves the state alone
-    with pytest.raises(LifecycleError, match=r"state was kept for .*/lifecycle stream, not .*/lifecycle events;"):
+    with pytest.raises(
+        LifecycleError, match=r"state was kept for .*/lifecycle stream, not .*/lifecycle events;"
+    ):
         ingest_table(f"{postgres.url}?table=events", tmp_path / "4.parquet", options, str(state))
 
 

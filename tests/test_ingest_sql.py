@@ -308,10 +308,12 @@ def test_sqlite_table_and_query_in_chunks(sqlite_file, scheme):
     assert list(window["id"]) == [1, 4, 7]
 
 
-def test_sqlite_missing_file_and_table(tmp_path):
+def test_missing_file_table_or_driver(tmp_path):
     with pytest.raises(SourceError, match=r"database file '.*nothing\.db' does not exist"):
         read_table(f"sqlite:///{tmp_path}/nothing.db?table=t")
     assert not (tmp_path / "nothing.db").exists()  # not created by the attempt
     sqlite3.connect(tmp_path / "some.db").close()
     with pytest.raises(SourceError, match="table 'orders' does not exist"):
         read_table(f"sqlite:///{tmp_path}/some.db?table=orders")
+    with pytest.raises(SourceError, match=r"its database driver is not installed \(No module"):
+        read_table("mysql+pymysql://u@127.0.0.1/db?table=t")

@@ -48,7 +48,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import closing, suppress
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,8 @@ ADBC_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "sqlite": 
 NOT_SQL_SCHEMES = ("s3", "file", "http", "https", "gs", "abfs")
 STATE_DIR = "_sources"
 MASK = "***"
+# Arrow integer types that fit pandas' nullable Int64 (uint64 may not: left to pandas).
+INT64_SAFE = {pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32()}
 
 
 class SourceError(DataError):
@@ -421,16 +423,16 @@ def _unify(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, names=schema.names)
 
 
-def _errors(source: SqlSource, error: Exception) -> LifecycleError:
+def _one_line_error(source: SqlSource, error: Exception) -> SourceError:
     """One masked line saying what went wrong: unreachable, refused, missing, or failed."""
     text = str(error).strip()
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
     first = re.sub(r"^[A-Z_]+: (\[libpq\] )?", "", first)
     lowered = text.lower()
     parts = urlsplit(source.url)
-    where = (
-        f"{parts.hostname or 'localhost'}:{parts.port or 5432}" if parts.hostname else source.url
-    )
+    where = source.url
+    if parts.hostname:
+        where = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
     if (
         "password authentication failed" in lowered
         or "no password supplied" in lowered
@@ -489,10 +491,12 @@ def _arrow_chunks(source: SqlSource, window: Window, chunk_rows: int) -> Iterato
             yield _typed(pa.Table.from_batches(pending))
     except LifecycleError:
         raise
-    except ImportError:
-        raise
+    except ImportError as error:  # a SQLAlchemy dialect whose driver is not installed
+        raise SourceError(
+            f"cannot read {source.display}: its database driver is not installed ({error})"
+        ) from None
     except Exception as error:  # the drivers' own errors: classify, mask, one line
-        raise _errors(source, error) from None
+        raise _one_line_error(source, error) from None
 
 
 def _typed(table: pa.Table) -> pa.Table:
@@ -515,10 +519,9 @@ def _typed(table: pa.Table) -> pa.Table:
 
 def _pandas(table: pa.Table) -> pd.DataFrame:
     """Integers as nullable Int64 (NULL stays missing, the column stays integer)."""
-    integers = {pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16()}
-    integers |= {pa.uint32()}
-    frame = table.to_pandas(types_mapper=lambda kind: pd.Int64Dtype() if kind in integers else None)
-    return frame
+    return table.to_pandas(
+        types_mapper=lambda kind: pd.Int64Dtype() if kind in INT64_SAFE else None
+    )
 
 
 def _watermark_max(table: pa.Table, column: str | None) -> Any:
@@ -659,8 +662,6 @@ def _frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
 def check_source(
     url: str, options: SqlOptions | dict | None = None, state_location: str | None = None
 ) -> pd.DataFrame:
-    """Reach the source and read its first chunk: every one-line error before a step starts."""
-    options = SqlOptions.model_validate(options or {})
-    with suppress(StopIteration):
-        return next(iter(read_sql_chunks(url, options, state_location)))
-    raise SourceError(f"{mask_url(url)} returned no rows")  # pragma: no cover (raised above)
+    """Reach the source and read its first chunk: every one-line error before a step starts
+    (a window without rows raises SourceError rather than ending empty)."""
+    return next(read_sql_chunks(url, options, state_location))

@@ -12,9 +12,11 @@ adbc-driver-sqlite). ADBC returns Arrow record batches straight from the wire (P
 binary COPY protocol), streamed by `fetch_record_batch`, so memory stays bounded by one
 chunk and no Python object is built per value; its types come from the database's catalog
 (int8 with NULLs stays int64 with a validity mask, timestamptz stays timestamp[UTC]).
-ConnectorX is also Arrow-native and fast but materialises the whole result before handing
-it over (no bounded streaming); pandas.read_sql and plain SQLAlchemy build a Python object
-per value. Other databases still work through SQLAlchemy with a server-side cursor
+ConnectorX is also Arrow-native and fastest when a query is split into partitions read in
+parallel, but its streaming mode (return_type="arrow_stream") is young, while ADBC, kept by
+the Apache Arrow project, gives PostgreSQL and SQLite one DBAPI interface with streaming at
+its core (ConnectorX is not benchmarked here). pandas.read_sql and plain SQLAlchemy build a
+Python object per value (bench/ingest_sql.py: 6-8x slower, 10x the memory). Other databases still work through SQLAlchemy with a server-side cursor
 (`stream_results`), each partition turned into Arrow: slower, but bounded too.
 
 Types reaching pandas: integers are nullable Int64 (a NULL stays missing, the column stays

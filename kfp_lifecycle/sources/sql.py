@@ -519,13 +519,10 @@ def _typed(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
-def _pandas(table: pa.Table, release: bool = False) -> pd.DataFrame:
-    """Integers as nullable Int64 (NULL stays missing, the column stays integer). `release`
-    frees each Arrow column once converted (the table is unusable after): a lower peak."""
+def _pandas(table: pa.Table) -> pd.DataFrame:
+    """Integers as nullable Int64 (NULL stays missing, the column stays integer)."""
     return table.to_pandas(
-        types_mapper=lambda kind: pd.Int64Dtype() if kind in INT64_SAFE else None,
-        self_destruct=release,
-        split_blocks=release,
+        types_mapper=lambda kind: pd.Int64Dtype() if kind in INT64_SAFE else None
     )
 
 
@@ -595,8 +592,8 @@ def read_sql_chunks(
 def read_sql(url: str, options: SqlOptions | dict | None = None) -> pd.DataFrame:
     """The whole window as one DataFrame (chunks joined as Arrow, converted once)."""
     options = SqlOptions.model_validate(options or {})
-    table = pa.concat_tables(list(open_read(url, options).tables))
-    return _pandas(table, release=True)
+    tables = list(open_read(url, options).tables)
+    return _pandas(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
 
 
 def ingest_sql(

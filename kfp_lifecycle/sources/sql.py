@@ -16,8 +16,9 @@ ConnectorX is also Arrow-native and fastest when a query is split into partition
 parallel, but its streaming mode (return_type="arrow_stream") is young, while ADBC, kept by
 the Apache Arrow project, gives PostgreSQL and SQLite one DBAPI interface with streaming at
 its core (ConnectorX is not benchmarked here). pandas.read_sql and plain SQLAlchemy build a
-Python object per value (bench/ingest_sql.py: 6-8x slower, 10x the memory). Other databases still work through SQLAlchemy with a server-side cursor
-(`stream_results`), each partition turned into Arrow: slower, but bounded too.
+Python object per value (bench/ingest_sql.py: 5-8x slower, 10x the memory). Other
+databases still work through SQLAlchemy with a server-side cursor (`stream_results`), each
+partition turned into Arrow: slower, but bounded too.
 
 Types reaching pandas: integers are nullable Int64 (a NULL stays missing, the column stays
 integer), timestamps keep their time zone, NUMERIC/DECIMAL becomes float64 (the models'

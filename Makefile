@@ -19,7 +19,7 @@ help:
 	@echo "make lint     ruff"
 	@echo "make compile  write pipelines/compiled/*.yaml"
 	@echo "make serve    serve the demo's champion with KServe's model server (MODEL=..., PORT=...)"
-	@echo "make system-deps  install Prometheus and Chromium (Debian) for the tests that use them"
+	@echo "make system-deps  install Prometheus, Chromium and PostgreSQL (Debian) for the tests that use them"
 	@echo "make images kind-up kind-load submit e2e kind-down   the kind cluster path (docs/run-on-kind.md)"
 
 $(STAMP): pyproject.toml
@@ -82,10 +82,16 @@ bench-drift: $(STAMP) $(EVIDENTLY_VENV)/.installed
 	$(BIN)/python bench/drift_vs_evidently.py --evidently-python $(EVIDENTLY_VENV)/bin/python
 
 # Debian packages that some tests run for real (they skip, saying why, without them):
-# Prometheus for the canary analysis, Chromium to render the HTML reports.
-SYSTEM_TOOLS := prometheus chromium
+# Prometheus for the canary analysis, Chromium to render the HTML reports, PostgreSQL for
+# the database sources (its binaries live in /usr/lib/postgresql/<version>/bin, off PATH).
+SYSTEM_TOOLS := prometheus chromium postgresql
 system-deps:
-	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in $(SYSTEM_TOOLS); do \
+		case $$tool in \
+		postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing $$tool";; \
+		*) command -v $$tool >/dev/null || missing="$$missing $$tool";; \
+		esac; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing$$missing (Debian packages)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

@@ -1,4 +1,6 @@
-"""Ingest: read a CSV or Parquet file into the Parquet table every later step reads."""
+"""Ingest: read a CSV or Parquet file, or a database table or query, into the Parquet table
+every later step reads. Database sources (a URL such as postgresql://host/db?table=events)
+are read by kfp_lifecycle.sources.sql, in bounded chunks, optionally in incremental windows."""
 
 import csv
 import tempfile
@@ -34,14 +36,54 @@ def local_copy(source: str) -> Iterator[Path]:
         yield path
 
 
-def read_table(source: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file (local or s3://); every failure names the file and the fault."""
+def read_table(source: str | Path, sql_options: dict | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file (local or s3://) or a database source (see module docstring);
+    every failure names the source and the fault."""
+    from kfp_lifecycle.sources.sql import is_sql_source, read_sql
+
+    if is_sql_source(str(source)):
+        return read_sql(str(source), sql_options)
     with local_copy(str(source)) as path:
         return _read_local(path)
 
 
-def ingest_table(source: str, destination: str | Path) -> dict[str, Any]:
-    """Read the source once, store it as Parquet; returns its size and the source's sha256."""
+def read_source_chunks(
+    source: str, chunk_rows: int = 100_000, sql_options: dict | None = None
+) -> Iterator[pd.DataFrame]:
+    """The source's rows in DataFrames of at most `chunk_rows` rows, for batch work (scoring).
+
+    Database sources and Parquet files stream with memory bounded by a chunk; a CSV file is
+    read whole, then handed out in slices.
+    """
+    from kfp_lifecycle.sources.sql import is_sql_source, read_sql_chunks
+
+    if is_sql_source(source):
+        yield from read_sql_chunks(source, {**(sql_options or {}), "chunk_rows": chunk_rows})
+        return
+    with local_copy(source) as path:
+        if path.suffix.lower() in PARQUET_SUFFIXES and path.is_file():
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                yield batch.to_pandas()
+            return
+        frame = _read_local(path)
+    for start in range(0, len(frame), chunk_rows):
+        yield frame.iloc[start : start + chunk_rows].reset_index(drop=True)
+
+
+def ingest_table(
+    source: str,
+    destination: str | Path,
+    sql_options: dict | None = None,
+    state_location: str | None = None,
+) -> dict[str, Any]:
+    """Read the source once, store it as Parquet; returns its size and the source's sha256
+    (for a database, the stored Parquet's, and the window read)."""
+    from kfp_lifecycle.sources.sql import ingest_sql, is_sql_source
+
+    if is_sql_source(source):
+        return ingest_sql(source, destination, sql_options, state_location)
     with local_copy(source) as path:
         frame = _read_local(path)
         to_parquet(frame, destination)
@@ -109,22 +151,41 @@ def to_parquet(frame: pd.DataFrame, destination: str | Path) -> None:
 
 
 @component
-def ingest(source: str, dataset: Output[Dataset]) -> str:
+def ingest(
+    source: str,
+    dataset: Output[Dataset],
+    sql_options: dict = {},  # noqa: B006
+    registry: str = "",
+    model_name: str = "",
+) -> str:
     """Read the training data and store it as Parquet.
 
     Args:
         source: Path, file:// or s3:// URI of a CSV or Parquet file (S3 settings from the
-            environment: see kfp_lifecycle/storage.py).
+            environment: see kfp_lifecycle/storage.py), or a database URL without password
+            (postgresql://host/db?table=events, sqlite:///file.db?table=t, any SQLAlchemy
+            URL); its password comes from LIFECYCLE_DB_PASSWORD (the Secret kfp-lifecycle-db).
         dataset: The table as Parquet.
+        sql_options: For a database: table or query, watermark, since/until, incremental,
+            chunk_rows (kfp_lifecycle.sources.sql.SqlOptions).
+        registry: With `incremental`, the state of the last window read is kept beside it.
+        model_name: Names that state.
 
     Returns:
-        The sha256 of the source file, kept in the model's lineage.
+        The sha256 of the source file (of the stored Parquet, for a database), kept in the
+        model's lineage; the dataset's metadata records the window read.
     """
     from kfp_lifecycle.components.ingest import ingest_table
+    from kfp_lifecycle.sources.sql import mask_url, state_location
 
-    stored = ingest_table(source, dataset.path)
-    dataset.metadata.update(
-        {"rows": stored["rows"], "columns": stored["columns"], "source": source}
+    state = sql_options.get("state") or (
+        state_location(registry, model_name) if registry and model_name else None
     )
-    print(f"ingested {stored['rows']} rows x {stored['columns']} columns from {source}")
+    stored = ingest_table(source, dataset.path, sql_options, state)
+    shown = mask_url(source)
+    metadata = {"rows": stored["rows"], "columns": stored["columns"], "source": shown}
+    if "window" in stored:
+        metadata["window"] = stored["window"]
+    dataset.metadata.update(metadata)
+    print(f"ingested {stored['rows']} rows x {stored['columns']} columns from {shown}")
     return stored["sha256"]

@@ -364,7 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument(
         "--config", help="pipeline configuration (YAML; see examples/); flags override it"
     )
-    training.add_argument("--data", help="CSV or Parquet file (a path, file:// or s3:// URI)")
+    training.add_argument(
+        "--data",
+        help="CSV or Parquet file (a path, file:// or s3:// URI), or a database URL "
+        "(postgresql://host/db?table=events; password from LIFECYCLE_DB_PASSWORD)",
+    )
     training.add_argument("--target", help="column to predict")
     training.add_argument("--task", choices=["auto", "classification", "regression"])
     training.add_argument("--metric", help="primary metric (default: roc_auc or rmse)")
@@ -427,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument(
         "--current",
         required=True,
-        help="CSV or Parquet file, or a directory or s3:// prefix: every CSV and Parquet under it",
+        help="CSV or Parquet file, or a directory or s3:// prefix: every CSV and Parquet under "
+        "it, or a database URL (postgresql://host/db?table=events)",
     )
     drift.add_argument("--config", help="pipeline configuration (its monitoring.drift: section)")
     drift.add_argument("--psi", action="store_true", help="also compute the stability index")

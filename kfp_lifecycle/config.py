@@ -32,6 +32,7 @@ from kfp_lifecycle.components.tune import TuningOptions
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.tasks import METRICS, metrics_for
 from kfp_lifecycle.families import DEFAULT_FAMILIES, FAMILIES
+from kfp_lifecycle.sources.sql import SqlOptions
 
 AUTO_METRIC = ("auto", "")
 
@@ -41,12 +42,19 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    source: str | None = Field(None, description="CSV or Parquet: a path, file:// or s3:// URI.")
+    source: str | None = Field(
+        None,
+        description="CSV or Parquet (a path, file:// or s3:// URI) or a database URL without "
+        "password (postgresql://host/db?table=events, sqlite:///file.db?table=t).",
+    )
     target: str | None = Field(None, description="The column to predict.")
     task: Literal["auto", "classification", "regression"] = Field(
         "auto", description="auto detects it from the target."
     )
     metric: str = Field("auto", description="Primary metric (auto: roc_auc or rmse).")
+    sql: SqlOptions = Field(
+        default_factory=SqlOptions, description="For a database source: what and which rows."
+    )
 
     @field_validator("metric")
     @classmethod

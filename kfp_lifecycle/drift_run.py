@@ -2,7 +2,8 @@
 
 The reference is the sample of training rows a model bundle keeps (components/register.py);
 the current data is one CSV or Parquet file, or every such file under a directory or an
-s3:// prefix (an export, a day of logged requests). Both go through the drift step's own
+s3:// prefix (an export, a day of logged requests), or a database table or query
+(postgresql://host/db?table=events; kfp_lifecycle.sources.sql). Both go through the drift step's own
 tests (components/drift.py), so the verdict is the one the monitoring pipeline would reach.
 
 Exit codes, for gating a CI job: 0 no dataset drift, DRIFT_EXIT_CODE (3) dataset drift,
@@ -59,6 +60,10 @@ def table_sources(location: str) -> list[str]:
     """The files `location` stands for: itself if it names a file, else every CSV and Parquet
     file under it (a directory or s3:// prefix, recursively, sorted). Paths with a part that
     starts with "_" or "." are skipped, as Spark and Hive do (_SUCCESS, _retraining/, .crc)."""
+    from kfp_lifecycle.sources.sql import is_sql_source
+
+    if is_sql_source(location):
+        return [location]  # a database table or query (kfp_lifecycle.sources.sql)
     if location.startswith("s3://"):
         return _s3_sources(location)
     path = Path(location.removeprefix("file://"))

@@ -21,6 +21,7 @@ from kfp_lifecycle.core.schema import infer_schema
 from kfp_lifecycle.errors import STEP_FAILURE_FILE, StepCrashed, StepFailed
 from kfp_lifecycle.families import get_family
 from kfp_lifecycle.registry import model_name_from, open_registry
+from kfp_lifecycle.sources.sql import absolute_sqlite, check_source, is_sql_source, state_location
 
 SUMMARY_FILE = "summary.json"
 MONITORING_SUMMARY_FILE = "monitoring-summary.json"
@@ -36,17 +37,24 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         raise LifecycleError("no data source: pass --data or set data.source in the config")
     if not target:
         raise LifecycleError("no target column: pass --target or set data.target in the config")
-    if not data.startswith("s3://"):
-        data = str(Path(data.removeprefix("file://")).absolute())
-    frame = read_table(data)
+    output = Path(config.output).absolute()
+    registry = config.registry or str(output / "registry")
+    model_name = config.model_name or model_name_from(target)
+    sql_options = config.data.sql.model_dump(mode="json", exclude_none=True)
+    if is_sql_source(data):
+        # The first chunk of the window: unreachable host, refused credentials, a missing
+        # table or no rows fail here, in one line, before any step starts (nothing is written).
+        data = absolute_sqlite(data)
+        frame = check_source(data, config.data.sql, state_location(registry, model_name))
+    else:
+        if not data.startswith("s3://"):
+            data = str(Path(data.removeprefix("file://")).absolute())
+        frame = read_table(data)
     checked = validate_table(frame, target, config.data.task, config.data.metric)
     drop_unusable(frame, infer_schema(frame, target), config.preprocessing)
     for family in config.models.families:
         get_family(family).estimator(checked.task)
     check_thresholds(config.gate.thresholds, checked.task)
-    output = Path(config.output).absolute()
-    registry = config.registry or str(output / "registry")
-    model_name = config.model_name or model_name_from(target)
     try:  # reachable and writable (a probe write), then the champion's contract, if any
         open_registry(registry).check_writable()
         contract = champion_contract(registry, model_name)
@@ -73,6 +81,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "preprocess_options": config.preprocessing.model_dump(mode="json", exclude_none=True),
         "features_options": config.features.model_dump(mode="json", exclude_none=True),
         "balance_options": config.imbalance.model_dump(mode="json", exclude_none=True),
+        "sql_options": sql_options,
     }
 
 

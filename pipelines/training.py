@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from kfp_lifecycle.cluster import with_s3_access
+from kfp_lifecycle.cluster import with_db_access, with_s3_access
 from kfp_lifecycle.components.balance import balance
 from kfp_lifecycle.components.clean import clean
 from kfp_lifecycle.components.diagnose import diagnose
@@ -51,9 +51,16 @@ def training_pipeline(
     preprocess_options: dict = {},  # noqa: B006
     features_options: dict = {},  # noqa: B006
     balance_options: dict = {},  # noqa: B006
+    sql_options: dict = {},  # noqa: B006
 ) -> dsl.Artifact:
     # never cached: the key is the URI string, and the data behind a URI changes
-    ingested = with_s3_access(ingest(source=data).set_caching_options(False))
+    ingested = with_db_access(
+        with_s3_access(
+            ingest(
+                source=data, sql_options=sql_options, registry=registry, model_name=model_name
+            ).set_caching_options(False)
+        )
+    )
     checked = with_s3_access(
         validate(
             dataset=ingested.outputs["dataset"],

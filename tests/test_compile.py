@@ -3,6 +3,8 @@
 import yaml
 
 from kfp_lifecycle.cluster import (
+    DB_SECRET,
+    DB_SECRET_KEYS,
     S3_CONFIG_MAP,
     S3_SECRET,
     S3_SECRET_KEYS,
@@ -83,7 +85,9 @@ def test_s3_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypatch):
         with_secret = {step for step, spec in executors.items() if "secretAsEnv" in spec}
         assert with_secret >= expected, name
         for step in with_secret:
-            secret, signing = executors[step]["secretAsEnv"]
+            secret, signing = [
+                s for s in executors[step]["secretAsEnv"] if s["secretName"] != DB_SECRET
+            ]
             assert secret["secretName"] == S3_SECRET and secret["optional"] is False
             assert {m["secretKey"] for m in secret["keyToEnv"]} == set(S3_SECRET_KEYS)
             assert signing["secretName"] == SIGNING_SECRET  # signs and verifies versions
@@ -139,3 +143,30 @@ def test_the_wiring_keeps_held_out_rows_out_of_every_fitted_step():
     assert edges[("balance", "balanced")] == {"train"}
     assert edges[("split", "validation")] == {"train", "calibrate-threshold", "diagnose"}
     assert edges[("split", "test")] == {"evaluate", "gate", "explain", "report"}
+
+
+def test_database_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypatch):
+    """Only ingest reads a database; the Secret is optional (file sources need none)."""
+    planted = {"LIFECYCLE_DB_USER": "db-user-never-in-yaml-31c", "LIFECYCLE_DB_PASSWORD": "pw-9f2e"}
+    for name, value in planted.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / ".env").write_text("LIFECYCLE_DB_PASSWORD=pw-from-env-file-77a1\n")
+    monkeypatch.chdir(tmp_path)
+    for path in compile_all(tmp_path):
+        text = path.read_text()
+        assert "pw-from-env-file-77a1" not in text, path.name
+        assert not [value for value in planted.values() if value in text], path.name
+    for name in ("training", "monitoring"):
+        executors = _documents(name)[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        mounted = {
+            step: secret
+            for step, spec in executors.items()
+            for secret in spec.get("secretAsEnv", [])
+            if secret["secretName"] == DB_SECRET
+        }
+        assert set(mounted) == {"exec-ingest"}, name
+        secret = mounted["exec-ingest"]
+        assert secret["optional"] is True
+        assert [(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]] == [
+            (key, key) for key in DB_SECRET_KEYS
+        ]

@@ -99,10 +99,13 @@ class LocalRegistry:
         return [n for n in numbers if n not in broken]
 
     def check_writable(self) -> None:
-        """Create and remove a probe file where versions go: fails fast, before training."""
+        """Create and remove a probe file where versions go (or in the nearest existing
+        directory above, so a check leaves nothing behind): fails fast, before training."""
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".probe-{uuid.uuid4().hex}"
+            where = self.root
+            while not where.exists() and where != where.parent:
+                where = where.parent
+            probe = where / f".probe-{uuid.uuid4().hex}"
             try:
                 probe.write_bytes(b"probe")
             finally:

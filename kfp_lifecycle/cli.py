@@ -240,16 +240,22 @@ def _kserve_api(dry_run: bool) -> Any:
 
 
 def _carry_out(api: Any, requests: list, dry_run: bool) -> None:
+    """Send each request, printing its kubectl equivalent. A dry run prints YAML only (the
+    manifest; notes and commands as `#` comments), so it pipes to `kubectl apply -f -`."""
     for request in requests:
         if request.note:
             print(f"# {request.note}")
-        if request.verb == "create" and dry_run:
+        if not dry_run:
+            print(f"# kubectl equivalent:\n{request.kubectl()}")
+            api.apply(request)
+        elif request.verb == "create":
             import yaml
 
+            print(f"# apply it: pipe this output to `kubectl -n {request.namespace} apply -f -`")
+            print("---")
             print(yaml.safe_dump(request.body, sort_keys=False), end="")
-        print(f"# kubectl equivalent:\n{request.kubectl()}" if not dry_run else request.kubectl())
-        if not dry_run:
-            api.apply(request)
+        else:
+            print("\n".join(f"# {line}" for line in request.kubectl().splitlines()))
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:

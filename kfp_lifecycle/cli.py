@@ -196,8 +196,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     if args.action == "list":
         rows = reg.describe_versions(registry, args.model)
         if not rows:
-            print(f"model '{args.model}' has no version in {args.registry}")
-            return 0
+            raise LifecycleError(f"model '{args.model}' has no version in {args.registry}")
         table = Table(title=f"{args.model} in {args.registry}")
         for column in ("version", "family", "blessed", "test score", "aliases", "registered at"):
             table.add_column(column)
@@ -315,6 +314,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from kfp_lifecycle import submit
 
     params = submit.parse_params(args.param)
+    if args.command == "schedule":
+        submit.check_cron(args.cron)
+    submit.check_params(args.pipeline, params)  # before connecting: a typo costs no round trip
     kfp_client = submit.client(args.host, args.namespace)
     if args.command == "schedule":
         run_id = submit.schedule(

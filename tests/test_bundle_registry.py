@@ -207,3 +207,7 @@ def test_registry_commands(tmp_path, bundle_dir):
     refused = subprocess.run([*run, "rollback", *where], capture_output=True, text=True)
     assert refused.returncode == 2
     assert refused.stderr.strip() == "error: model 'churn' has no previous champion to roll back to"
+    nothing = ["--registry", str(tmp_path), "--model", "nosuch"]
+    missing = subprocess.run([*run, "list", *nothing], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"error: model 'nosuch' has no version in {tmp_path}"

@@ -172,7 +172,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     from kfp_lifecycle.pipelines import compile_all
 
-    for path in compile_all(Path(args.output_dir)):
+    for path in compile_all(Path(args.output_dir), args.image):
         print(f"wrote {path}")
     return 0
 
@@ -432,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = commands.add_parser("compile", help="compile the pipelines to KFP IR YAML")
     compile_.add_argument("--output-dir", default=str(COMPILED_DIR))
+    compile_.add_argument(
+        "--image",
+        metavar="REGISTRY/NAME:TAG",
+        help="image every step runs (default: $LIFECYCLE_IMAGE, else the package's own)",
+    )
     compile_.set_defaults(handler=cmd_compile)
 
     serve = commands.add_parser("serve", help="serve a model bundle with KServe's model server")

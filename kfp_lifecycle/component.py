@@ -3,7 +3,7 @@
 import os
 from collections.abc import Callable
 
-from kfp_lifecycle.image import IMAGE
+from kfp_lifecycle.image import image
 
 # kfp's executor sets this while a step runs; kfp.dsl then has no `component` decorator.
 # The step's module is imported there for its plain functions, so the wrapper stays plain.
@@ -15,4 +15,4 @@ def component(func: Callable) -> Callable:
         return func
     from kfp import dsl
 
-    return dsl.component(func, base_image=IMAGE, install_kfp_package=False)
+    return dsl.component(func, base_image=image(), install_kfp_package=False)

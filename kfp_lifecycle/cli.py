@@ -83,22 +83,44 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
         f"registered {summary['model_name']} version {summary['model_version']}: "
         f"{summary['model_uri']}"
     )
-    console.print(f"summary: {Path(output).absolute() / 'summary.json'}")
+
+
+def step_printer(verbose: bool) -> Any:
+    """One line per finished step with its time (quiet runs), on this command's stdout."""
+    if verbose:
+        return None
+    out = sys.stdout
+
+    def on_step(step: str, status: str, seconds: float) -> None:
+        mark = "ok" if status == "SUCCESS" else status.lower()
+        print(f"  {step:<28} {mark:<8} {seconds:6.1f} s", file=out, flush=True)
+
+    return on_step
+
+
+def print_paths(summary: dict[str, Any], summary_file: Path) -> None:
+    """The last lines of a run: where its reports, log and summary are."""
+    for name, path in summary.get("reports", {}).items():
+        print(f"{name + ':':<19} {path}")
+    if summary.get("log"):
+        print(f"{'log:':<19} {summary['log']}")
+    print(f"{'summary:':<19} {summary_file.absolute()}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kfp_lifecycle.local_run import run_training
+    from kfp_lifecycle.local_run import SUMMARY_FILE, run_training
 
     config = training_config(args)
-    summary = run_training(config)
+    summary = run_training(config, quiet=not args.verbose, on_step=step_printer(args.verbose))
     print_summary(summary, config.output)
+    print_paths(summary, Path(config.output) / SUMMARY_FILE)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from kfp_lifecycle.config import parse_config
     from kfp_lifecycle.demo import DEMO_GATE, DEMO_MODEL_NAME, DEMO_TARGET, write_demo_dataset
-    from kfp_lifecycle.local_run import run_training
+    from kfp_lifecycle.local_run import SUMMARY_FILE, run_training
 
     data = write_demo_dataset(Path(args.output) / "data" / "churn.csv")
     print(f"demo data: {data} (generated, deterministic)")
@@ -110,7 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "gate": DEMO_GATE,
         }
     )
-    summary = run_training(config)
+    summary = run_training(config, quiet=not args.verbose, on_step=step_printer(args.verbose))
     print_summary(summary, args.output)
     port = 8080
     name = summary["model_name"]
@@ -128,6 +150,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         '"contract": "month-to-month", "region": "north", "payment_method": '
         '"electronic-check"}]}\''
     )
+    print_paths(summary, Path(args.output) / SUMMARY_FILE)
     return 0
 
 
@@ -148,7 +171,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             "monitoring.pushgateway": args.pushgateway,
         },
     )
-    summary = run_monitoring(config, args.start or "", args.end or "")
+    summary = run_monitoring(
+        config, args.start or "", args.end or "", not args.verbose, step_printer(args.verbose)
+    )
     start, end = summary["window"]
     print(f"\nwindow {start} .. {end}: {'RETRAIN' if summary['retrain'] else 'KEEP'}")
     for reason in summary["reasons"]:
@@ -156,7 +181,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if summary["new_versions"]:
         versions = ", ".join(map(str, summary["new_versions"]))
         print(f"retrained: new version(s) {versions}; champion is {summary['champion']}")
-    print(f"summary: {Path(config.output).absolute() / MONITORING_SUMMARY_FILE}")
+    print_paths(summary, Path(config.output) / MONITORING_SUMMARY_FILE)
     return 0
 
 
@@ -212,8 +237,15 @@ def cmd_registry(args: argparse.Namespace) -> int:
             )
         Console().print(table)
     elif args.action == "show":
+        from kfp_lifecycle.registry_view import describe_version
+
         version = args.version or _alias_version(registry, args.model, reg.CHAMPION)
-        print(json.dumps(registry.metadata(args.model, version), indent=2))
+        metadata = registry.metadata(args.model, version)
+        if args.json:
+            print(json.dumps(metadata, indent=2))
+        else:
+            aliases = sorted(a for a, v in registry.aliases(args.model).items() if v == version)
+            print("\n".join(describe_version(metadata, aliases)))
     elif args.action == "promote":
         if args.version is None:
             raise LifecycleError("promote needs --version N")
@@ -342,6 +374,9 @@ def _alias_version(registry: Any, model: str, alias: str) -> int:
     return found.version
 
 
+VERBOSE_HELP = "show KFP's own output (every step's log) instead of one line per step"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kfp_lifecycle.components.train import DEFAULT_FAMILIES, FAMILIES
 
@@ -386,10 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--validation-fraction", type=float)
     training.add_argument("--test-fraction", type=float)
     training.add_argument("--seed", type=int)
+    training.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     training.set_defaults(handler=cmd_run)
 
     demo = commands.add_parser("demo", help="run the training pipeline on the built-in dataset")
     demo.add_argument("--output", default="demo-output")
+    demo.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     demo.set_defaults(handler=cmd_demo)
 
     monitor = commands.add_parser(
@@ -405,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--window-days", type=int, help="days per window (default 1)")
     monitor.add_argument("--pushgateway", help="Prometheus Pushgateway URL for the gauges")
     monitor.add_argument("--output", help="output directory (default: lifecycle-output)")
+    monitor.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     monitor.set_defaults(handler=cmd_monitor)
 
     drift = commands.add_parser(
@@ -498,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="promote a version the gate did not bless, accepting the risk (recorded reason)",
     )
+    registry.add_argument("--json", action="store_true", help="show: the full metadata as JSON")
     registry.set_defaults(handler=cmd_registry)
     return parser
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -150,6 +151,20 @@ def test_cli_runs_a_multiclass_table(tmp_path, multiclass):
     assert summary["champion"] == "linear" and summary["metrics"]["roc_auc"] > 0.85
     assert summary["blessed"] is True
     assert "Leaderboard" in result.stdout and "BLESSED" in result.stdout
+    # Quiet by default: one line per step, the summary, then where everything is.
+    lines = (result.stdout + result.stderr).splitlines()
+    assert len(lines) <= 60, "\n".join(lines)
+    assert "KFP Executor" not in result.stdout and "executor_input" not in result.stdout
+    steps = [line.split() for line in lines if line.endswith(" s") and " ok " in line]
+    assert {"ingest", "train", "evaluate", "report", "register"} <= {s[0] for s in steps}
+    reports = summary["reports"]
+    assert set(reports) >= {"eda-report", "evaluation-report", "model-card"}
+    for name, path in reports.items():
+        assert path.endswith((".html", ".md")) and Path(path).stat().st_size > 1000, name
+    assert Path(reports["evaluation-report"]).read_text().startswith("<!DOCTYPE html>")
+    assert lines[-1] == f"summary:            {tmp_path / 'out' / 'summary.json'}"
+    assert [line.split()[-1] for line in lines[-2 - len(reports) : -2]] == list(reports.values())
+    assert "KFP Executor" in Path(summary["log"]).read_text()  # kept, not shown
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, churn):

@@ -15,6 +15,7 @@ from kfp_lifecycle.schema import (
     ID_LIKE,
     NUMERIC,
     infer_kind,
+    infinite_counts,
     plain,
     unusable_column,
 )
@@ -215,8 +216,11 @@ def check_new_data(frame: pd.DataFrame, contract: dict | None, inputs: list[str]
 
 def column_warnings(frame: pd.DataFrame, target: str) -> list[str]:
     """What preprocessing will do, said out loud: constant and ID-like columns (by the rule
-    preprocessing drops them by), mixed-type columns, dates given as text."""
-    warnings = []
+    preprocessing drops them by), mixed-type columns, dates given as text, infinities."""
+    warnings = [
+        f"column '{name}' has {count} infinite value(s) (inf/-inf): treated as missing"
+        for name, count in infinite_counts(frame).items()
+    ]
     for name in frame.columns:
         if name == target or frame[name].isna().all():  # all-null is an error already
             continue

@@ -441,8 +441,6 @@ def render_report(
 def _distributions(
     ordered: list[FeatureDrift], reference: pd.DataFrame, current: pd.DataFrame
 ) -> "Section":  # noqa: F821 (imported lazily with the plotting stack)
-    import matplotlib.pyplot as plt
-
     from kfp_lifecycle.html_report import Section, figure_to_img
 
     section = Section("distributions", "Distributions: reference vs current")
@@ -450,29 +448,42 @@ def _distributions(
     if len(ordered) > len(shown):
         section.text(f"The first {len(shown)} of {len(ordered)} features, drifted ones first.")
     for finding in shown:
-        ref, cur = reference[finding.column], current[finding.column]
-        figure, axes = plt.subplots(figsize=(5, 2.6))
-        if finding.kind in (CATEGORICAL, BOOLEAN):
-            ref_share = _labels(ref).value_counts(normalize=True)
-            cur_share = _labels(cur).value_counts(normalize=True)
-            shares = pd.concat([ref_share, cur_share], axis=1, keys=["reference", "current"])
-            shares = shares.fillna(0).sort_values("reference", ascending=False).head(15)
-            shares.plot.bar(ax=axes, color=["#3b82c4", "#e07b39"], rot=30)
-            axes.set(ylabel="share of rows")
-        else:
-            if finding.kind == DATETIME:
-                ref, cur = _epoch(ref), _epoch(cur)
-            ref, cur = ref.dropna().astype(float), cur.dropna().astype(float)
-            both = pd.concat([ref, cur])
-            bins = np.histogram_bin_edges(both, bins=30) if len(both) else 10
-            axes.hist(ref, bins=bins, density=True, alpha=0.55, label="reference", color="#3b82c4")
-            axes.hist(cur, bins=bins, density=True, alpha=0.55, label="current", color="#e07b39")
-            axes.set(ylabel="density" + (" (days since 1970)" if finding.kind == DATETIME else ""))
-            axes.legend(fontsize="small")
-        flag = "DRIFTED: " if finding.drifted else ""
-        axes.set_title(f"{flag}{finding.column}", fontsize="medium")
+        figure = distribution_figure(finding, reference[finding.column], current[finding.column])
         section.add(figure_to_img(figure, f"{finding.column}: reference vs current"))
     return section
+
+
+def distribution_figure(finding: FeatureDrift, ref: pd.Series, cur: pd.Series) -> Any:
+    """One feature's reference and current distributions; dates on a date axis."""
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 2.6))
+    if finding.kind in (CATEGORICAL, BOOLEAN):
+        ref_share = _labels(ref).value_counts(normalize=True)
+        cur_share = _labels(cur).value_counts(normalize=True)
+        shares = pd.concat([ref_share, cur_share], axis=1, keys=["reference", "current"])
+        shares = shares.fillna(0).sort_values("reference", ascending=False).head(15)
+        shares.plot.bar(ax=axes, color=["#3b82c4", "#e07b39"], rot=30)
+        axes.set(ylabel="share of rows")
+    else:
+        if finding.kind == DATETIME:  # matplotlib's date numbers, shown as dates
+            ref, cur = (
+                pd.Series(mdates.date2num(v.dropna().astype("datetime64[ns]"))) for v in (ref, cur)
+            )
+            locator = mdates.AutoDateLocator()
+            axes.xaxis.set_major_locator(locator)
+            axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ref, cur = ref.dropna().astype(float), cur.dropna().astype(float)
+        both = pd.concat([ref, cur])
+        bins = np.histogram_bin_edges(both, bins=30) if len(both) else 10
+        axes.hist(ref, bins=bins, density=True, alpha=0.55, label="reference", color="#3b82c4")
+        axes.hist(cur, bins=bins, density=True, alpha=0.55, label="current", color="#e07b39")
+        axes.set(ylabel="density")
+        axes.legend(fontsize="small")
+    flag = "DRIFTED: " if finding.drifted else ""
+    axes.set_title(f"{flag}{finding.column}", fontsize="medium")
+    return figure
 
 
 def reference_sample(frame: pd.DataFrame, target: str, rows: int = REFERENCE_ROWS) -> dict:

@@ -1,6 +1,7 @@
 """Drift detection: known shifts are found and named; same-distribution samples rarely alarm."""
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,12 @@ from kfp_lifecycle.components.drift import (
     FeatureDrift,
     category_psi,
     detect_drift,
+    distribution_figure,
     drift,
     psi,
     reference_frame,
     reference_sample,
+    render_report,
 )
 from kfp_lifecycle.components.validate import infer_contract
 from kfp_lifecycle.demo import make_churn_dataset
@@ -481,3 +484,31 @@ def test_drift_command_exit_code_follows_the_top_feature_rule(tmp_path, capsys):
     assert verdict["dataset_drift"] is True and len(verdict["dataset_reasons"]) == 1
     assert cli.main([*argv, "--config", str(lenient)]) == 0
     assert "no dataset drift: 1 of 9 features drifted" in capsys.readouterr().out
+
+
+def test_date_columns_are_plotted_as_dates_and_examples_without_float_noise(tmp_path):
+    """Before: the x axis counted days since 1970, and a contract example read
+    50.830000000000005 (a price times 1.5)."""
+    reference = make_churn_dataset(rows=600, seed=1).drop(columns=["churned"])
+    current = make_churn_dataset(rows=600, seed=2).drop(columns=["churned"])
+    current["signup_date"] = pd.to_datetime(current["signup_date"]) + pd.Timedelta(days=400)
+    current["monthly_charges"] = current["monthly_charges"] * 1.5
+    result = detect_drift(reference, current, contract=infer_contract(reference, target=""))
+    signup = next(f for f in result.features if f.column == "signup_date")
+    schema = infer_schema(reference, target="")
+    figure = distribution_figure(
+        signup,
+        schema.coerce(reference)["signup_date"],
+        schema.coerce(current)["signup_date"],
+    )
+    figure.canvas.draw()
+    (axes,) = figure.axes
+    labels = " ".join(t.get_text() for t in axes.get_xticklabels())
+    assert re.search(r"20\d\d", labels), labels  # years on the axis, not day counts
+    assert "1970" not in axes.get_ylabel() + labels
+
+    messages = " ".join(f["message"] for f in result.contract)
+    assert "monthly_charges" in {f["column"] for f in result.contract}
+    assert not re.search(r"\d\.\d{7,}", messages), messages
+    html = render_report(result, schema.coerce(reference), schema.coerce(current))
+    assert not re.search(r"\d\.\d{7,}", html.split("<img")[0])

@@ -79,6 +79,11 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
     console.print(f"gate: {verdict}")
     for reason in summary["reasons"]:
         console.print(f"  - {reason}")
+    if any(reason.startswith("FAIL: no metric threshold") for reason in summary["reasons"]):
+        console.print(
+            f"  hint: rerun with --threshold VALUE (a bound on {metric}) or --gate METRIC=VALUE",
+            highlight=False,
+        )
     console.print(
         f"registered {summary['model_name']} version {summary['model_version']}: "
         f"{summary['model_uri']}"

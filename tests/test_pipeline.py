@@ -267,6 +267,19 @@ def test_the_leaderboard_marks_the_summary_champion_not_rank_one(capsys, tmp_pat
     assert "linear" in second and "(champion)" in second
 
 
+def test_a_run_without_a_threshold_ends_with_the_flag_to_set_one(capsys, tmp_path):
+    summary = {
+        "task": "classification", "primary_metric": "roc_auc", "champion": "linear",
+        "leaderboard": {"linear": 0.90}, "metrics": {"roc_auc": 0.89}, "blessed": False,
+        "reasons": ["FAIL: no metric threshold configured: the gate blesses no model without "
+                    "one (set thresholds or primary_threshold)"],
+        "model_name": "churned", "model_version": 1, "model_uri": str(tmp_path),
+    }  # fmt: skip
+    cli.print_summary(summary, str(tmp_path))
+    out = capsys.readouterr().out
+    assert "hint: rerun with --threshold VALUE (a bound on roc_auc) or --gate METRIC=VALUE" in out
+
+
 def test_registry_help_names_every_kind_of_registry(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "training", "--help"])

@@ -92,18 +92,19 @@ class DriftOptions(BaseModel):
         description="The dataset drifts when any of this many most important features (the "
         "model's permutation importance) drifts; 0: no such rule.",
     )
-    max_psi: float | None = Field(
+    # "Off" is a number, not null: KFP passes no null inside a dict parameter.
+    max_psi: float = Field(
         0.25,
-        gt=0,
+        ge=0,
         description="The dataset drifts when any feature's PSI exceeds this (PSI is then "
-        "computed for every feature); null: no such rule.",
+        "computed for every feature); 0: no such rule.",
     )
-    max_new_category_rows: float | None = Field(
+    max_new_category_rows: float = Field(
         0.1,
         ge=0,
-        lt=1,
+        le=1,
         description="The dataset drifts when more than this share of current rows carry a "
-        "category the reference never had; null: no such rule.",
+        "category the reference never had; 1: no such rule.",
     )
 
 
@@ -239,12 +240,12 @@ def dataset_rules(
                 f"important feature(s) drifted: {', '.join(hit)} "
                 f"(rule: top_features {options.top_features}: {top})"
             )
-    if options.max_psi is not None:
+    if options.max_psi:
         high = [f for f in features if f.psi is not None and f.psi > options.max_psi]
         if high:
             shown = ", ".join(f"{f.column} {_round(f.psi)}" for f in high)
             reasons.append(f"PSI above {options.max_psi:g}: {shown} (rule: max_psi)")
-    if options.max_new_category_rows is not None and new_rows > options.max_new_category_rows:
+    if new_rows > options.max_new_category_rows:
         reasons.append(
             f"{new_rows:.1%} of rows carry a category never seen in the reference "
             f"(rule: max_new_category_rows {options.max_new_category_rows:g})"
@@ -285,7 +286,7 @@ def _column_drift(
     if drifted:
         reasons.insert(0, f"{test} {statistic:.4g} (threshold {threshold:g})")
     index = None
-    if options.psi or options.max_psi is not None:  # the max_psi rule needs every feature's
+    if options.psi or options.max_psi:  # the max_psi rule needs every feature's
         if kind in (CATEGORICAL, BOOLEAN):
             index = category_psi(reference, current)
         else:

@@ -132,7 +132,7 @@ def test_psi_flags_a_shift_when_asked():
     # Without `psi`, PSI is no feature finding; it is computed for the max_psi rule alone.
     (age,) = [f for f in detect_drift(reference, current).features if f.column == "age"]
     assert age.psi > 0.25 and not any(r.startswith("PSI") for r in age.reasons)
-    unruled = detect_drift(reference, current, DriftOptions(max_psi=None))
+    unruled = detect_drift(reference, current, DriftOptions(max_psi=0))
     assert unruled.features[0].psi is None
 
 
@@ -191,7 +191,7 @@ def test_component_writes_metrics_report_and_verdict(tmp_path):
         metrics=metrics,
         report=report,
         verdict=verdict,
-        options={"max_psi": None},  # the share rule alone: one feature of six
+        options={"max_psi": 0},  # the share rule alone: one feature of six
         contract=Artifact(uri=str(tmp_path / "contract.json")),
     )
     assert drifted is False
@@ -397,7 +397,7 @@ def test_a_directory_stands_for_every_table_under_it(tmp_path):
 
 # The dataset rules beyond a share, each on a constructed case where the share rule is quiet.
 
-ONLY_SHARE = {"top_features": 0, "max_psi": None, "max_new_category_rows": None}
+ONLY_SHARE = {"top_features": 0, "max_psi": 0, "max_new_category_rows": 1}
 
 
 def test_a_drifted_top_feature_is_dataset_drift_though_the_share_is_small():
@@ -472,8 +472,8 @@ def test_drift_command_exit_code_follows_the_top_feature_rule(tmp_path, capsys):
     current["support_calls"] += 2  # only this one, ranked third
     current.to_csv(tmp_path / "current.csv", index=False)
     strict, lenient = tmp_path / "strict.yaml", tmp_path / "lenient.yaml"
-    strict.write_text("monitoring:\n  drift:\n    max_psi: null\n")  # the top-k rule alone
-    lenient.write_text("monitoring:\n  drift:\n    max_psi: null\n    top_features: 0\n")
+    strict.write_text("monitoring:\n  drift:\n    max_psi: 0\n")  # the top-k rule alone
+    lenient.write_text("monitoring:\n  drift:\n    max_psi: 0\n    top_features: 0\n")
     argv = ["drift", "--model", f"{tmp_path / 'registry'}/churn@1", "--current",
             str(tmp_path / "current.csv"), "--output", str(tmp_path / "out")]  # fmt: skip
     assert cli.main([*argv, "--config", str(strict)]) == DRIFT_EXIT_CODE

@@ -306,3 +306,18 @@ def test_print_is_itself_again_after_a_local_run(tmp_path):
         assert builtins.print is real
     finally:
         builtins.print = real
+
+
+def test_a_quiet_run_reports_each_step_once_and_keeps_kfps_output_in_its_log(tmp_path, capsys):
+    """What `--verbose` turns off: with a log file, kfp.local's output goes there and each
+    step is heard of once, with its status and time; the crashing step too."""
+    heard = []
+    log = tmp_path / "pipeline.log"
+    with pytest.raises(StepCrashed) as raised:
+        run_local(crashing_pipeline, {"rows": 3}, tmp_path, log, lambda *step: heard.append(step))
+    assert str(raised.value).endswith(f"(a bug: its traceback is in {log})")
+    ((step, status, seconds),) = heard
+    assert (step, status) == ("crashing-step", "FAILURE") and 0 < seconds < 120
+    assert capsys.readouterr().out == ""
+    text = log.read_text()
+    assert "Executing task" in text and "ValueError: cannot handle 3 rows" in text

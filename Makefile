@@ -98,7 +98,7 @@ system-deps:
 	fi
 
 # --- the cluster path (docs/run-on-kind.md); versions pinned in versions.env --------------
-IMAGE = $(shell $(BIN)/python -c 'from kfp_lifecycle.image import IMAGE; print(IMAGE)')
+IMAGE = $(shell $(BIN)/python -c 'from kfp_lifecycle.image import image; print(image())')
 KFP_HOST ?= http://localhost:8080
 
 images: $(STAMP)

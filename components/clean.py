@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.schema import infinite_as_missing, infinite_counts
 
 # Enough row numbers for a user to find the pattern in their file, few enough to read.
 MAX_EXAMPLES = 5
@@ -40,6 +41,8 @@ class CleanReport:
     duplicate_examples: list[tuple[int, int]] = field(default_factory=list)
     missing_target_rows: int = 0
     missing_target_examples: list[int] = field(default_factory=list)
+    # {column: inf/-inf values}, made missing (NaN) like any value never measured.
+    infinite_values: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +58,9 @@ def clean_table(
             f"target column '{target}' not found; columns are: {', '.join(map(str, frame.columns))}"
         )
     frame = frame.reset_index(drop=True)
+    infinite = infinite_counts(frame)
+    if infinite:
+        frame = frame.assign(**{name: infinite_as_missing(frame[name]) for name in infinite})
 
     duplicate = pd.Series(False, index=frame.index)
     examples: list[tuple[int, int]] = []
@@ -82,6 +88,7 @@ def clean_table(
         duplicate_examples=examples,
         missing_target_rows=int(missing_target.sum()),
         missing_target_examples=frame.index[missing_target][:MAX_EXAMPLES].tolist(),
+        infinite_values=infinite,
     )
     return kept, report
 
@@ -104,14 +111,15 @@ def clean(
     report: Output[Artifact],
     options: dict = {},  # noqa: B006
 ):
-    """Remove exact duplicate rows and rows whose target is missing.
+    """Remove exact duplicate rows and rows whose target is missing; inf/-inf become missing.
 
     Args:
         dataset: The ingested table.
         target: Name of the column to predict; rows without it cannot train or test a model.
         cleaned: The remaining rows, in input order.
         report: JSON: rows in and out, duplicates and rows without a target, each with a few
-            example row numbers (0-based, in the input table).
+            example row numbers (0-based, in the input table), and the inf/-inf values per
+            column that were made missing.
         options: CleanOptions: drop_duplicates (default true) and duplicate_subset (columns
             that define a duplicate; default all).
     """
@@ -132,4 +140,8 @@ def clean(
     print(
         f"clean: {result.rows_in} rows in, {result.duplicate_rows} duplicate(s) and "
         f"{result.missing_target_rows} without '{target}' removed, {result.rows_out} kept"
+        + "".join(
+            f"; {count} infinite value(s) in '{name}' made missing"
+            for name, count in result.infinite_values.items()
+        )
     )

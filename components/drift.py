@@ -7,7 +7,11 @@ standard deviation, Jensen-Shannon distance: the square root of the divergence),
 any p-value would flag negligible shifts. Population stability index on request, for
 numbers (the reference's quantile bins) and categories (each category's share). Categories
 never seen in the reference and a changed share of missing values are findings of their own.
-The dataset drifts when the share of drifted features reaches `drift_share`.
+The dataset drifts when any of its rules holds (each can be turned off; the reasons say
+which held): the share of drifted features reaches `drift_share`; one of the `top_features`
+most important features drifted (importance: the model bundle's permutation importance;
+without it the rule does not apply); a feature's PSI exceeds `max_psi`; more than
+`max_new_category_rows` of the current rows carry a category the reference never had.
 
 `p_value` is the level of each feature's test: on two samples of one distribution, a
 feature's test fires with probability at most `p_value`. The distance thresholds keep each
@@ -15,7 +19,10 @@ feature's false alarms within that level too, from the default `small_sample` (1
 up; on fewer rows they fire far more often (about a quarter of features at 300 rows), so
 lowering `small_sample` well below 1000 trades false alarms for speed. tests/test_drift.py
 checks both regimes. The dataset verdict needs a `drift_share` of the features flagged at
-once, so it alarms far more rarely than any one feature.
+once, so it alarms far more rarely than any one feature. The top-features rule judges each
+of its k features' p-value tests at p_value / k (Bonferroni), so it too stays within the
+level; PSI above 0.25 (the usual "significant shift") is out of reach of sampling noise
+from a few hundred rows a side up.
 """
 
 import json
@@ -79,6 +86,26 @@ class DriftOptions(BaseModel):
     drift_share: float = Field(
         0.5, gt=0, le=1, description="The dataset drifts when this share of features drift."
     )
+    top_features: int = Field(
+        3,
+        ge=0,
+        description="The dataset drifts when any of this many most important features (the "
+        "model's permutation importance) drifts; 0: no such rule.",
+    )
+    # "Off" is a number, not null: KFP passes no null inside a dict parameter.
+    max_psi: float = Field(
+        0.25,
+        ge=0,
+        description="The dataset drifts when any feature's PSI exceeds this (PSI is then "
+        "computed for every feature); 0: no such rule.",
+    )
+    max_new_category_rows: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="The dataset drifts when more than this share of current rows carry a "
+        "category the reference never had; 1: no such rule.",
+    )
 
 
 @dataclass
@@ -104,6 +131,9 @@ class DriftResult:
     # The current data against the model's training data contract (components/validate.py):
     # {severity, column, check, message} per finding; reported, never counted as drift.
     contract: list[dict[str, str]] = field(default_factory=list)
+    # Which dataset rules held, in words (empty: no dataset drift).
+    dataset_reasons: list[str] = field(default_factory=list)
+    new_category_rows: float = 0.0  # share of current rows with a category never seen
 
     @property
     def drifted(self) -> list[str]:
@@ -120,12 +150,15 @@ def detect_drift(
     schema: InputSchema | None = None,
     prediction_column: str = "",
     contract: dict | None = None,
+    importance: dict[str, float] | None = None,
 ) -> DriftResult:
     """Compare every schema column of `current` with `reference` (schema: inferred if absent).
 
     `prediction_column`, when both sides have it, is the model's output: its drift is
     reported on its own (prediction drift), not counted among the features. `contract`, the
     model's data contract, is checked against the current inputs too (findings reported).
+    `importance` ({column: importance}, e.g. the bundle's permutation importance) lets the
+    top-features rule apply.
     """
 
     options = options or DriftOptions()
@@ -154,15 +187,84 @@ def detect_drift(
         for c in schema.columns
     ]
     share = sum(f.drifted for f in features) / len(features)
+    categorical = [c.name for c in schema.columns if c.kind in (CATEGORICAL, BOOLEAN)]
+    new_rows = new_category_rows(reference[categorical], current[categorical])
+    reasons = dataset_rules(features, share, new_rows, options, importance)
     return DriftResult(
         features,
         round(share, 4),
-        share >= options.drift_share,
+        bool(reasons),
         len(reference),
         len(current),
         prediction,
         findings,
+        reasons,
+        round(new_rows, 4),
     )
+
+
+def new_category_rows(reference: pd.DataFrame, current: pd.DataFrame) -> float:
+    """The share of current rows with at least one category its column's reference lacks."""
+    if current.empty or not len(current.columns):
+        return 0.0
+    unseen = pd.Series(False, index=current.index)
+    for name in current.columns:
+        labels = _labels(current[name])
+        unseen |= current[name].notna() & ~labels.isin(set(_labels(reference[name])))
+    return float(unseen.mean())
+
+
+def dataset_rules(
+    features: list[FeatureDrift],
+    share: float,
+    new_rows: float,
+    options: DriftOptions,
+    importance: dict[str, float] | None,
+) -> list[str]:
+    """The dataset rules that hold, each as a reason; none: no dataset drift."""
+    reasons = []
+    if share >= options.drift_share:
+        reasons.append(
+            f"{share:.0%} of features drifted (rule: drift_share {options.drift_share:g})"
+        )
+    if importance and options.top_features:
+        ranked = sorted(
+            (f for f in features if f.column in importance),
+            key=lambda f: -abs(importance[f.column]),
+        )[: options.top_features]
+        level = options.p_value / len(ranked) if ranked else options.p_value
+        hit = [f.column for f in ranked if _clearly_drifted(f, level)]
+        if hit:
+            top = ", ".join(f.column for f in ranked)
+            reasons.append(
+                f"important feature(s) drifted: {', '.join(hit)} "
+                f"(rule: top_features {options.top_features}: {top})"
+            )
+    if options.max_psi:
+        high = [f for f in features if f.psi is not None and f.psi > options.max_psi]
+        if high:
+            shown = ", ".join(f"{f.column} {_round(f.psi)}" for f in high)
+            reasons.append(f"PSI above {options.max_psi:g}: {shown} (rule: max_psi)")
+    if new_rows > options.max_new_category_rows:
+        reasons.append(
+            f"{new_rows:.1%} of rows carry a category never seen in the reference "
+            f"(rule: max_new_category_rows {options.max_new_category_rows:g})"
+        )
+    return reasons
+
+
+def _clearly_drifted(finding: FeatureDrift, level: float) -> bool:
+    """Drifted with its own test at `level` (p-value tests), or by its other findings."""
+    if not finding.drifted:
+        return False
+    if finding.test.endswith("p-value") and not finding.statistic < level:
+        return any(not reason.startswith(finding.test) for reason in finding.reasons)
+    return True
+
+
+def _round(value: float) -> str:
+    """Figures for people: 3 significant digits, no float noise (50.830000000000005)."""
+    return f"{value:.3g}"
 
 
 def _column_drift(
@@ -184,12 +286,12 @@ def _column_drift(
     if drifted:
         reasons.insert(0, f"{test} {statistic:.4g} (threshold {threshold:g})")
     index = None
-    if options.psi:
+    if options.psi or options.max_psi:  # the max_psi rule needs every feature's
         if kind in (CATEGORICAL, BOOLEAN):
             index = category_psi(reference, current)
         else:
             index = psi(reference.dropna(), current.dropna(), options.psi_bins)
-        if index > options.psi_threshold:
+        if options.psi and index > options.psi_threshold:
             reasons.append(f"PSI {index:.3f} (threshold {options.psi_threshold:g})")
     name = str(reference.name)
     return FeatureDrift(
@@ -301,6 +403,8 @@ def render_report(
         f"({result.drifted_share:.0%}); reference {result.reference_rows} rows, "
         f"current {result.current_rows} rows."
     )
+    if result.dataset_reasons:
+        overview.text("Dataset rules that held: " + "; ".join(result.dataset_reasons) + ".")
     if result.prediction is not None:
         said = "drifted" if result.prediction.drifted else "did not drift"
         overview.text(
@@ -338,8 +442,6 @@ def render_report(
 def _distributions(
     ordered: list[FeatureDrift], reference: pd.DataFrame, current: pd.DataFrame
 ) -> "Section":  # noqa: F821 (imported lazily with the plotting stack)
-    import matplotlib.pyplot as plt
-
     from kfp_lifecycle.html_report import Section, figure_to_img
 
     section = Section("distributions", "Distributions: reference vs current")
@@ -347,29 +449,42 @@ def _distributions(
     if len(ordered) > len(shown):
         section.text(f"The first {len(shown)} of {len(ordered)} features, drifted ones first.")
     for finding in shown:
-        ref, cur = reference[finding.column], current[finding.column]
-        figure, axes = plt.subplots(figsize=(5, 2.6))
-        if finding.kind in (CATEGORICAL, BOOLEAN):
-            ref_share = _labels(ref).value_counts(normalize=True)
-            cur_share = _labels(cur).value_counts(normalize=True)
-            shares = pd.concat([ref_share, cur_share], axis=1, keys=["reference", "current"])
-            shares = shares.fillna(0).sort_values("reference", ascending=False).head(15)
-            shares.plot.bar(ax=axes, color=["#3b82c4", "#e07b39"], rot=30)
-            axes.set(ylabel="share of rows")
-        else:
-            if finding.kind == DATETIME:
-                ref, cur = _epoch(ref), _epoch(cur)
-            ref, cur = ref.dropna().astype(float), cur.dropna().astype(float)
-            both = pd.concat([ref, cur])
-            bins = np.histogram_bin_edges(both, bins=30) if len(both) else 10
-            axes.hist(ref, bins=bins, density=True, alpha=0.55, label="reference", color="#3b82c4")
-            axes.hist(cur, bins=bins, density=True, alpha=0.55, label="current", color="#e07b39")
-            axes.set(ylabel="density" + (" (days since 1970)" if finding.kind == DATETIME else ""))
-            axes.legend(fontsize="small")
-        flag = "DRIFTED: " if finding.drifted else ""
-        axes.set_title(f"{flag}{finding.column}", fontsize="medium")
+        figure = distribution_figure(finding, reference[finding.column], current[finding.column])
         section.add(figure_to_img(figure, f"{finding.column}: reference vs current"))
     return section
+
+
+def distribution_figure(finding: FeatureDrift, ref: pd.Series, cur: pd.Series) -> Any:
+    """One feature's reference and current distributions; dates on a date axis."""
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 2.6))
+    if finding.kind in (CATEGORICAL, BOOLEAN):
+        ref_share = _labels(ref).value_counts(normalize=True)
+        cur_share = _labels(cur).value_counts(normalize=True)
+        shares = pd.concat([ref_share, cur_share], axis=1, keys=["reference", "current"])
+        shares = shares.fillna(0).sort_values("reference", ascending=False).head(15)
+        shares.plot.bar(ax=axes, color=["#3b82c4", "#e07b39"], rot=30)
+        axes.set(ylabel="share of rows")
+    else:
+        if finding.kind == DATETIME:  # matplotlib's date numbers, shown as dates
+            ref, cur = (
+                pd.Series(mdates.date2num(v.dropna().astype("datetime64[ns]"))) for v in (ref, cur)
+            )
+            locator = mdates.AutoDateLocator()
+            axes.xaxis.set_major_locator(locator)
+            axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ref, cur = ref.dropna().astype(float), cur.dropna().astype(float)
+        both = pd.concat([ref, cur])
+        bins = np.histogram_bin_edges(both, bins=30) if len(both) else 10
+        axes.hist(ref, bins=bins, density=True, alpha=0.55, label="reference", color="#3b82c4")
+        axes.hist(cur, bins=bins, density=True, alpha=0.55, label="current", color="#e07b39")
+        axes.set(ylabel="density")
+        axes.legend(fontsize="small")
+    flag = "DRIFTED: " if finding.drifted else ""
+    axes.set_title(f"{flag}{finding.column}", fontsize="medium")
+    return figure
 
 
 def reference_sample(frame: pd.DataFrame, target: str, rows: int = REFERENCE_ROWS) -> dict:
@@ -418,7 +533,9 @@ def drift(
         verdict: JSON: dataset_drift, drifted_features, and every feature's finding.
         options: DriftOptions: small_sample, p_value, wasserstein_threshold,
             jensen_shannon_threshold, psi, psi_threshold, new_category_share,
-            null_rate_change, drift_share.
+            null_rate_change, and the dataset rules drift_share, top_features (needs the
+            model's importance, which this step is not given), max_psi,
+            max_new_category_rows.
         prediction_column: The model's output column, present on both sides: its drift
             (prediction drift) is reported on its own. Empty: inputs only.
         contract: JSON data contract kept with the model at training time; the current

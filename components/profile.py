@@ -26,6 +26,8 @@ from kfp_lifecycle.core.schema import (
     ID_LIKE,
     NUMERIC,
     infer_kind,
+    infinite_as_missing,
+    infinite_counts,
     unusable_column,
 )
 from kfp_lifecycle.core.tasks import CLASSIFICATION
@@ -90,6 +92,8 @@ def profile_table(
         raise DataError(f"target column '{target}' not found; columns are: {', '.join(frame)}")
     if frame.empty:
         raise DataError("the table has no rows to profile")
+    infinite = infinite_counts(frame)  # counted, then missing like any unmeasured value
+    frame = frame.assign(**{name: infinite_as_missing(frame[name]) for name in infinite})
     sample = frame
     if len(frame) > options.sample_rows:
         sample = frame.sample(options.sample_rows, random_state=options.seed)
@@ -122,6 +126,10 @@ def profile_table(
         suspected_leaks=leaks,
         id_like=id_like,
     )
+    for name, count in infinite.items():
+        profile.warnings.append(
+            f"'{name}' has {count} infinite value(s) (inf/-inf), counted as missing"
+        )
     for name, reason in leaks.items():
         profile.warnings.append(f"suspected leak: '{name}' ({reason})")
     for name, reason in id_like.items():
@@ -214,6 +222,8 @@ def render_html(profile: Profile, frame: pd.DataFrame, options: ProfileOptions) 
 
     from kfp_lifecycle.html_report import Section, figure_to_img, render_page, table
 
+    infinite = infinite_counts(frame)  # counted, then missing like any unmeasured value
+    frame = frame.assign(**{name: infinite_as_missing(frame[name]) for name in infinite})
     sample = frame
     if len(frame) > options.sample_rows:
         sample = frame.sample(options.sample_rows, random_state=options.seed)

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # the Agg backend is chosen by html_report befo
 import numpy as np
 import pandas as pd
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +35,13 @@ from kfp_lifecycle.core.bundle import (
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.schema import CATEGORICAL, InputSchema
 from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC
-from kfp_lifecycle.html_report import Section, figure_to_img, render_page, table
+from kfp_lifecycle.html_report import (
+    Section,
+    figure_to_img,
+    readable_feature,
+    render_page,
+    table,
+)
 
 MISSING = "(missing)"
 OTHER = "(other)"
@@ -240,7 +247,23 @@ def _metrics_section(
         axes.set(xlabel="actual", ylabel="predicted", title="Predicted against actual (test)")
         axes.legend()
         section.add(figure_to_img(figure, "predicted against actual values"))
+        section.add(figure_to_img(residual_figure(scatter), "residuals against predicted values"))
+        section.text(
+            "Residuals (actual - predicted) should scatter evenly around 0 at every predicted "
+            "value; a funnel or a curve means the error depends on the prediction."
+        )
     return section
+
+
+def residual_figure(scatter: dict[str, list[float]]) -> Figure:
+    """Residuals against predictions: the regression counterpart of a confusion matrix."""
+    predicted = np.asarray(scatter["predicted"], dtype=float)
+    residuals = np.asarray(scatter["actual"], dtype=float) - predicted
+    figure, axes = plt.subplots(figsize=(5.5, 4.5))
+    axes.scatter(predicted, residuals, s=10, alpha=0.5)
+    axes.axhline(0, color="grey", linestyle="--")
+    axes.set(xlabel="predicted", ylabel="residual (actual - predicted)", title="Residuals (test)")
+    return figure
 
 
 def _gate_section(blessing: dict[str, Any] | None) -> Section:
@@ -297,7 +320,15 @@ def _pr_section(evaluation: dict[str, Any]) -> Section:
     curves = _curves(evaluation, "pr_curve", "pr_curves")
     if not curves:
         return section.text("The evaluation holds no precision-recall curve.", "muted")
-    figure, axes = plt.subplots(figsize=(5.5, 4.5))
+    section.add(figure_to_img(pr_figure(evaluation, curves), "precision-recall curves"))
+    section.text("Dotted: the class's share of the test rows, a random ranking's precision.")
+    return section
+
+
+def pr_figure(evaluation: dict[str, Any], curves: dict[str, dict]) -> Figure:
+    """The PR curves, the legend beside the axes: precision is high exactly where a legend
+    inside would sit (upper right), so it covered the curve."""
+    figure, axes = plt.subplots(figsize=(7.5, 4.5))
     for label, curve in curves.items():
         ap = curve.get("average_precision")
         name = f"{label} (AP {ap:.3f}, base rate {curve['prevalence']:.2f})" if ap else label
@@ -308,10 +339,8 @@ def _pr_section(evaluation: dict[str, Any]) -> Section:
         threshold = _number(evaluation.get("decision_threshold"), 3)
         axes.plot(point["recall"], point["precision"], "o", color="black", label=f"at {threshold}")
     axes.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02), title="Precision-recall")
-    axes.legend(loc="upper right", fontsize="small")
-    section.add(figure_to_img(figure, "precision-recall curves"))
-    section.text("Dotted: the class's share of the test rows, a random ranking's precision.")
-    return section
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize="small")
+    return figure
 
 
 def _confusion_section(evaluation: dict[str, Any]) -> Section:
@@ -407,7 +436,7 @@ def _learning_section(diagnosis: dict[str, Any] | None) -> Section:
     return section
 
 
-def _importance_section(explanation: dict[str, Any] | None) -> Section:
+def _importance_section(explanation: dict[str, Any] | None, columns: list[str] = ()) -> Section:
     section = Section("importance", "Feature importance")
     importance = (explanation or {}).get("permutation_importance")
     if not importance:
@@ -423,7 +452,8 @@ def _importance_section(explanation: dict[str, Any] | None) -> Section:
     section.add(table(["input column", "importance", "std"], rows))
     shap = explanation.get("shap_mean_abs")
     if shap:
-        ranked_shap = sorted(shap.items(), key=lambda item: item[1], reverse=True)
+        readable = {readable_feature(name, columns): value for name, value in shap.items()}
+        ranked_shap = sorted(readable.items(), key=lambda item: item[1], reverse=True)
         section.add(_bar_chart(ranked_shap[:TOP_FEATURES], {}, "Mean |SHAP value| per feature"))
     return section
 
@@ -544,6 +574,11 @@ def _features_section(
         if dropped:
             rows = [[name, reason] for name, reason in dropped.items()]
             section.add(table(["dropped input column", "reason"], rows, css_id="dropped-columns"))
+    columns = (preprocessing or {}).get("input_columns", [])
+    named = {
+        feature: readable_feature(feature, columns)
+        for feature in [*(selection or {}).get("kept", []), *(selection or {}).get("dropped", {})]
+    }
     if selection:
         kept, dropped = selection.get("kept", []), selection.get("dropped", {})
         methods = ", ".join(selection.get("methods", [])) or "none (every feature kept)"
@@ -551,12 +586,21 @@ def _features_section(
             f"Feature selection ({methods}): {len(kept)} feature(s) kept, {len(dropped)} dropped."
         )
         scores = selection.get("scores", {})
-        rows = [[name, *[_cell(scores[m].get(name)) for m in scores]] for name in kept]
+        rows = [[named[name], *[_cell(scores[m].get(name)) for m in scores]] for name in kept]
         section.add(table(["kept feature", *scores], rows, css_id="kept-features"))
         if dropped:
-            rows = [[name, reason] for name, reason in dropped.items()]
+            rows = [
+                [named[name], _name_features(reason, named)] for name, reason in dropped.items()
+            ]
             section.add(table(["dropped feature", "reason"], rows, css_id="dropped-features"))
     return section
+
+
+def _name_features(text: str, named: dict[str, str]) -> str:
+    """`text` with each model feature name in it said readably (longest names first)."""
+    for feature in sorted(named, key=len, reverse=True):
+        text = text.replace(feature, named[feature])
+    return text
 
 
 def _finite(value: Any) -> bool:
@@ -618,16 +662,22 @@ def render_evaluation_report(
         f"{metadata.get('family', '?')} model predicting '{metadata.get('target', '?')}' "
         f"({task}); primary metric {evaluation.get('primary_metric', '?')}"
     )
+    classifier = []  # sections with nothing to show for a regression model are left out
+    if task == CLASSIFICATION:
+        classifier = [
+            _roc_section(evaluation),
+            _pr_section(evaluation),
+            _confusion_section(evaluation),
+            _calibration_section(evaluation),
+        ]
+    columns = [c["name"] for c in metadata.get("input_schema", {}).get("columns", [])]
     sections = [
         _metrics_section(evaluation, metadata, blessing),
         _gate_section(blessing),
-        _roc_section(evaluation),
-        _pr_section(evaluation),
-        _confusion_section(evaluation),
-        _calibration_section(evaluation),
+        *classifier,
         _learning_section(diagnosis),
         _features_section(preprocessing, selection),
-        _importance_section(explanation),
+        _importance_section(explanation, columns),
         _tuning_section(trials, metadata.get("family")),
         _slices_section(slices, task),
     ]

@@ -15,6 +15,7 @@ from kfp_lifecycle.core.schema import (
     ID_LIKE,
     NUMERIC,
     infer_kind,
+    infinite_counts,
     plain,
     unusable_column,
 )
@@ -194,13 +195,20 @@ def check_contract(frame: pd.DataFrame, contract: dict) -> list[Finding]:
         except pa.errors.SchemaErrors as errors:
             cases = errors.failure_cases
             for name, group in cases.groupby("column"):
-                shown = ", ".join(repr(v) for v in group["failure_case"].drop_duplicates().head(3))
+                examples = group["failure_case"].drop_duplicates().head(3)
+                shown = ", ".join(_example(plain(v)) for v in examples)
                 numeric = contract["columns"][name]["kind"] == NUMERIC
                 what = "outside the training range" if numeric else "categories training never saw"
                 findings.append(
                     Finding(WARNING, str(name), what, f"{len(group)} row(s), e.g. {shown}")
                 )
     return findings
+
+
+def _example(value: object) -> str:
+    """A failing value as people read it: 50.83, not 50.830000000000005 (12 significant
+    digits are beyond any measurement, and below float noise); text quoted."""
+    return repr(float(f"{value:.12g}")) if isinstance(value, float) else repr(value)
 
 
 def check_new_data(frame: pd.DataFrame, contract: dict | None, inputs: list[str]) -> list[Finding]:
@@ -215,8 +223,11 @@ def check_new_data(frame: pd.DataFrame, contract: dict | None, inputs: list[str]
 
 def column_warnings(frame: pd.DataFrame, target: str) -> list[str]:
     """What preprocessing will do, said out loud: constant and ID-like columns (by the rule
-    preprocessing drops them by), mixed-type columns, dates given as text."""
-    warnings = []
+    preprocessing drops them by), mixed-type columns, dates given as text, infinities."""
+    warnings = [
+        f"column '{name}' has {count} infinite value(s) (inf/-inf): treated as missing"
+        for name, count in infinite_counts(frame).items()
+    ]
     for name in frame.columns:
         if name == target or frame[name].isna().all():  # all-null is an error already
             continue

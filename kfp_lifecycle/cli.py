@@ -80,26 +80,53 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
     console.print(f"gate: {verdict}")
     for reason in summary["reasons"]:
         console.print(f"  - {reason}")
+    if any(reason.startswith("FAIL: no metric threshold") for reason in summary["reasons"]):
+        console.print(
+            f"  hint: rerun with --threshold VALUE (a bound on {metric}) or --gate METRIC=VALUE",
+            highlight=False,
+        )
     console.print(
         f"registered {summary['model_name']} version {summary['model_version']}: "
         f"{summary['model_uri']}"
     )
-    console.print(f"summary: {Path(output).absolute() / 'summary.json'}")
+
+
+def step_printer(verbose: bool) -> Any:
+    """One line per finished step with its time (quiet runs), on this command's stdout."""
+    if verbose:
+        return None
+    out = sys.stdout
+
+    def on_step(step: str, status: str, seconds: float) -> None:
+        mark = "ok" if status == "SUCCESS" else status.lower()
+        print(f"  {step:<28} {mark:<8} {seconds:6.1f} s", file=out, flush=True)
+
+    return on_step
+
+
+def print_paths(summary: dict[str, Any], summary_file: Path) -> None:
+    """The last lines of a run: where its reports, log and summary are."""
+    for name, path in summary.get("reports", {}).items():
+        print(f"{name + ':':<19} {path}")
+    if summary.get("log"):
+        print(f"{'log:':<19} {summary['log']}")
+    print(f"{'summary:':<19} {summary_file.absolute()}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kfp_lifecycle.local_run import run_training
+    from kfp_lifecycle.local_run import SUMMARY_FILE, run_training
 
     config = training_config(args)
-    summary = run_training(config)
+    summary = run_training(config, quiet=not args.verbose, on_step=step_printer(args.verbose))
     print_summary(summary, config.output)
+    print_paths(summary, Path(config.output) / SUMMARY_FILE)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from kfp_lifecycle.config import parse_config
     from kfp_lifecycle.demo import DEMO_GATE, DEMO_MODEL_NAME, DEMO_TARGET, write_demo_dataset
-    from kfp_lifecycle.local_run import run_training
+    from kfp_lifecycle.local_run import SUMMARY_FILE, run_training
 
     data = write_demo_dataset(Path(args.output) / "data" / "churn.csv")
     print(f"demo data: {data} (generated, deterministic)")
@@ -111,7 +138,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "gate": DEMO_GATE,
         }
     )
-    summary = run_training(config)
+    summary = run_training(config, quiet=not args.verbose, on_step=step_printer(args.verbose))
     print_summary(summary, args.output)
     port = 8080
     name = summary["model_name"]
@@ -129,6 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         '"contract": "month-to-month", "region": "north", "payment_method": '
         '"electronic-check"}]}\''
     )
+    print_paths(summary, Path(args.output) / SUMMARY_FILE)
     return 0
 
 
@@ -149,7 +177,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             "monitoring.pushgateway": args.pushgateway,
         },
     )
-    summary = run_monitoring(config, args.start or "", args.end or "")
+    summary = run_monitoring(
+        config, args.start or "", args.end or "", not args.verbose, step_printer(args.verbose)
+    )
     start, end = summary["window"]
     print(f"\nwindow {start} .. {end}: {'RETRAIN' if summary['retrain'] else 'KEEP'}")
     for reason in summary["reasons"]:
@@ -157,7 +187,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if summary["new_versions"]:
         versions = ", ".join(map(str, summary["new_versions"]))
         print(f"retrained: new version(s) {versions}; champion is {summary['champion']}")
-    print(f"summary: {Path(config.output).absolute() / MONITORING_SUMMARY_FILE}")
+    print_paths(summary, Path(config.output) / MONITORING_SUMMARY_FILE)
     return 0
 
 
@@ -173,7 +203,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     from kfp_lifecycle.pipelines import compile_all
 
-    for path in compile_all(Path(args.output_dir)):
+    for path in compile_all(Path(args.output_dir), args.image):
         print(f"wrote {path}")
     return 0
 
@@ -197,8 +227,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     if args.action == "list":
         rows = reg.describe_versions(registry, args.model)
         if not rows:
-            print(f"model '{args.model}' has no version in {args.registry}")
-            return 0
+            raise LifecycleError(f"model '{args.model}' has no version in {args.registry}")
         table = Table(title=f"{args.model} in {args.registry}")
         for column in ("version", "family", "blessed", "test score", "aliases", "registered at"):
             table.add_column(column)
@@ -214,8 +243,15 @@ def cmd_registry(args: argparse.Namespace) -> int:
             )
         Console().print(table)
     elif args.action == "show":
+        from kfp_lifecycle.registry_view import describe_version
+
         version = args.version or _alias_version(registry, args.model, reg.CHAMPION)
-        print(json.dumps(registry.metadata(args.model, version), indent=2))
+        metadata = registry.metadata(args.model, version)
+        if args.json:
+            print(json.dumps(metadata, indent=2))
+        else:
+            aliases = sorted(a for a, v in registry.aliases(args.model).items() if v == version)
+            print("\n".join(describe_version(metadata, aliases)))
     elif args.action == "promote":
         if args.version is None:
             raise LifecycleError("promote needs --version N")
@@ -262,16 +298,22 @@ def _kserve_api(dry_run: bool) -> Any:
 
 
 def _carry_out(api: Any, requests: list, dry_run: bool) -> None:
+    """Send each request, printing its kubectl equivalent. A dry run prints YAML only (the
+    manifest; notes and commands as `#` comments), so it pipes to `kubectl apply -f -`."""
     for request in requests:
         if request.note:
             print(f"# {request.note}")
-        if request.verb == "create" and dry_run:
+        if not dry_run:
+            print(f"# kubectl equivalent:\n{request.kubectl()}")
+            api.apply(request)
+        elif request.verb == "create":
             import yaml
 
+            print(f"# apply it: pipe this output to `kubectl -n {request.namespace} apply -f -`")
+            print("---")
             print(yaml.safe_dump(request.body, sort_keys=False), end="")
-        print(f"# kubectl equivalent:\n{request.kubectl()}" if not dry_run else request.kubectl())
-        if not dry_run:
-            api.apply(request)
+        else:
+            print("\n".join(f"# {line}" for line in request.kubectl().splitlines()))
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -325,6 +367,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from kfp_lifecycle import submit
 
     params = submit.parse_params(args.param)
+    if args.command == "schedule":
+        submit.check_cron(args.cron)
+    submit.check_params(args.pipeline, params)  # before connecting: a typo costs no round trip
     kfp_client = submit.client(args.host, args.namespace)
     if args.command == "schedule":
         run_id = submit.schedule(
@@ -348,6 +393,9 @@ def _alias_version(registry: Any, model: str, alias: str) -> int:
     if found is None:
         raise RegistryError(f"model '{model}' has no '{alias}' alias; pass --version N")
     return found.version
+
+
+VERBOSE_HELP = "show KFP's own output (every step's log) instead of one line per step"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,10 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--validation-fraction", type=float)
     training.add_argument("--test-fraction", type=float)
     training.add_argument("--seed", type=int)
+    training.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     training.set_defaults(handler=cmd_run)
 
     demo = commands.add_parser("demo", help="run the training pipeline on the built-in dataset")
     demo.add_argument("--output", default="demo-output")
+    demo.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     demo.set_defaults(handler=cmd_demo)
 
     monitor = commands.add_parser(
@@ -417,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--window-days", type=int, help="days per window (default 1)")
     monitor.add_argument("--pushgateway", help="Prometheus Pushgateway URL for the gauges")
     monitor.add_argument("--output", help="output directory (default: lifecycle-output)")
+    monitor.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     monitor.set_defaults(handler=cmd_monitor)
 
     drift = commands.add_parser(
@@ -445,6 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = commands.add_parser("compile", help="compile the pipelines to KFP IR YAML")
     compile_.add_argument("--output-dir", default=str(COMPILED_DIR))
+    compile_.add_argument(
+        "--image",
+        metavar="REGISTRY/NAME:TAG",
+        help="image every step runs (default: $LIFECYCLE_IMAGE, else the package's own)",
+    )
     compile_.set_defaults(handler=cmd_compile)
 
     serve = commands.add_parser("serve", help="serve a model bundle with KServe's model server")
@@ -511,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="promote a version the gate did not bless, accepting the risk (recorded reason)",
     )
+    registry.add_argument("--json", action="store_true", help="show: the full metadata as JSON")
     registry.set_defaults(handler=cmd_registry)
     return parser
 

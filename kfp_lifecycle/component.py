@@ -6,7 +6,7 @@ from collections.abc import Callable
 # Imported for its effect in a running step: it installs the hook that records why the
 # step failed (every step module imports this one).
 import kfp_lifecycle.errors  # noqa: F401
-from kfp_lifecycle.image import IMAGE
+from kfp_lifecycle.image import image
 
 # kfp's executor sets this while a step runs; kfp.dsl then has no `component` decorator.
 # The step's module is imported there for its plain functions, so the wrapper stays plain.
@@ -18,4 +18,4 @@ def component(func: Callable) -> Callable:
         return func
     from kfp import dsl
 
-    return dsl.component(func, base_image=IMAGE, install_kfp_package=False)
+    return dsl.component(func, base_image=image(), install_kfp_package=False)

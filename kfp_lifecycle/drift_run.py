@@ -7,8 +7,11 @@ s3:// prefix (an export, a day of logged requests), or a database table or query
 tests (components/drift.py), so the verdict is the one the monitoring pipeline would reach.
 
 Exit codes, for gating a CI job: 0 no dataset drift, DRIFT_EXIT_CODE (3) dataset drift,
-2 bad input (the CLI's code for any one-line error). Features that drift without reaching
-`drift_share` are reported but do not fail the run: the dataset verdict is the gate.
+2 bad input (the CLI's code for any one-line error). The dataset verdict is the gate: it
+holds when any of the drift step's dataset rules does (a `drift_share` of features drifted,
+one of the `top_features` most important features drifted, a PSI above `max_psi`, more than
+`max_new_category_rows` of rows with unseen categories; components/drift.py). Features that
+drift without meeting a rule are reported but do not fail the run.
 """
 
 from __future__ import annotations
@@ -124,8 +127,14 @@ def run_drift(model: str, current: str, output: str | Path, options: DriftOption
     reference = reference_frame(metadata)
     sources = table_sources(current)
     rows = read_current(sources, schema)
+    importance = metadata.get("explanation", {}).get("permutation_importance")
     result = detect_drift(
-        reference, rows, options, schema=schema, contract=metadata.get("contract")
+        reference,
+        rows,
+        options,
+        schema=schema,
+        contract=metadata.get("contract"),
+        importance=importance,
     )
     verdict = {
         "model": uri,
@@ -215,5 +224,7 @@ def print_findings(run: DriftRun, console: Any = None) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    for reason in result.dataset_reasons:
+        console.print(f"  - {reason}", highlight=False, soft_wrap=True)
     console.print(f"report: {run.report.absolute()}", highlight=False, soft_wrap=True)
     console.print(f"verdict: {run.verdict.absolute()}", highlight=False, soft_wrap=True)

@@ -34,6 +34,40 @@ nav a { margin-right: 1rem; }
 """
 
 
+# scikit-learn's names for its own output columns, said for people.
+_CATEGORY_WORDS = {"infrequent_sklearn": "(rare values)", "__missing__": "(missing)"}
+
+
+def readable_number(value: Any, digits: int = 4) -> str:
+    """A float for people: `digits` significant digits, no float noise (50.830000000000005
+    is 50.83); anything else as str()."""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def readable_feature(name: str, columns: Iterable[str] = ()) -> str:
+    """A model feature named in the input's terms: `onehot__site_infrequent_sklearn` is
+    `site = (rare values)`, `onehot__plan_pro` is `plan = pro`,
+    `numeric__missingindicator_age` is `age is missing`, `numeric__age` is `age`.
+
+    `columns` (the input columns) tell where a one-hot feature's column name ends and its
+    category starts; the longest matching column wins."""
+    # ColumnTransformer's "<transformer>__" prefix; the first "__" only: categories may hold one.
+    rest = name.split("__", 1)[1] if "__" in name else name
+    if rest.startswith("missingindicator_"):
+        return f"{rest.removeprefix('missingindicator_')} is missing"
+    for column in sorted(columns, key=len, reverse=True):
+        if rest.startswith(f"{column}_") and column != rest:
+            category = rest[len(column) + 1 :]
+            if name.startswith(("onehot__", "ordinal__")) or category in _CATEGORY_WORDS:
+                return f"{column} = {_CATEGORY_WORDS.get(category, category)}"
+    for raw, words in _CATEGORY_WORDS.items():
+        if rest.endswith(f"_{raw}"):
+            return f"{rest.removesuffix(f'_{raw}')} = {words}"
+    return rest
+
+
 def figure_to_img(figure: Figure, alt: str) -> str:
     """An <img> holding the figure as an inline PNG; the figure is closed."""
     buffer = io.BytesIO()
@@ -51,7 +85,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], css_id: str = "
         cells = []
         for value in row:
             if isinstance(value, float):
-                cells.append(f'<td class="num">{value:.4g}</td>')
+                cells.append(f'<td class="num">{readable_number(value)}</td>')
             elif isinstance(value, int) and not isinstance(value, bool):
                 cells.append(f'<td class="num">{value}</td>')
             else:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
+import logging
 import re
+import shutil
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -85,9 +89,56 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     }
 
 
-def run_local(pipeline: Callable[..., Any], arguments: dict[str, Any], output: Path) -> Any:
+StepCallback = Callable[[str, str, float], None]
+PIPELINE_LOG = "pipeline.log"
+REPORTS_DIR = "reports"
+# A report's file name under <output>/reports, by the step that wrote it; other steps' HTML
+# outputs are named <step>-<output>.html.
+REPORT_NAMES = {
+    ("profile", "report"): "eda-report.html",
+    ("report", "report"): "evaluation-report.html",
+    ("report", "model_card"): "model-card.md",
+    ("drift", "report"): "drift-report.html",
+}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '(.+)'$")
+_FINISHED = re.compile(r"Task '(.+)' finished with status (\w+)")
+
+
+class _StepWatcher(logging.Filter):
+    """Turns kfp.local's own log records into one (step, status, seconds) call per step.
+
+    It sits on the root logger (kfp.local logs there and swaps its handlers, not its
+    filters); ParallelFor steps run in threads, so start times are kept per thread."""
+
+    def __init__(self, on_step: StepCallback) -> None:
+        super().__init__()
+        self.on_step = on_step
+        self.started: dict[tuple[int, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = _ANSI.sub("", str(record.msg))
+        thread = threading.get_ident()
+        if found := _STARTED.search(message):
+            self.started[(thread, found.group(1))] = record.created
+        elif found := _FINISHED.search(message):
+            step, status = found.groups()
+            began = self.started.pop((thread, step), record.created)
+            self.on_step(step, status, record.created - began)
+        return True
+
+
+def run_local(
+    pipeline: Callable[..., Any],
+    arguments: dict[str, Any],
+    output: Path,
+    log_file: Path | None = None,
+    on_step: StepCallback | None = None,
+) -> Any:
     """Run a pipeline through kfp.local, its artifacts under <output>/pipeline-root.
 
+    kfp.local's own output (executor inputs, every step's log) goes to stdout, or, with
+    `log_file`, to that file only; `on_step(step, status, seconds)` hears of each step's end.
     A failed step becomes one line naming the step and why: StepFailed for a LifecycleError
     (bad input, missing credentials), StepCrashed for anything else (a bug).
     """
@@ -112,23 +163,34 @@ def run_local(pipeline: Callable[..., Any], arguments: dict[str, Any], output: P
     # steps of a dsl.ParallelFor run in threads, whose swaps can interleave and leave print
     # indented for good (kfp 2.17, logging_utils.indented_print). Put it back afterwards.
     print_before = builtins.print
-    try:
-        return pipeline(**arguments)
-    except RuntimeError as error:
-        if "finished with status" not in str(error):
-            raise
-        raise step_failure(root, started, str(error)) from None
-    finally:
-        builtins.print = print_before
+    watcher = _StepWatcher(on_step) if on_step else None
+    with contextlib.ExitStack() as stack:
+        if watcher:
+            logging.getLogger().addFilter(watcher)
+            stack.callback(logging.getLogger().removeFilter, watcher)
+        if log_file:  # kfp.local logs to sys.stdout as it is when the run starts
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(log_file.open("a"))))
+        try:
+            return pipeline(**arguments)
+        except RuntimeError as error:
+            if "finished with status" not in str(error):
+                raise
+            raise step_failure(root, started, str(error), log_file) from None
+        finally:
+            builtins.print = print_before
 
 
-def step_failure(root: Path, since: float, kfp_message: str) -> StepFailed | StepCrashed:
+def step_failure(
+    root: Path, since: float, kfp_message: str, log_file: Path | None = None
+) -> StepFailed | StepCrashed:
     """The first step failure recorded under the pipeline root since `since`.
 
     kfp.local goes on running steps that do not depend on a failed one, so several may have
     failed; the first is the cause. Without a record (the step died before it could write
     one), the step named in kfp's own message is reported.
     """
+    where = f"in {log_file}" if log_file else "in the log above"
     records = []
     for path in root.rglob(STEP_FAILURE_FILE):
         try:
@@ -138,28 +200,61 @@ def step_failure(root: Path, since: float, kfp_message: str) -> StepFailed | Ste
         if record.get("time", 0) >= since:
             records.append(record)
     if not records:
-        plain = re.sub(r"\x1b\[[0-9;]*m", "", kfp_message)
+        plain = _ANSI.sub("", kfp_message)
         found = re.search(r"Inner task failed: '([^']+)'", plain)
         step = found.group(1) if found else "?"
-        return StepCrashed(f"step '{step}' failed; its log is above")
+        log = f"its log: {log_file}" if log_file else "its log is above"
+        return StepCrashed(f"step '{step}' failed; {log}")
     first = min(records, key=lambda record: record["time"])
     step, message = first["step"], "; ".join(str(first["message"]).splitlines())
     if first.get("user_error"):
         return StepFailed(f"step '{step}' failed: {message}")
     return StepCrashed(
-        f"step '{step}' failed with {first['error']}: {message} "
-        "(a bug: its traceback is in the log above)"
+        f"step '{step}' failed with {first['error']}: {message} (a bug: its traceback is {where})"
     )
 
 
-def run_training(config: LifecycleConfig) -> dict[str, Any]:
-    """Run the pipeline with kfp.local; write and return <output>/summary.json."""
+def publish_reports(task_output: str, output: Path) -> dict[str, str]:
+    """Copy the run's HTML reports and model card out of KFP's extension-less artifacts to
+    named files under <output>/reports; {file stem: path}, for summary.json and the CLI.
+
+    The run is the pipeline-root directory holding the pipeline's own output."""
+    root = output / "pipeline-root"
+    run = root / Path(task_output).resolve().relative_to(root.resolve()).parts[0]
+    published: dict[str, str] = {}
+    target = output / REPORTS_DIR
+    for path in sorted(run.rglob("*")):
+        if not path.is_file() or path.suffix:
+            continue
+        step, name = path.parent.name, path.name
+        known = REPORT_NAMES.get((step, name))
+        if known is None:
+            with path.open("rb") as handle:
+                if not handle.read(64).lstrip().lower().startswith((b"<!doctype html", b"<html")):
+                    continue
+            known = f"{step}-{name}.html"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / known)
+        published[Path(known).stem] = str(target / known)
+    return published
+
+
+def run_training(
+    config: LifecycleConfig, quiet: bool = False, on_step: StepCallback | None = None
+) -> dict[str, Any]:
+    """Run the pipeline with kfp.local; write and return <output>/summary.json, which names
+    the run's reports (copied to <output>/reports as .html). `quiet`: kfp.local's own output
+    goes to <output>/pipeline.log instead of stdout."""
     from kfp_lifecycle.pipelines.training import training_pipeline
 
     arguments = pipeline_arguments(config)
     output = Path(config.output).absolute()
-    task = run_local(training_pipeline, arguments, output)
+    log_file = output / PIPELINE_LOG if quiet else None
+    task = run_local(training_pipeline, arguments, output, log_file, on_step)
     summary = json.loads(Path(task.output.path).read_text())
+    summary["reports"] = publish_reports(task.output.path, output)
+    if log_file:
+        summary["log"] = str(log_file)
     (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -200,8 +295,15 @@ def monitoring_arguments(config: LifecycleConfig, start: str = "", end: str = ""
     }
 
 
-def run_monitoring(config: LifecycleConfig, start: str = "", end: str = "") -> dict[str, Any]:
-    """Run the monitoring pipeline with kfp.local; return and write its decision."""
+def run_monitoring(
+    config: LifecycleConfig,
+    start: str = "",
+    end: str = "",
+    quiet: bool = False,
+    on_step: StepCallback | None = None,
+) -> dict[str, Any]:
+    """Run the monitoring pipeline with kfp.local; return and write its decision (with the
+    paths of its reports, as run_training)."""
     from kfp_lifecycle.pipelines.monitoring import monitoring_pipeline
     from kfp_lifecycle.registry import open_registry
 
@@ -209,7 +311,8 @@ def run_monitoring(config: LifecycleConfig, start: str = "", end: str = "") -> d
     registry = open_registry(config.registry)
     before = set(registry.versions(config.model_name))
     output = Path(config.output).absolute()
-    task = run_local(monitoring_pipeline, arguments, output)
+    log_file = output / PIPELINE_LOG if quiet else None
+    task = run_local(monitoring_pipeline, arguments, output, log_file, on_step)
     decision = json.loads(Path(task.output.path).read_text())
     new = sorted(set(registry.versions(config.model_name)) - before)
     summary = {
@@ -217,6 +320,9 @@ def run_monitoring(config: LifecycleConfig, start: str = "", end: str = "") -> d
         **decision,
         "new_versions": new,
         "champion": registry.aliases(config.model_name).get("champion"),
+        "reports": publish_reports(task.output.path, output),
     }
+    if log_file:
+        summary["log"] = str(log_file)
     (output / MONITORING_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary

@@ -47,10 +47,31 @@ def check_params(pipeline: str, params: dict[str, Any]) -> None:
         )
 
 
+def check_cron(cron: str) -> None:
+    """KFP's cron has six fields, seconds first."""
+    if len(cron.split()) != 6:
+        raise LifecycleError(
+            f"--cron '{cron}' needs six fields (seconds first), e.g. '0 0 3 * * *' for 03:00 daily"
+        )
+
+
 def client(host: str, namespace: str | None) -> Any:
+    """A connected kfp.Client; an unreachable or unhealthy API is one line, not a traceback."""
+    import logging
+    import warnings
+
     import kfp
 
-    return kfp.Client(host=host, namespace=namespace)
+    # kfp.Client's version notice and urllib3's retry warnings say nothing the error won't.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            return kfp.Client(host=host, namespace=namespace)
+        except Exception as error:  # urllib3, kfp_server_api and auth errors alike
+            reason = getattr(error, "reason", None) or error
+            detail = " ".join(str(reason).split())
+            raise LifecycleError(f"cannot reach the KFP API at {host}: {detail}") from None
 
 
 def submit(
@@ -89,10 +110,7 @@ def schedule(
     name: str,
 ) -> str:
     """A recurring run (KFP cron: six fields, seconds first, e.g. `0 0 3 * * *`)."""
-    if len(cron.split()) != 6:
-        raise LifecycleError(
-            f"--cron '{cron}' needs six fields (seconds first), e.g. '0 0 3 * * *' for 03:00 daily"
-        )
+    check_cron(cron)
     check_params(pipeline, params)
     experiment_id = kfp_client.create_experiment(experiment, namespace=namespace).experiment_id
     recurring = kfp_client.create_recurring_run(

@@ -205,7 +205,17 @@ def test_registry_commands(tmp_path, bundle_dir):
     listed = subprocess.run([*run, "list", *where], capture_output=True, text=True, check=True)
     assert "champion" in listed.stdout and "roc_auc=0.8000" in listed.stdout
     shown = subprocess.run([*run, "show", *where], capture_output=True, text=True, check=True)
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "churn version 1 (champion)" and len(lines) < 25
+    assert "  test:         roc_auc=0.8" in lines and "  gate:         blessed" in lines
+    assert "{" not in shown.stdout  # no JSON: the contract and reference are --json's
+    full = [*run, "show", *where, "--json"]
+    shown = subprocess.run(full, capture_output=True, text=True, check=True)
     assert json.loads(shown.stdout)["registry_version"] == 1
     refused = subprocess.run([*run, "rollback", *where], capture_output=True, text=True)
     assert refused.returncode == 2
     assert refused.stderr.strip() == "error: model 'churn' has no previous champion to roll back to"
+    nothing = ["--registry", str(tmp_path), "--model", "nosuch"]
+    missing = subprocess.run([*run, "list", *nothing], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"error: model 'nosuch' has no version in {tmp_path}"

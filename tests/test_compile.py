@@ -170,3 +170,35 @@ def test_database_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypa
         assert [(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]] == [
             (key, key) for key in DB_SECRET_KEYS
         ]
+
+
+def _executor_images(path) -> set[str]:
+    spec = next(yaml.safe_load_all(path.read_text()))
+    return {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+
+
+def test_the_image_is_a_setting_not_a_source_edit(tmp_path, monkeypatch, capsys):
+    """`compile --image` and LIFECYCLE_IMAGE name every executor's image; the default stays."""
+    from kfp_lifecycle import cli
+    from kfp_lifecycle.image import IMAGE_ENV
+
+    monkeypatch.delenv(IMAGE_ENV, raising=False)
+    ours = "us-docker.pkg.dev/acme/ml/kfp-lifecycle:2026.12.1"
+    assert cli.main(["compile", "--output-dir", str(tmp_path / "flag"), "--image", ours]) == 0
+    written = sorted((tmp_path / "flag").glob("*.yaml"))
+    assert [p.stem for p in written] == sorted(pipelines())
+    for path in written:
+        assert _executor_images(path) == {ours}, path.name
+
+    monkeypatch.setenv(IMAGE_ENV, "registry.example.com:5000/team/kfp@sha256:" + "ab" * 32)
+    for path in compile_all(tmp_path / "env"):
+        assert _executor_images(path) == {"registry.example.com:5000/team/kfp@sha256:" + "ab" * 32}
+    monkeypatch.delenv(IMAGE_ENV)
+    for path in compile_all(tmp_path / "default"):
+        assert _executor_images(path) == {IMAGE}
+
+    capsys.readouterr()
+    for bad in ("kfp-lifecycle", "ghcr.io/acme/kfp-lifecycle:latest", "Ghcr.io/A/B:1"):
+        assert cli.main(["compile", "--output-dir", str(tmp_path / "bad"), "--image", bad]) == 2
+        assert f"--image '{bad}' is not an image reference" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -1,9 +1,13 @@
 """`lifecycle deploy` and `lifecycle rollout` against a registry on S3 (moto) and a fake API."""
 
+import json
+
+import jsonschema
 import pytest
+import yaml
 from bundles import build_bundle
 from s3_server import new_bucket, running_moto
-from test_deploy import FakeCustomObjects
+from test_deploy import CRDS, FakeCustomObjects
 
 from kfp_lifecycle import cli, deploy
 from kfp_lifecycle.components.deploy import deploy_blessed
@@ -77,13 +81,31 @@ def test_deploy_canary_promote_and_rollback_through_the_cli(s3_registry, api, ca
     assert out.endswith("# kubectl equivalent:\nkubectl -n kfp-lifecycle get isvc churn\n")
 
 
-def test_dry_run_sends_nothing(s3_registry, api, capsys):
+def test_dry_run_sends_nothing_and_prints_yaml_only(s3_registry, api, capsys):
+    """The output is the manifest (notes and commands as comments): `| kubectl apply -f -`."""
     registry, _ = s3_registry
     args = ["deploy", "--model", f"{registry}/churn@champion", "--name", "churn", "--dry-run"]
     assert cli.main(args) == 0
     assert api.writes == []
     out = capsys.readouterr().out
-    assert "kind: InferenceService" in out and "kubectl -n kfp-lifecycle apply -f -" in out
+    assert "kubectl -n kfp-lifecycle apply -f -" in out
+    documents = [doc for doc in yaml.safe_load_all(out) if doc is not None]
+    assert len(documents) == 1
+    schema = json.loads((CRDS / "serving.kserve.io" / "inferenceservice_v1beta1.json").read_text())
+    jsonschema.validate(documents[0], schema)
+    assert documents[0]["kind"] == "InferenceService"
+    assert documents[0]["spec"]["predictor"]["model"]["storageUri"] == _uri(registry, 1)
+    assert all(line.startswith("#") for line in out.splitlines() if "kubectl" in line)
+
+    # An update is a patch: in a dry run it is a comment, and the output still parses.
+    assert cli.main(["deploy", "--model", f"{registry}/churn@champion", "--name", "churn"]) == 0
+    capsys.readouterr()
+    update = ["deploy", "--model", f"{registry}/churn@3", "--name", "churn", "--dry-run"]
+    assert cli.main(update) == 0
+    out = capsys.readouterr().out
+    assert "# kubectl -n kfp-lifecycle patch isvc churn --type merge" in out
+    assert [doc for doc in yaml.safe_load_all(out) if doc is not None] == []
+    assert len(api.writes) == 1
 
 
 def test_local_bundles_are_not_deployable(tmp_path, churn, capsys):

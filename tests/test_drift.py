@@ -1,6 +1,7 @@
 """Drift detection: known shifts are found and named; same-distribution samples rarely alarm."""
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,12 @@ from kfp_lifecycle.components.drift import (
     FeatureDrift,
     category_psi,
     detect_drift,
+    distribution_figure,
     drift,
     psi,
     reference_frame,
     reference_sample,
+    render_report,
 )
 from kfp_lifecycle.components.validate import infer_contract
 from kfp_lifecycle.core.errors import DataError
@@ -126,7 +129,11 @@ def test_psi_flags_a_shift_when_asked():
     result = detect_drift(reference, current, DriftOptions(psi=True))
     (age,) = [f for f in result.features if f.column == "age"]
     assert any(r.startswith("PSI") for r in age.reasons)
-    assert detect_drift(reference, current).features[0].psi is None  # only on request
+    # Without `psi`, PSI is no feature finding; it is computed for the max_psi rule alone.
+    (age,) = [f for f in detect_drift(reference, current).features if f.column == "age"]
+    assert age.psi > 0.25 and not any(r.startswith("PSI") for r in age.reasons)
+    unruled = detect_drift(reference, current, DriftOptions(max_psi=0))
+    assert unruled.features[0].psi is None
 
 
 def test_category_psi_is_the_index_over_category_shares():
@@ -184,10 +191,10 @@ def test_component_writes_metrics_report_and_verdict(tmp_path):
         metrics=metrics,
         report=report,
         verdict=verdict,
-        options={},
+        options={"max_psi": 0},  # the share rule alone: one feature of six
         contract=Artifact(uri=str(tmp_path / "contract.json")),
     )
-    assert drifted is False  # one feature of six
+    assert drifted is False
     written = pd.read_json(tmp_path / "verdict.json", typ="series")
     assert written["drifted_features"] == ["age"]
     assert [(f["column"], f["check"]) for f in written["contract"]] == [
@@ -386,3 +393,122 @@ def test_a_directory_stands_for_every_table_under_it(tmp_path):
     expected = ["a.csv", "b/part-0.PARQUET", "b/part-1.parquet"]
     assert table_sources(str(tmp_path)) == [str(tmp_path / name) for name in expected]
     assert table_sources(f"file://{tmp_path}/a.csv") == [str(tmp_path / "a.csv")]
+
+
+# The dataset rules beyond a share, each on a constructed case where the share rule is quiet.
+
+ONLY_SHARE = {"top_features": 0, "max_psi": 0, "max_new_category_rows": 1}
+
+
+def test_a_drifted_top_feature_is_dataset_drift_though_the_share_is_small():
+    reference, current = sample(3000, 1), sample(3000, 2)
+    current["support_calls"] = current["support_calls"] + 1  # one feature of six
+    importance = {"support_calls": 0.2, "tenure_months": 0.1, "plan": 0.05, "age": 0.0,
+                  "monthly_charges": 0.01, "region": 0.0}  # fmt: skip
+    quiet = DriftOptions(**{**ONLY_SHARE, "top_features": 3})
+    result = detect_drift(reference, current, quiet, importance=importance)
+    assert result.drifted == ["support_calls"] and result.drifted_share < 0.5
+    assert result.dataset_drift
+    assert result.dataset_reasons == [
+        "important feature(s) drifted: support_calls "
+        "(rule: top_features 3: support_calls, tenure_months, plan)"
+    ]
+    # The same drift in an unimportant feature, or no importance known: the share decides.
+    unimportant = {**importance, "support_calls": 0.0, "age": 0.3}
+    assert not detect_drift(reference, current, quiet, importance=unimportant).dataset_drift
+    assert not detect_drift(reference, current, quiet).dataset_drift
+
+
+def test_a_psi_above_the_bound_is_dataset_drift():
+    reference, current = sample(3000, 1), sample(3000, 2)
+    current["monthly_charges"] = current["monthly_charges"] * 1.4
+    options = DriftOptions(**{**ONLY_SHARE, "max_psi": 0.25})
+    result = detect_drift(reference, current, options)
+    assert result.drifted_share < 0.5 and result.dataset_drift
+    (reason,) = result.dataset_reasons
+    assert reason.startswith("PSI above 0.25: monthly_charges ") and reason.endswith(
+        "(rule: max_psi)"
+    )
+    charges = next(f for f in result.features if f.column == "monthly_charges")
+    assert f"monthly_charges {charges.psi:.3g} " in reason and charges.psi > 0.25
+    assert not detect_drift(reference, current, DriftOptions(**ONLY_SHARE)).dataset_drift
+
+
+def test_rows_with_unseen_categories_beyond_the_bound_are_dataset_drift():
+    reference, current = sample(3000, 1), sample(3000, 2)
+    half = current.index[::2]
+    current.loc[half, "region"] = "atlantis"
+    current.loc[half[:100], "plan"] = "enterprise"  # the same rows: still half of all rows
+    options = DriftOptions(**{**ONLY_SHARE, "max_new_category_rows": 0.1})
+    result = detect_drift(reference, current, options)
+    assert result.new_category_rows == 0.5 and result.dataset_drift
+    assert result.dataset_reasons == [
+        "50.0% of rows carry a category never seen in the reference "
+        "(rule: max_new_category_rows 0.1)"
+    ]
+    current.loc[half[150:], "region"] = "north"  # 150 rows of 3000: 5%, under the bound
+    assert detect_drift(reference, current, options).new_category_rows == 0.05
+    assert not detect_drift(reference, current, options).dataset_drift
+
+
+def test_same_distribution_samples_meet_no_rule_by_default():
+    """The defaults on two samples of one distribution, with every feature ranked."""
+    importance = {name: float(rank) for rank, name in enumerate(FEATURES)}
+    for seed in range(5):
+        result = detect_drift(sample(600, 10 + seed), sample(600, 50 + seed), importance=importance)
+        assert result.dataset_reasons == [] and not result.dataset_drift
+
+
+def test_drift_command_exit_code_follows_the_top_feature_rule(tmp_path, capsys):
+    """The CI gate: one important feature moved is exit 3; 0 without the top-features rule."""
+    training = make_churn_dataset(rows=1500, seed=21)
+    registry = LocalRegistry(tmp_path / "registry")
+    importance = {"contract": 0.09, "tenure_months": 0.07, "support_calls": 0.05}
+    registry.register("churn", build_bundle(tmp_path / "bundle", training), {
+        "reference": reference_sample(training, "churned"),
+        "explanation": {"permutation_importance": importance},
+    })  # fmt: skip
+    current = make_churn_dataset(rows=1500, seed=22)
+    current["support_calls"] += 2  # only this one, ranked third
+    current.to_csv(tmp_path / "current.csv", index=False)
+    strict, lenient = tmp_path / "strict.yaml", tmp_path / "lenient.yaml"
+    strict.write_text("monitoring:\n  drift:\n    max_psi: 0\n")  # the top-k rule alone
+    lenient.write_text("monitoring:\n  drift:\n    max_psi: 0\n    top_features: 0\n")
+    argv = ["drift", "--model", f"{tmp_path / 'registry'}/churn@1", "--current",
+            str(tmp_path / "current.csv"), "--output", str(tmp_path / "out")]  # fmt: skip
+    assert cli.main([*argv, "--config", str(strict)]) == DRIFT_EXIT_CODE
+    out = capsys.readouterr().out
+    assert "DRIFT: 1 of 9 features drifted" in out
+    assert "  - important feature(s) drifted: support_calls (rule: top_features 3" in out
+    verdict = json.loads((tmp_path / "out" / "drift-verdict.json").read_text())
+    assert verdict["dataset_drift"] is True and len(verdict["dataset_reasons"]) == 1
+    assert cli.main([*argv, "--config", str(lenient)]) == 0
+    assert "no dataset drift: 1 of 9 features drifted" in capsys.readouterr().out
+
+
+def test_date_columns_are_plotted_as_dates_and_examples_without_float_noise(tmp_path):
+    """Before: the x axis counted days since 1970, and a contract example read
+    50.830000000000005 (a price times 1.5)."""
+    reference = make_churn_dataset(rows=600, seed=1).drop(columns=["churned"])
+    current = make_churn_dataset(rows=600, seed=2).drop(columns=["churned"])
+    current["signup_date"] = pd.to_datetime(current["signup_date"]) + pd.Timedelta(days=400)
+    current["monthly_charges"] = current["monthly_charges"] * 1.5
+    result = detect_drift(reference, current, contract=infer_contract(reference, target=""))
+    signup = next(f for f in result.features if f.column == "signup_date")
+    schema = infer_schema(reference, target="")
+    figure = distribution_figure(
+        signup,
+        schema.coerce(reference)["signup_date"],
+        schema.coerce(current)["signup_date"],
+    )
+    figure.canvas.draw()
+    (axes,) = figure.axes
+    labels = " ".join(t.get_text() for t in axes.get_xticklabels())
+    assert re.search(r"20\d\d", labels), labels  # years on the axis, not day counts
+    assert "1970" not in axes.get_ylabel() + labels
+
+    messages = " ".join(f["message"] for f in result.contract)
+    assert "monthly_charges" in {f["column"] for f in result.contract}
+    assert not re.search(r"\d\.\d{7,}", messages), messages
+    html = render_report(result, schema.coerce(reference), schema.coerce(current))
+    assert not re.search(r"\d\.\d{7,}", html.split("<img")[0])

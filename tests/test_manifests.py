@@ -305,22 +305,25 @@ def _runtime_image(rendered: list[dict]) -> str:
     return runtime["spec"]["containers"][0]["image"]
 
 
-def test_the_cloud_overlay_overrides_the_one_constants_image(tmp_path):
-    """Its `images:` entry matches the constant's repository, so newName really takes over."""
-    path = MANIFESTS / "overlays" / "cloud" / "kustomization.yaml"
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_sets_the_image_by_a_kustomize_images_entry(tmp_path, overlay):
+    """Its `images:` entry matches the constant's repository, so newName/newTag really take
+    over: the model server runs REGISTRY/NAME:TAG with no source edit."""
+    path = MANIFESTS / "overlays" / overlay / "kustomization.yaml"
     (entry,) = yaml.safe_load(path.read_text())["images"]
     assert entry["name"] == IMAGE_REPOSITORY
-    assert _runtime_image(render("cloud", tmp_path / "as-committed")) == IMAGE
+    assert _runtime_image(render(overlay, tmp_path / "as-committed")) == IMAGE
 
     def own_registry(copy: Path) -> None:
-        kustomization = copy / "overlays" / "cloud" / "kustomization.yaml"
+        kustomization = copy / "overlays" / overlay / "kustomization.yaml"
         text = kustomization.read_text()
         old = f"newName: {IMAGE_REPOSITORY}"
         assert old in text
-        kustomization.write_text(text.replace(old, "newName: registry.example.com/ml/kfp"))
+        new = "newName: registry.example.com/ml/kfp\n    newTag: 2026.12.1"
+        kustomization.write_text(text.replace(old, new))
 
-    rendered = render_path("overlays/cloud", tmp_path / "edited", edit=own_registry)
-    assert _runtime_image(rendered) == f"registry.example.com/ml/kfp:{IMAGE.rsplit(':', 1)[1]}"
+    rendered = render_path(f"overlays/{overlay}", tmp_path / "edited", edit=own_registry)
+    assert _runtime_image(rendered) == "registry.example.com/ml/kfp:2026.12.1"
 
 
 def test_the_cloud_overlay_names_a_storage_class_and_no_node_ports(tmp_path):

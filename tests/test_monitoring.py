@@ -139,7 +139,8 @@ def test_without_enough_drift_the_model_is_kept(served_and_shifted):
     root, common, _, (start, end) = served_and_shifted
     registry = LocalRegistry(root / "registry")
     before = registry.versions("churn")
-    monitoring = {"log_uri": str(root / "log"), "drift": {"drift_share": 0.9}}
+    drift = {"drift_share": 0.9, "max_psi": 0, "max_new_category_rows": 1}
+    monitoring = {"log_uri": str(root / "log"), "drift": drift}
     summary = run_monitoring(
         parse_config({**common, "output": str(root / "keep"), "monitoring": monitoring}),
         start,

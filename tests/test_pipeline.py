@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -150,6 +151,20 @@ def test_cli_runs_a_multiclass_table(tmp_path, multiclass):
     assert summary["champion"] == "linear" and summary["metrics"]["roc_auc"] > 0.85
     assert summary["blessed"] is True
     assert "Leaderboard" in result.stdout and "BLESSED" in result.stdout
+    # Quiet by default: one line per step, the summary, then where everything is.
+    lines = (result.stdout + result.stderr).splitlines()
+    assert len(lines) <= 60, "\n".join(lines)
+    assert "KFP Executor" not in result.stdout and "executor_input" not in result.stdout
+    steps = [line.split() for line in lines if line.endswith(" s") and " ok " in line]
+    assert {"ingest", "train", "evaluate", "report", "register"} <= {s[0] for s in steps}
+    reports = summary["reports"]
+    assert set(reports) >= {"eda-report", "evaluation-report", "model-card"}
+    for name, path in reports.items():
+        assert path.endswith((".html", ".md")) and Path(path).stat().st_size > 1000, name
+    assert Path(reports["evaluation-report"]).read_text().startswith("<!DOCTYPE html>")
+    assert lines[-1] == f"summary:            {tmp_path / 'out' / 'summary.json'}"
+    assert [line.split()[-1] for line in lines[-2 - len(reports) : -2]] == list(reports.values())
+    assert "KFP Executor" in Path(summary["log"]).read_text()  # kept, not shown
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, churn):
@@ -210,7 +225,10 @@ def test_a_step_that_stops_on_bad_input_ends_the_run_in_one_line_naming_it(tmp_p
         "error: step 'split' failed: group_column 'site' has 2 distinct value(s); a group split "
         "needs at least 3 (one per partition)"
     ]
-    assert "Traceback" in result.stdout  # the step's log keeps the detail
+    # Quiet by default: the step's line says it failed; its log, in pipeline.log, the detail.
+    assert ["split", "failure"] in [line.split()[:2] for line in result.stdout.splitlines()]
+    assert "Traceback" not in result.stdout
+    assert "Traceback" in (tmp_path / "out" / "pipeline.log").read_text()
 
 
 @component
@@ -252,6 +270,19 @@ def test_the_leaderboard_marks_the_summary_champion_not_rank_one(capsys, tmp_pat
     assert "linear" in second and "(champion)" in second
 
 
+def test_a_run_without_a_threshold_ends_with_the_flag_to_set_one(capsys, tmp_path):
+    summary = {
+        "task": "classification", "primary_metric": "roc_auc", "champion": "linear",
+        "leaderboard": {"linear": 0.90}, "metrics": {"roc_auc": 0.89}, "blessed": False,
+        "reasons": ["FAIL: no metric threshold configured: the gate blesses no model without "
+                    "one (set thresholds or primary_threshold)"],
+        "model_name": "churned", "model_version": 1, "model_uri": str(tmp_path),
+    }  # fmt: skip
+    cli.print_summary(summary, str(tmp_path))
+    out = capsys.readouterr().out
+    assert "hint: rerun with --threshold VALUE (a bound on roc_auc) or --gate METRIC=VALUE" in out
+
+
 def test_registry_help_names_every_kind_of_registry(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "training", "--help"])
@@ -275,3 +306,18 @@ def test_print_is_itself_again_after_a_local_run(tmp_path):
         assert builtins.print is real
     finally:
         builtins.print = real
+
+
+def test_a_quiet_run_reports_each_step_once_and_keeps_kfps_output_in_its_log(tmp_path, capsys):
+    """What `--verbose` turns off: with a log file, kfp.local's output goes there and each
+    step is heard of once, with its status and time; the crashing step too."""
+    heard = []
+    log = tmp_path / "pipeline.log"
+    with pytest.raises(StepCrashed) as raised:
+        run_local(crashing_pipeline, {"rows": 3}, tmp_path, log, lambda *step: heard.append(step))
+    assert str(raised.value).endswith(f"(a bug: its traceback is in {log})")
+    ((step, status, seconds),) = heard
+    assert (step, status) == ("crashing-step", "FAILURE") and 0 < seconds < 120
+    assert capsys.readouterr().out == ""
+    text = log.read_text()
+    assert "Executing task" in text and "ValueError: cannot handle 3 rows" in text

@@ -330,9 +330,10 @@ def test_registry_commands_on_s3(moto, root, bundle_dir, monkeypatch, capsys):
     assert code == 0 and f"churn in {root}" in listed
     assert "yes" in rows["1"] and "champion" in rows["1"] and "roc_auc=0.8000" in rows["1"]
     assert " no " in rows["2"] and "champion" not in rows["2"]
-    code, shown, _ = run("show")
+    code, shown, _ = run("show", "--json")
     assert code == 0 and json.loads(shown)["registry_version"] == 1  # the champion's
-    assert json.loads(run("show", "--version", "2")[1])["gate"]["blessed"] is False
+    assert json.loads(run("show", "--version", "2", "--json")[1])["gate"]["blessed"] is False
+    assert "  gate:         NOT blessed" in run("show", "--version", "2")[1].splitlines()
 
     code, _, error = run("promote", "--version", "2")
     assert code == 2

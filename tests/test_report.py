@@ -24,9 +24,11 @@ from kfp_lifecycle.components.report import (
     card_bundle,
     metrics_by_slice,
     pick_slice_column,
+    pr_figure,
     render_evaluation_report,
     render_model_card,
     report,
+    residual_figure,
 )
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
@@ -34,6 +36,7 @@ from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, load_bundle, wr
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.schema import CATEGORICAL
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.html_report import readable_feature
 
 SECTIONS = (
     "metrics",
@@ -187,9 +190,42 @@ def test_sections_without_data_say_so(evaluated, regression, tmp_path):
     result = evaluate_bundle(regressor, parts.test)
     page = render_evaluation_report(result, None, None, [], None, regressor.metadata)
     sections = sections_of(page)
-    for key in ("roc", "pr", "confusion", "calibration"):
-        assert "apply to classifiers; this is a regression model" in sections.text[key]
-    assert sections.images["metrics"] == 1  # predicted against actual
+    # A regression report has no empty classifier sections, and shows its residuals.
+    assert not {"roc", "pr", "confusion", "calibration"} & set(sections.text)
+    assert "apply to classifiers" not in page
+    assert sections.images["metrics"] == 2  # predicted against actual, residuals
+    assert 'alt="residuals against predicted values"' in page
+    scatter = result["predicted_vs_actual"]
+    (points,) = residual_figure(scatter).axes[0].collections
+    residuals = np.asarray(scatter["actual"]) - np.asarray(scatter["predicted"])
+    assert np.asarray(points.get_offsets())[:, 1].tolist() == pytest.approx(residuals.tolist())
+
+
+def test_the_pr_legend_sits_beside_the_curve_not_on_it(evaluated):
+    _, _, _, evaluation, _ = evaluated
+    figure = pr_figure(evaluation, {"yes": evaluation["pr_curve"]})
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    (axes,) = figure.axes
+    legend = axes.get_legend().get_window_extent(renderer)
+    assert not legend.overlaps(axes.get_window_extent(renderer))
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("onehot__site_infrequent_sklearn", "site = (rare values)"),
+        ("onehot__plan_pro", "plan = pro"),
+        ("onehot__payment_method_bank-transfer", "payment_method = bank-transfer"),
+        ("onehot__region___missing__", "region = (missing)"),
+        ("numeric__missingindicator_age", "age is missing"),
+        ("numeric__tenure_months", "tenure_months"),
+        ("datetime__signup_date_month_sin", "signup_date_month_sin"),
+    ],
+)
+def test_feature_names_are_said_in_the_inputs_terms(name, shown):
+    columns = ["site", "plan", "payment_method", "payment", "region", "age", "signup_date"]
+    assert readable_feature(name, columns) == shown
 
 
 class _Tables(HTMLParser):
@@ -232,9 +268,15 @@ def test_features_section_lists_kept_and_dropped_features_with_reasons(evaluated
     tables = _Tables()
     tables.feed(page)
     assert {r[0]: r[1] for r in tables.rows["dropped-columns"]} == preprocessing["dropped_columns"]
-    assert {r[0]: r[1] for r in tables.rows["dropped-features"]} == selection["dropped"]
+    columns = preprocessing["input_columns"]
+    readable = {name: readable_feature(name, columns) for name in selection["kept"]}
+    dropped = {r[0]: r[1] for r in tables.rows["dropped-features"]}
+    assert list(dropped) == [readable_feature(n, columns) for n in selection["dropped"]]
     kept = tables.rows["kept-features"]
-    assert [r[0] for r in kept] == selection["kept"]
+    assert [r[0] for r in kept] == list(readable.values())
+    # Feature names in the input's terms, no transformer prefixes nor sklearn's own words.
+    assert "__" not in page.split('id="features"')[1].split("</section>")[0]
+    assert any(" = " in name for name in readable.values())
     information = selection["scores"]["mutual_information"]
     assert [float(r[1]) for r in kept] == pytest.approx(
         [information[name] for name in selection["kept"]], rel=1e-3

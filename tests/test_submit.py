@@ -90,3 +90,30 @@ def test_a_parameter_the_pipeline_does_not_take_is_refused_before_sending(kfp_cl
     assert "the training pipeline has no parameter(s) thresholds; it takes:" in err
     assert "gate_options" in err
     kfp_client.create_run_from_pipeline_package.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["submit", "trainig", "--host", "http://kfp"],
+        ["submit", "training", "--host", "http://kfp", "--param", "tagret=churned"],
+        ["schedule", "training", "--host", "http://kfp", "--cron", "@daily", "--name", "n"],
+    ],
+)
+def test_pipeline_and_parameters_are_checked_before_connecting(kfp_client, capsys, args):
+    assert cli.main(args) == 2
+    assert kfp_client.made == []  # no client was made: nothing connected
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_no_server_is_one_line_without_a_traceback(capsys):
+    """A real kfp.Client against a closed local port."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert cli.main(["submit", "training", "--host", f"http://127.0.0.1:{port}"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: cannot reach the KFP API at http://127.0.0.1:{port}: ")
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err

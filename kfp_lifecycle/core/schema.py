@@ -189,9 +189,28 @@ def _parses_as_datetime(values: pd.Series) -> bool:
     return bool(parsed.notna().mean() >= DATETIME_PARSE_SHARE)
 
 
+def infinite_as_missing(values: pd.Series) -> pd.Series:
+    """±inf is no measurement a model can use: treated as missing (NaN), so imputation, not a
+    crash, handles it, in training and in serving alike."""
+    if pd.api.types.is_float_dtype(values) and np.isinf(values.to_numpy()).any():
+        return values.mask(np.isinf(values.to_numpy()))
+    return values
+
+
+def infinite_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """{column: number of inf/-inf values}, for the float columns that have any."""
+    counts = {}
+    for name in frame.columns:
+        if pd.api.types.is_float_dtype(frame[name]):
+            found = int(np.isinf(frame[name].to_numpy()).sum())
+            if found:
+                counts[str(name)] = found
+    return counts
+
+
 def _coerce_column(series: pd.Series, kind: str) -> pd.Series:
     if kind == NUMERIC:
-        return pd.to_numeric(series, errors="coerce").astype("float64")
+        return infinite_as_missing(pd.to_numeric(series, errors="coerce").astype("float64"))
     if kind == BOOLEAN:
         return series.map(lambda v: np.nan if _is_missing(v) else float(v)).astype("float64")
     if kind == DATETIME:

@@ -94,6 +94,7 @@ def collect_window(
     predictions: Output[Dataset],
     labels: Output[Dataset],
     contract: Output[Artifact],
+    training_rows: Output[Dataset],
     start: str = "",
     end: str = "",
     window_days: int = 1,
@@ -124,10 +125,14 @@ def collect_window(
         labels: Ground truth for logged requests (request_id [, row], target), or no rows.
         contract: JSON: the data contract kept with the champion (null for a model
             registered without one); the drift step checks the window's inputs against it.
+        training_rows: Directory holding the window's labelled rows as
+            <model>-<start>--<end>.parquet (the model's input columns and the target: what
+            the champion's contract requires); empty without labels.
         labels_uri: CSV or Parquet of labels that arrived later; empty: none yet.
-        training_data_uri: Where to write the window's labelled rows for a retraining run
-            (a path or s3:// URI ending in .parquet); empty: next to the log, under
-            _retraining/<model>/<start>--<end>.parquet.
+        training_data_uri: Where a retraining run reads the labelled rows from (a path or
+            s3:// URI ending in .parquet; they are written there too); empty: the
+            training_rows artifact's own path, which steps share on kfp.local (on a cluster,
+            where each step has its own disk, give an s3:// URI). Never beside the log.
 
     Returns:
         task: The champion's task. target: its target column. model_version: its version.
@@ -137,13 +142,13 @@ def collect_window(
     """
     import json
     import tempfile
+    from pathlib import Path
 
     import pandas as pd
 
     from kfp_lifecycle.components.ingest import read_table
     from kfp_lifecycle.components.monitor import (
         labelled_rows,
-        retraining_path,
         window_bounds,
         window_frames,
         write_table,
@@ -171,10 +176,14 @@ def collect_window(
     truth = read_table(labels_uri) if labels_uri else pd.DataFrame()
     truth.to_parquet(labels.path)
     training_data = ""
+    Path(training_rows.path).mkdir(parents=True, exist_ok=True)
     if not truth.empty:
         rows = labelled_rows(log, truth, target, bundle.schema.names)
-        training_data = training_data_uri or retraining_path(log_uri, model_name, start, end)
-        write_table(rows, training_data)
+        kept = str(Path(training_rows.path) / f"{model_name}-{start}--{end}.parquet")
+        write_table(rows, kept)
+        training_data = training_data_uri or kept
+        if training_data_uri:
+            write_table(rows, training_data_uri)
         print(f"{len(rows)} labelled row(s) for retraining: {training_data}")
     return (
         bundle.metadata["task"],
@@ -204,11 +213,3 @@ def write_table(frame: pd.DataFrame, destination: str) -> None:
         local = Path(directory) / "table.parquet"
         to_parquet(frame, local)
         upload_file(s3_client(), local, bucket, key)
-
-
-def retraining_path(log_uri: str, model_name: str, start: str, end: str) -> str:
-    """Where a window's labelled rows go by default: beside the request log."""
-    name = f"_retraining/{model_name}/{start}--{end}.parquet"
-    if log_uri.startswith("s3://"):
-        return f"{log_uri.rstrip('/')}/{name}"
-    return str(Path(log_uri.removeprefix("file://")) / name)

@@ -6,7 +6,9 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from kfp_lifecycle.bundle import read_metadata
 from kfp_lifecycle.component import component
+from kfp_lifecycle.components.validate import model_contract
 from kfp_lifecycle.registry import CHAMPION, open_registry
+from kfp_lifecycle.schema import InputSchema
 
 
 def register_bundle(
@@ -21,6 +23,9 @@ def register_bundle(
 ) -> dict[str, Any]:
     """Register the bundle with its test metrics, gate decision, data contract and drift
     reference; return the run summary."""
+    metadata = read_metadata(bundle_dir)
+    if contract is not None:
+        contract = model_contract(contract, InputSchema.from_dict(metadata["input_schema"]).names)
     registry = open_registry(registry_uri)
     version = registry.register(
         model_name,
@@ -36,7 +41,6 @@ def register_bundle(
     )
     if blessing["blessed"]:
         registry.set_alias(model_name, CHAMPION, version.version)
-    metadata = read_metadata(bundle_dir)  # the registered copy may be remote (s3://)
     return {
         "task": metadata["task"],
         "primary_metric": metadata["primary_metric"],

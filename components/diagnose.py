@@ -47,6 +47,7 @@ from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC, REGRESSION
 
 OVERFITTING, UNDERFITTING, GOOD_FIT = "overfitting", "underfitting", "good fit"
+UNDERCONFIDENT = "under-confident"
 # Metrics whose best value is 0 (errors); the others are best at 1.
 PERFECT_AT_ZERO = {"rmse", "mae", "mape", "log_loss", "brier", "calibration_error"}
 # The family's main regularisation parameter and the grid the validation curve walks.
@@ -81,6 +82,8 @@ SUGGESTIONS = {
 }
 # A curve point counts as better than the model only by at least this much skill.
 NOTABLE_SKILL = 0.02
+# Which way each grid parameter regularises more: +1 higher values, -1 lower values.
+STRONGER = {"C": -1, "alpha": 1, "min_samples_leaf": 1, "max_leaf_nodes": -1, "max_depth": -1}
 
 
 class DiagnoseOptions(BaseModel):
@@ -113,6 +116,14 @@ class DiagnoseOptions(BaseModel):
         "samples): bounds the cost of the refits.",
     )
     seed: int = Field(0, description="Seed of the samples and of the learning-curve order.")
+    max_confidence_gap: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Classifiers: under-confident when the validation accuracy exceeds the "
+        "mean probability of the predicted class by more than this (the ranking can be "
+        "perfect while every probability hugs the prior).",
+    )
 
     @field_validator("sizes")
     @classmethod
@@ -308,11 +319,11 @@ def diagnose_fit(
         train_score, valid_score, train_skill, valid_skill, baseline, metric,
         learning["train_sizes"][-1], options,
     )  # fmt: skip
+    if verdict == GOOD_FIT and classes:
+        verdict, evidence = _confidence(bundle, validation, target, options, verdict, evidence)
     hints = _curve_hints(learning, validation_curve, valid_skill, baseline, metric)
     evidence += [hint for hint, _ in hints] + notes
-    suggestion = (
-        "nothing to change for the fit" if verdict == GOOD_FIT else SUGGESTIONS[(verdict, family)]
-    )
+    suggestion = suggest(verdict, family, validation_curve, valid_skill, baseline, metric)
     concrete = [advice for _, advice in hints if advice]
     if concrete:
         joiner = "; worth a try: " if verdict == GOOD_FIT else "; "
@@ -372,6 +383,71 @@ def _verdict(
     return GOOD_FIT, evidence
 
 
+def _confidence(
+    bundle: Bundle,
+    validation: pd.DataFrame,
+    target: str,
+    options: DiagnoseOptions,
+    verdict: str,
+    evidence: list[str],
+) -> tuple[str, list[str]]:
+    """A classifier whose probabilities are far less sure than it is right is
+    under-confident (the bundle's own probabilities, calibrated if it is)."""
+    prediction = bundle.predict(validation.drop(columns=[target]))
+    accuracy = float(np.mean(np.asarray(prediction.labels) == validation[target].to_numpy()))
+    confidence = float(prediction.probabilities.max(axis=1).mean())
+    said = (
+        f"right on {accuracy:.0%} of the validation rows with a mean probability of "
+        f"{confidence:.2f} for the class it predicts"
+    )
+    if accuracy - confidence > options.max_confidence_gap:
+        gap = options.max_confidence_gap
+        evidence.append(f"under-confident: {said} (more than {gap} apart)")
+        return UNDERCONFIDENT, evidence
+    evidence.append(f"confidence matches accuracy: {said}")
+    return verdict, evidence
+
+
+def suggest(
+    verdict: str,
+    family: str,
+    validation_curve: dict[str, Any],
+    valid_skill: float,
+    baseline: float,
+    metric: str,
+) -> str:
+    """The family's advice for the verdict, unless the validation curve contradicts it: an
+    overfitting model whose curve shows no stronger setting doing better is not told to
+    regularise more (nor an underfitting one to regularise less)."""
+    if verdict == GOOD_FIT:
+        return "nothing to change for the fit"
+    param, values = validation_curve["param"], validation_curve["values"]
+    skills = [skill(s, baseline, metric) for s in validation_curve["validation_scores"]]
+    current = validation_curve.get("current")
+    direction = STRONGER.get(param, 1) * (1 if verdict == OVERFITTING else -1)
+    if isinstance(current, int | float) and not isinstance(current, bool):
+        wanted = [i for i, v in enumerate(values) if (v - current) * direction > 0]
+    else:  # no comparable current value: any grid value may point the way
+        wanted = list(range(len(values)))
+    helps = any(skills[i] - valid_skill >= NOTABLE_SKILL for i in wanted)
+    generic = SUGGESTIONS[(OVERFITTING if verdict == OVERFITTING else UNDERFITTING, family)]
+    if verdict == UNDERCONFIDENT:  # a ranking metric's curve cannot show confidence
+        return f"calibrate the probabilities (decision_threshold.calibrate), or {generic}"
+    if helps or not skills:
+        return generic
+    best = values[int(np.argmax(skills))]
+    way = "stronger" if verdict == OVERFITTING else "weaker"
+    alternative = (
+        "add rows or drop noisy features"
+        if verdict == OVERFITTING
+        else "calibrate the probabilities, add more informative features or try another family"
+    )
+    return (
+        f"the validation curve shows no gain from {way} regularisation ({param} best at "
+        f"{best}, the model has {current}): {alternative}"
+    )
+
+
 def _curve_hints(
     learning: dict[str, list],
     validation_curve: dict[str, Any],
@@ -389,7 +465,9 @@ def _curve_hints(
             f"{held[-2]:.4f} at {sizes[-2]}, {held[-1]:.4f} at {sizes[-1]}"
         )
         if rise >= NOTABLE_SKILL:
-            hints.append((f"{sentence}: still rising", "more training rows should help"))
+            moving = "falling" if metric in PERFECT_AT_ZERO else "rising"
+            hints.append((f"{sentence}: still improving ({metric} {moving})",
+                          "more training rows should help"))  # fmt: skip
         else:
             hints.append((f"{sentence}: levelling off", ""))
     else:

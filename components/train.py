@@ -102,9 +102,18 @@ def make_estimator(family: str, task: str, seed: int = 42) -> Any:
     return FAMILIES[family](task, seed)
 
 
-def class_labels(labels: pd.Series) -> list[Any]:
-    """Sorted classes as plain Python values (JSON-safe); a model predicts their indices."""
-    return [v.item() if hasattr(v, "item") else v for v in sorted(labels.dropna().unique())]
+def class_labels(labels: pd.Series, positive: Any = None) -> list[Any]:
+    """Sorted classes as plain Python values (JSON-safe); a model predicts their indices.
+
+    Binary: the positive class last (index 1, the one thresholds and F1 are about):
+    `positive`, or the minority class of `labels` (components/validate.py resolves it)."""
+    from kfp_lifecycle.components.validate import resolve_positive_class
+
+    classes = [v.item() if hasattr(v, "item") else v for v in sorted(labels.dropna().unique())]
+    if len(classes) == 2:
+        positive = resolve_positive_class(labels.dropna(), "") if positive is None else positive
+        classes.sort(key=lambda label: label == positive)
+    return classes
 
 
 def _matrices(
@@ -114,12 +123,14 @@ def _matrices(
     task: str,
     preprocessor: Pipeline,
     fitted_rows: pd.DataFrame | None,
+    positive: Any = None,
 ) -> dict[str, Any]:
     """What a family is fitted and scored on: the training matrix (cross-fitted encodings,
     the balance step's weights and synthetic rows honoured), the validation matrix, and the
-    labels as class indices for classifiers."""
+    labels as class indices for classifiers (the positive class of the real rows last)."""
     train, sample_weight, origins = split_balance_columns(train)
-    classes = class_labels(train[target]) if task == CLASSIFICATION else None
+    real = train if fitted_rows is None else fitted_rows
+    classes = class_labels(real[target], positive) if task == CLASSIFICATION else None
     if classes is not None:
         index = {label: i for i, label in enumerate(classes)}
         y_train, y_valid = train[target].map(index), validation[target].map(index)
@@ -151,19 +162,20 @@ def tune_family(
     fitted_rows: pd.DataFrame | None = None,
     split: SplitOptions | None = None,
     balance: BalanceOptions | None = None,
+    positive: Any = None,
 ) -> dict[str, Any]:
     """The Optuna study of one family (components/tune.py) on the same matrices training uses.
 
     Objective cv builds its folds first (`cross_validation_matrices`), by the rules of
     `split` and replaying `balance`. `train_model(..., params=chosen_params(study))` then
     fits the best trial's model."""
-    data = _matrices(train, validation, target, task, preprocessor, fitted_rows)
+    data = _matrices(train, validation, target, task, preprocessor, fitted_rows, positive)
     folds, cv = None, None
     if options.enabled and options.objective == "cv":
         started = time.monotonic()
         folds = cross_validation_matrices(
             train, validation, target, task, preprocessor, fitted_rows,
-            options.cv_folds, options.seed, split, balance,
+            options.cv_folds, options.seed, split, balance, positive,
         )  # fmt: skip
         cv = {
             "folds": len(folds),
@@ -211,6 +223,7 @@ def cross_validation_matrices(
     seed: int = 42,
     split: SplitOptions | None = None,
     balance: BalanceOptions | None = None,
+    positive: Any = None,
 ) -> list[Fold]:
     """Each fold's matrices, made as if the fold's training rows were all there are.
 
@@ -230,7 +243,7 @@ def cross_validation_matrices(
             "objective cv replays the balance step on each fold's training rows, and these "
             "rows were rebalanced: pass the balance options and the real rows (fitted_rows)"
         )
-    classes = class_labels(real[target]) if task == CLASSIFICATION else None
+    classes = class_labels(real[target], positive) if task == CLASSIFICATION else None
     index = None if classes is None else {label: i for i, label in enumerate(classes)}
 
     def labels(frame: pd.DataFrame) -> np.ndarray:
@@ -312,6 +325,7 @@ def train_model(
     seed: int = 42,
     fitted_rows: pd.DataFrame | None = None,
     params: dict[str, Any] | None = None,
+    positive: Any = None,
 ) -> Bundle:
     """Fit one family (its defaults, or `params` from tuning) on the fitted preprocessor's
     output; return an in-memory bundle.
@@ -320,7 +334,7 @@ def train_model(
     `fitted_rows` are the rows the preprocessor was fitted on (default: `train` itself).
     """
     estimator = make_estimator(family, task, seed).set_params(**(params or {}))
-    data = _matrices(train, validation, target, task, preprocessor, fitted_rows)
+    data = _matrices(train, validation, target, task, preprocessor, fitted_rows, positive)
     fit_estimator(
         estimator, family, data["x_train"], data["y_train"], data["sample_weight"],
         data["x_valid"], data["y_valid"],
@@ -454,19 +468,20 @@ def train(
     with open(validation_report.path) as handle:
         resolved = json.load(handle)
     task, primary_metric = resolved["task"], resolved["primary_metric"]
+    positive = resolved.get("positive_class")
     fitted, schema = load_preprocessor(preprocessor.path)
     rows = pd.read_parquet(train.path)
     held_out = pd.read_parquet(validation.path)
     fitted_on = pd.read_parquet(fitted_rows.path)
     study = tune_family(
         rows, held_out, target, task, family, fitted, primary_metric, options, seed, fitted_on,
-        split_options, balance_options,
+        split_options, balance_options, positive,
     )  # fmt: skip
     with open(trials.path, "w") as handle:
         json.dump(study, handle, indent=2)
     bundle = train_model(
         rows, held_out, target, task, family, fitted, schema, seed, fitted_on,
-        params=chosen_params(study),
+        params=chosen_params(study), positive=positive,
     )  # fmt: skip
     bundle.metadata["primary_metric"] = primary_metric
     bundle.metadata["tuning"] = {

@@ -47,6 +47,11 @@ class DataConfig(Section):
         "auto", description="auto detects it from the target."
     )
     metric: str = Field("auto", description="Primary metric (auto: roc_auc or rmse).")
+    positive_class: str = Field(
+        "",
+        description="Binary classification: the class F1, precision, recall and the decision "
+        "threshold are about (as text); empty: the minority class.",
+    )
 
     @field_validator("metric")
     @classmethod

@@ -50,6 +50,7 @@ def training_pipeline(
     preprocess_options: dict = {},  # noqa: B006
     features_options: dict = {},  # noqa: B006
     balance_options: dict = {},  # noqa: B006
+    positive_class: str = "",
 ) -> dsl.Artifact:
     # never cached: the key is the URI string, and the data behind a URI changes
     ingested = with_s3_access(ingest(source=data).set_caching_options(False))
@@ -61,6 +62,7 @@ def training_pipeline(
             metric=metric,
             registry=registry,
             model_name=model_name,
+            positive_class=positive_class,
         ).set_caching_options(False)  # the champion whose contract applies may have changed
     )
     resolved_task = checked.outputs["task"]

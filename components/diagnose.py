@@ -29,6 +29,7 @@ balance step come instead, its weight column is honoured as `sample_weight`, its
 rows and repeated copies are dropped (each real row once, in its original order).
 """
 
+import time
 from typing import Any
 
 import numpy as np
@@ -234,9 +235,22 @@ def _refit(
 
 
 def diagnose_fit(
-    bundle: Bundle, train: pd.DataFrame, validation: pd.DataFrame, options: DiagnoseOptions
+    bundle: Bundle,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    options: DiagnoseOptions,
+    seconds: float | None = None,
+    history: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The learning curve, the validation curve and the verdict, with evidence."""
+    """The learning curve, the validation curve and the verdict, with evidence.
+
+    `seconds`: the time the refits may take (None: no limit). The full-size refit (the
+    verdict's) always runs and is timed; the other learning-curve sizes (largest first) and
+    the validation curve's values (nearest the model's own first) run while their estimated
+    cost fits; what was left out is said in the evidence. `history`: the tuning study of the
+    bundle's family; a validation curve that does not fit is read from its trials instead
+    (the best validation score tuning saw near each grid value)."""
+    started = time.monotonic()
     task, target = bundle.metadata["task"], bundle.metadata["target"]
     family = bundle.metadata["family"]
     metric = bundle.metadata.get("primary_metric") or PRIMARY_METRIC[task]
@@ -277,40 +291,49 @@ def diagnose_fit(
     constant = DummyClassifier(strategy="prior") if classes else DummyRegressor()
     baseline = score_model(constant.fit(x_all, y_all), x_valid, y_valid, task, metric, classes)
 
-    # Learning curve: nested prefixes of one (stratified) order.
+    # Learning curve: nested prefixes of one (stratified) order; the full size first (timed).
     order = nested_order(y_all, bool(classes), options.seed)
     floor = max(options.min_rows, 10 * len(classes or []))
     counts = sorted({min(len(order), max(round(s * len(order)), floor)) for s in options.sizes})
-    learning: dict[str, list] = {"train_sizes": [], "train_scores": [], "validation_scores": []}
-    for count in counts:
+    points: dict[int, tuple[float, float]] = {}
+    full_cost = 0.0  # seconds of the full-size refit, measured first
+    for count in sorted(counts, reverse=True):
+        if count != counts[-1] and seconds is not None:
+            cost = full_cost * count / counts[-1]
+            if time.monotonic() - started + cost > seconds:
+                notes.append(
+                    f"time budget: learning-curve size {count} left out (about {cost:.0f}s "
+                    f"of refits past the diagnosis's {seconds:.0f}s)"
+                )
+                continue
         chosen = np.sort(order[:count])  # the rows, in their own order
         if classes and len(np.unique(y_all[chosen])) < len(classes):
             notes.append(f"learning curve: {count} rows do not hold every class; size skipped")
             continue
         part = None if weights is None else weights[chosen]
+        fitted_at = time.monotonic()
         model = _refit(bundle, x_all[chosen], y_all[chosen], part)
-        seen, held = scores(model, x_all[chosen], y_all[chosen])
-        learning["train_sizes"].append(int(count))
-        learning["train_scores"].append(seen)
-        learning["validation_scores"].append(held)
-    if not learning["train_sizes"]:
+        points[count] = scores(model, x_all[chosen], y_all[chosen])
+        if count == counts[-1]:
+            full_cost = time.monotonic() - fitted_at
+    if not points:
         raise DataError(
             f"too few training rows ({len(order)}) to fit the model for a learning curve"
         )
+    sizes = sorted(points)
+    learning: dict[str, list] = {
+        "train_sizes": [int(count) for count in sizes],
+        "train_scores": [points[count][0] for count in sizes],
+        "validation_scores": [points[count][1] for count in sizes],
+    }
 
     param, values = VALIDATION_GRIDS[family][task]
     current = bundle.pipeline[-1].get_params().get(param)
-    validation_curve: dict[str, Any] = {
-        "param": param,
-        "values": values,
-        "train_scores": [],
-        "validation_scores": [],
-        "current": current,
-    }
-    for value in values:
-        seen, held = scores(_refit(bundle, x_all, y_all, weights, (param, value)), x_all, y_all)
-        validation_curve["train_scores"].append(seen)
-        validation_curve["validation_scores"].append(held)
+    validation_curve = _validation_curve(
+        bundle, param, values, current, scores, (x_all, y_all, weights),
+        None if seconds is None else seconds - (time.monotonic() - started), full_cost,
+        history, notes,
+    )  # fmt: skip
 
     train_score, valid_score = learning["train_scores"][-1], learning["validation_scores"][-1]
     train_skill = skill(train_score, baseline, metric)
@@ -343,6 +366,92 @@ def diagnose_fit(
         "rules": {"gap_tolerance": options.gap_tolerance, "min_skill": options.min_skill},
         "learning_curve": learning,
         "validation_curve": validation_curve,
+    }
+
+
+def _validation_curve(
+    bundle: Bundle,
+    param: str,
+    values: list[Any],
+    current: Any,
+    scores: Any,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    seconds: float | None,
+    cost: float,
+    history: dict[str, Any] | None,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Refit over the grid while it fits in `seconds` (each refit about `cost`); the grid
+    values nearest the model's own go first. A grid that cannot be refitted whole is read
+    from the tuning history when that has trials over the parameter."""
+    x_all, y_all, weights = data
+    curve: dict[str, Any] = {
+        "param": param, "values": values, "train_scores": [], "validation_scores": [],
+        "current": current,
+    }  # fmt: skip
+    fits = len(values) if seconds is None else int(max(seconds, 0) // max(cost, 1e-3))
+    if fits < len(values):
+        from_history = _curve_from_history(history, param, values)
+        if from_history is not None:
+            notes.append(
+                f"time budget: the validation curve over {param} is read from the tuning "
+                f"history ({from_history['trials']} trials; the best validation score near "
+                "each value, other parameters varying), not refitted"
+            )
+            return {**curve, **from_history}
+    keep = set(range(len(values)))
+    if fits < len(values):
+        near = _index_near(values, current)
+        keep = set(sorted(range(len(values)), key=lambda i: abs(i - near))[: max(fits, 1)])
+        left = [values[i] for i in range(len(values)) if i not in keep]
+        notes.append(
+            f"time budget: validation curve over {param} without {left} (about {cost:.1f}s "
+            f"a refit; {max(seconds or 0, 0):.0f}s left)"
+        )
+    kept_values = [values[i] for i in sorted(keep)]
+    for value in kept_values:
+        seen, held = scores(_refit(bundle, x_all, y_all, weights, (param, value)), x_all, y_all)
+        curve["train_scores"].append(seen)
+        curve["validation_scores"].append(held)
+    curve["values"] = kept_values
+    return curve
+
+
+def _index_near(values: list[Any], current: Any) -> int:
+    """The grid index nearest `current` (the middle when it is not a number)."""
+    if not isinstance(current, int | float) or isinstance(current, bool):
+        return len(values) // 2
+    return int(np.argmin([abs(np.log1p(abs(v)) - np.log1p(abs(current))) for v in values]))
+
+
+def _curve_from_history(
+    history: dict[str, Any] | None, param: str, values: list[Any]
+) -> dict[str, Any] | None:
+    """{values, validation_scores, train_scores: [], trials} from the tuning trials: each
+    trial counts for the grid value nearest its own value of `param` (on a log scale), and
+    each value keeps the best score among its trials; None when tuning did not search it."""
+    if not history or history.get("objective_data") != "validation":
+        return None
+    greater = history.get("greater_is_better", True)
+    best: dict[int, float] = {}
+    used = 0
+    for trial in history.get("trials", []):
+        value, score = trial.get("params", {}).get(param), trial.get("value")
+        if not isinstance(value, int | float) or score is None or not np.isfinite(score):
+            continue
+        used += 1
+        index = _index_near(values, value)
+        if index not in best or (score > best[index] if greater else score < best[index]):
+            best[index] = float(score)
+    if len(best) < 2:
+        return None
+    indices = sorted(best)
+    return {
+        "values": [values[i] for i in indices],
+        "validation_scores": [best[i] for i in indices],
+        "train_scores": [],
+        "source": "tuning history",
+        "trials": used,
     }
 
 
@@ -495,7 +604,9 @@ def diagnose(
     train: Input[Dataset],
     validation: Input[Dataset],
     diagnosis: Output[Artifact],
+    trials: Input[list[Artifact]],
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
+    time_budget: float = 0.0,
 ):
     """Learning curve, validation curve and an under/overfitting verdict for the champion.
 
@@ -510,22 +621,36 @@ def diagnose(
             with the numbers), suggestion, metric, baseline_score, skill, learning_curve
             (train_sizes, train_scores, validation_scores) and validation_curve (param,
             values, train_scores, validation_scores, current).
+        trials: The tuning studies of every family (the train steps' trials): the
+            champion's is the validation curve's fallback when refits do not fit the time.
         options: DiagnoseOptions (empty: defaults): gap_tolerance, min_skill, sizes,
-            min_rows, max_rows, seed.
+            min_rows, max_rows, seed, max_confidence_gap.
+        time_budget: The run's total time budget in seconds (0: none); the diagnosis's
+            share of it (kfp_lifecycle/budget.py) bounds the refits, and the evidence says
+            what was left out.
     """
     import json
 
     import pandas as pd
 
+    from kfp_lifecycle.budget import share
     from kfp_lifecycle.bundle import load_bundle
     from kfp_lifecycle.components.diagnose import DiagnoseOptions, diagnose_fit
 
     settings = DiagnoseOptions.model_validate(options)
+    bundle = load_bundle(model.path)
+    studies = []
+    for study in trials:
+        with open(study.path) as handle:
+            studies.append(json.load(handle))
+    history = next((s for s in studies if s.get("family") == bundle.metadata["family"]), None)
     result = diagnose_fit(
-        load_bundle(model.path),
+        bundle,
         pd.read_parquet(train.path),
         pd.read_parquet(validation.path),
         settings,
+        share(time_budget, "diagnosis"),
+        history,
     )
     with open(diagnosis.path, "w") as handle:
         json.dump(result, handle, indent=2, default=str)

@@ -423,6 +423,7 @@ def train(
     tuning: dict = {},  # noqa: B006 (KFP default, never mutated)
     split: dict = {},  # noqa: B006
     balance: dict = {},  # noqa: B006
+    time_budget: float = 0.0,
 ):
     """Tune one model family's hyperparameters (Optuna), train it with the best, and bundle
     it with the fitted preprocessing.
@@ -450,6 +451,8 @@ def train(
             strategy (group k-fold on group_column, time order on time_column).
         balance: The balance step's BalanceOptions: objective cv replays the balancing on
             each fold's training rows, so no copy or synthetic row reaches a held-out fold.
+        time_budget: The run's total time budget in seconds (0: none); tuning's share of it
+            (kfp_lifecycle/budget.py) caps timeout_seconds.
     """
     import json
 
@@ -460,9 +463,9 @@ def train(
     from kfp_lifecycle.components.preprocess import load_preprocessor
     from kfp_lifecycle.components.split import SplitOptions
     from kfp_lifecycle.components.train import train_model, tune_family
-    from kfp_lifecycle.components.tune import TuningOptions, chosen_params
+    from kfp_lifecycle.components.tune import TuningOptions, chosen_params, within_budget
 
-    options = TuningOptions.model_validate(tuning)
+    options, cut = within_budget(TuningOptions.model_validate(tuning), time_budget)
     split_options = SplitOptions.model_validate(split)
     balance_options = BalanceOptions.model_validate(balance)
     with open(validation_report.path) as handle:
@@ -477,6 +480,7 @@ def train(
         rows, held_out, target, task, family, fitted, primary_metric, options, seed, fitted_on,
         split_options, balance_options, positive,
     )  # fmt: skip
+    study["budget_cut"] = cut
     with open(trials.path, "w") as handle:
         json.dump(study, handle, indent=2)
     bundle = train_model(

@@ -38,6 +38,7 @@ import optuna
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.base import clone
 
+from kfp_lifecycle.budget import share
 from kfp_lifecycle.bundle import Prediction
 from kfp_lifecycle.components.evaluate import compute_metrics
 from kfp_lifecycle.components.select import TIE_BREAKER, near_tie
@@ -138,6 +139,19 @@ def defaults_of(estimator: Any, family: str, task: str) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     return {name: estimator.get_params()[name] for name in _space(probe, family, task)}
+
+
+def within_budget(options: TuningOptions, time_budget: float) -> tuple[TuningOptions, str]:
+    """The options with timeout_seconds capped by tuning's share of the run's time budget,
+    and what was cut ("" when nothing)."""
+    limit = share(time_budget, "tuning")
+    if limit is None or limit >= options.timeout_seconds:
+        return options, ""
+    cut = (
+        f"tuning time cut from {options.timeout_seconds:g}s to {limit:.0f}s per family to fit "
+        f"the run's time budget of {time_budget:g}s"
+    )
+    return options.model_copy(update={"timeout_seconds": limit}), cut
 
 
 def fixed_params(family: str, options: TuningOptions) -> dict[str, Any]:

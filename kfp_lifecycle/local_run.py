@@ -66,6 +66,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "task": checked.task,
         "metric": checked.primary_metric,
         "positive_class": config.data.positive_class,
+        "time_budget": config.time_budget,
         "families": config.models.families,
         "tuning_options": config.models.tuning.model_dump(mode="json"),
         "threshold_options": config.decision_threshold.model_dump(mode="json"),

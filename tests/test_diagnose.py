@@ -141,6 +141,7 @@ def test_component_writes_what_the_report_draws(tmp_path, churn):
         train=Dataset(uri=str(tmp_path / "train.parquet")),
         validation=Dataset(uri=str(tmp_path / "valid.parquet")),
         diagnosis=diagnosis,
+        trials=[],
         options={"sizes": [0.5, 1.0]},
     )
     written = json.loads(Path(diagnosis.path).read_text())

@@ -163,11 +163,21 @@ def main() -> None:
     parser.add_argument(
         "--pipeline", action="store_true", help="also run the whole pipeline on kfp.local"
     )
+    short = {name.split()[0]: name for name in DATASETS}  # "wine (3 classes)" -> "wine"
+    parser.add_argument(
+        "--datasets", help=f"comma-separated subset of: {', '.join(short)} (default: all)"
+    )
     arguments = parser.parse_args()
+    given = arguments.datasets.split(",") if arguments.datasets else list(short)
+    unknown = [name for name in given if name not in short]
+    if unknown:
+        parser.error(f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(short)}")
+    chosen = [short[name] for name in given]
     tuning = TuningOptions(trials=arguments.trials, timeout_seconds=arguments.timeout)
     print(f"tuning budget per family: {tuning.trials} trials, {tuning.timeout_seconds:g}s")
     rows, families, pipelines = [], [], []
-    for name, (load, target, task) in DATASETS.items():
+    for name in chosen:
+        load, target, task = DATASETS[name]
         frame = load()
         parts = split_table(frame, target, task, seed=42)
         base, base_seconds = _timed(baseline, parts, target, task)

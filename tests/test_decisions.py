@@ -14,6 +14,7 @@ from kfp_lifecycle.components.evaluate import (
     evaluate_bundle,
     threshold_for,
 )
+from kfp_lifecycle.components.gate import GateOptions, decide
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.select import rank_candidates
 from kfp_lifecycle.components.split import split_table
@@ -75,6 +76,11 @@ def test_a_95_5_table_gets_minority_recall_and_calibrated_probabilities(tmp_path
     assert recall_bad >= 0.5 and metrics["recall"] == pytest.approx(recall_bad)
     assert metrics["balanced_accuracy"] >= 0.7
     assert metrics["calibration_error"] <= 0.04 < before["calibration_error"]
+    # the gate bounds calibration error (a ceiling): the raw model fails it, the calibrated passes
+    bound = GateOptions(thresholds={"roc_auc": 0.8, "calibration_error": 0.05})
+    assert decide(metrics, CLASSIFICATION, bound).blessed
+    refused = decide(before, CLASSIFICATION, bound)
+    assert not refused.blessed and any("calibration_error" in r for r in refused.reasons)
     # served probabilities are the calibrated ones
     served = tuned.predict(parts.test.drop(columns=["risk"])).probabilities[:, 1]
     assert abs(served.mean() - (parts.test["risk"] == "bad").mean()) < 0.02

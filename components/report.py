@@ -428,6 +428,8 @@ def _importance_section(explanation: dict[str, Any] | None) -> Section:
         f"Method: {explanation.get('method', 'permutation importance')}. Drop in the score "
         "when a column's values are shuffled (mean ± standard deviation over repeats)."
     )
+    if explanation.get("budget_cut"):
+        section.text(f"Cut to fit the run's time budget: {explanation['budget_cut']}.")
     section.add(_bar_chart(ranked[:TOP_FEATURES], spread, "Permutation importance (test)"))
     rows = [[name, float(value), float(spread.get(name, 0.0))] for name, value in ranked]
     section.add(table(["input column", "importance", "std"], rows))

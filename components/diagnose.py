@@ -297,7 +297,23 @@ def diagnose_fit(
     counts = sorted({min(len(order), max(round(s * len(order)), floor)) for s in options.sizes})
     points: dict[int, tuple[float, float]] = {}
     full_cost = 0.0  # seconds of the full-size refit, measured first
+    # A regression bundle's estimator was fitted on exactly these rows (no balancing applies
+    # to regression; none were sampled away): the full-size point is the model itself, and a
+    # refit's cost is what a tuning trial took.
+    trial_cost = _trial_seconds(history)
+    own_model = (
+        task == REGRESSION and weights is None and len(rows) <= options.max_rows
+        and trial_cost is not None
+    )  # fmt: skip
     for count in sorted(counts, reverse=True):
+        if count == counts[-1] and own_model:
+            points[count] = scores(bundle.pipeline[-1], x_all, y_all)
+            full_cost = trial_cost
+            notes.append(
+                f"the full-size point is the bundle's own model (no refit); a refit's cost is "
+                f"taken from the tuning history ({trial_cost:.1f}s a trial)"
+            )
+            continue
         if count != counts[-1] and seconds is not None:
             cost = full_cost * count / counts[-1]
             if time.monotonic() - started + cost > seconds:
@@ -415,6 +431,16 @@ def _validation_curve(
         curve["validation_scores"].append(held)
     curve["values"] = kept_values
     return curve
+
+
+def _trial_seconds(history: dict[str, Any] | None) -> float | None:
+    """The median duration of the tuning history's completed trials (None: none)."""
+    durations = [
+        t["duration_seconds"]
+        for t in (history or {}).get("trials", [])
+        if t.get("value") is not None and t.get("duration_seconds")
+    ]
+    return float(np.median(durations)) if durations else None
 
 
 def _index_near(values: list[Any], current: Any) -> int:

@@ -351,6 +351,11 @@ def tune(
             f"(best {best:.4f}, {time.monotonic() - started:.0f}s of {options.timeout_seconds:g}s)",
             flush=True,
         )
+        # Optuna only stops starting trials once the timeout has passed, and the running one
+        # finishes: a trial that would end past it (as long as the slowest so far) is not begun.
+        slowest = max((t.duration.total_seconds() for t in study.trials if t.duration), default=0)
+        if time.monotonic() - started + slowest > options.timeout_seconds:
+            study.stop()
 
     study.optimize(
         objective,

@@ -3,6 +3,7 @@ their share, and say what they cut."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from kfp_lifecycle.budget import SHARES, affordable, share
 from kfp_lifecycle.cli import build_parser, training_config
@@ -78,6 +79,11 @@ def test_diagnosis_cuts_its_refits_to_the_time_and_reuses_the_tuning_history(reg
     tried = [t["value"] for t in study["trials"] if t["value"] is not None]
     assert min(curve["validation_scores"]) == min(tried)  # the best trial is on the curve
     assert any("read from the tuning history" in line for line in reused["evidence"])
+    # the full-size point is the bundle's own model, not refitted: its recorded score
+    assert any("the bundle's own model (no refit)" in line for line in reused["evidence"])
+    recorded = bundle.metadata["metrics"]["validation"]["rmse"]
+    assert reused["learning_curve"]["validation_scores"][-1] == pytest.approx(recorded)
+    assert reused["verdict"] == whole["verdict"]
 
 
 def test_explanation_cuts_repeats_then_rows_to_fit(regression):

@@ -108,6 +108,7 @@ def collect_window(
     test_metrics=dict,
     training_data=str,
     rows=int,
+    positive_class=str,
 ):
     """Read one window of logged requests and the champion's reference to compare it with.
 
@@ -139,6 +140,8 @@ def collect_window(
         test_metrics: its metrics on its test rows (what live quality is compared with).
         training_data: URI of the labelled rows written for retraining ("" without labels).
         rows: Logged rows in the window.
+        positive_class: A binary champion's positive class, as text (a retraining keeps
+            it); "" otherwise.
     """
     import json
     import tempfile
@@ -149,6 +152,7 @@ def collect_window(
     from kfp_lifecycle.components.ingest import read_table
     from kfp_lifecycle.components.monitor import (
         labelled_rows,
+        positive_class_of,
         window_bounds,
         window_frames,
         write_table,
@@ -192,7 +196,14 @@ def collect_window(
         bundle.metadata.get("metrics_test", {}),
         training_data,
         len(log),
+        positive_class_of(bundle.metadata),
     )
+
+
+def positive_class_of(metadata: dict[str, Any]) -> str:
+    """A binary classifier's positive class (its second class) as text; "" otherwise."""
+    classes = metadata.get("classes") or []
+    return str(classes[1]) if metadata.get("task") == "classification" and len(classes) == 2 else ""
 
 
 def write_table(frame: pd.DataFrame, destination: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+from google.protobuf import json_format
 from server_process import Server, free_port, server_command, wait_until_ready
 
 from kfp_lifecycle.config import parse_config
@@ -119,3 +120,17 @@ def test_a_failed_monitoring_run_still_writes_its_summary(tmp_path):
         message = str(error)
     written = json.loads((output / MONITORING_SUMMARY_FILE).read_text())
     assert written["error"] == message and "has no champion" in message
+
+
+def test_a_retraining_keeps_the_champions_positive_class():
+    from kfp_lifecycle.components.monitor import positive_class_of
+    from kfp_lifecycle.pipelines.monitoring import monitoring_pipeline
+
+    assert positive_class_of({"task": "classification", "classes": ["good", "bad"]}) == "bad"
+    assert positive_class_of({"task": "classification", "classes": [0, 1, 2]}) == ""
+    assert positive_class_of({"task": "regression", "classes": None}) == ""
+    # the retraining's validate step takes it from the window
+    spec = monitoring_pipeline.pipeline_spec
+    retrain = json_format.MessageToDict(spec)["components"]["comp-condition-1"]["dag"]["tasks"]
+    argument = retrain["training"]["inputs"]["parameters"]["positive_class"]
+    assert argument["componentInputParameter"].endswith("positive_class")

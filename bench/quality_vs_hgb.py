@@ -178,19 +178,23 @@ def main() -> None:
         default=",".join(FAMILIES),
         help="comma-separated model families (default: every registered one)",
     )
+    short = {name.split()[0]: name for name in DATASETS}  # "wine (3 classes)" -> "wine"
     parser.add_argument(
-        "--datasets", default="", help="comma-separated dataset name prefixes (default: all)"
+        "--datasets", help=f"comma-separated subset of: {', '.join(short)} (default: all)"
     )
     arguments = parser.parse_args()
     chosen = [get_family(f.strip()).name for f in arguments.families.split(",") if f.strip()]
-    prefixes = [p.strip() for p in arguments.datasets.split(",") if p.strip()]
+    given = arguments.datasets.split(",") if arguments.datasets else list(short)
+    unknown = [name for name in given if name not in short]
+    if unknown:
+        parser.error(f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(short)}")
+    picked = [short[name] for name in given]
     tuning = TuningOptions(trials=arguments.trials, timeout_seconds=arguments.timeout)
     print(f"tuning budget per family: {tuning.trials} trials, {tuning.timeout_seconds:g}s")
     print(f"families: {', '.join(chosen)}")
     rows, families, pipelines = [], [], []
-    for name, (load, target, task) in DATASETS.items():
-        if prefixes and not any(name.startswith(prefix) for prefix in prefixes):
-            continue
+    for name in picked:
+        load, target, task = DATASETS[name]
         frame = load()
         parts = split_table(frame, target, task, seed=42)
         base, base_seconds = _timed(baseline, parts, target, task)

@@ -31,6 +31,7 @@ balance step come instead, its weight column is honoured as `sample_weight`, its
 rows and repeated copies are dropped (each real row once, in its original order).
 """
 
+import time
 from typing import Any
 
 import numpy as np
@@ -46,14 +47,16 @@ from kfp_lifecycle.components.train import training_matrix
 from kfp_lifecycle.components.tune import score_model
 from kfp_lifecycle.core.bundle import Bundle
 from kfp_lifecycle.core.errors import DataError
-from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC
-from kfp_lifecycle.families import FAMILIES
+from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC, REGRESSION
+from kfp_lifecycle.families import FAMILIES, Diagnosis
 
 OVERFITTING, UNDERFITTING, GOOD_FIT = "overfitting", "underfitting", "good fit"
+UNDERCONFIDENT = "under-confident"
 # Metrics whose best value is 0 (errors); the others are best at 1.
 PERFECT_AT_ZERO = {"rmse", "mae", "mape", "log_loss", "brier", "calibration_error"}
 # A curve point counts as better than the model only by at least this much skill.
 NOTABLE_SKILL = 0.02
+# Which way each grid parameter regularises more: +1 higher values, -1 lower values.
 
 
 class DiagnoseOptions(BaseModel):
@@ -86,6 +89,14 @@ class DiagnoseOptions(BaseModel):
         "samples): bounds the cost of the refits.",
     )
     seed: int = Field(0, description="Seed of the samples and of the learning-curve order.")
+    max_confidence_gap: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Classifiers: under-confident when the validation accuracy exceeds the "
+        "mean probability of the predicted class by more than this (the ranking can be "
+        "perfect while every probability hugs the prior).",
+    )
 
     @field_validator("sizes")
     @classmethod
@@ -196,9 +207,22 @@ def _refit(
 
 
 def diagnose_fit(
-    bundle: Bundle, train: pd.DataFrame, validation: pd.DataFrame, options: DiagnoseOptions
+    bundle: Bundle,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    options: DiagnoseOptions,
+    seconds: float | None = None,
+    history: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The learning curve, the validation curve and the verdict, with evidence."""
+    """The learning curve, the validation curve and the verdict, with evidence.
+
+    `seconds`: the time the refits may take (None: no limit). The full-size refit (the
+    verdict's) always runs and is timed; the other learning-curve sizes (largest first) and
+    the validation curve's values (nearest the model's own first) run while their estimated
+    cost fits; what was left out is said in the evidence. `history`: the tuning study of the
+    bundle's family; a validation curve that does not fit is read from its trials instead
+    (the best validation score tuning saw near each grid value)."""
+    started = time.monotonic()
     task, target = bundle.metadata["task"], bundle.metadata["target"]
     family = bundle.metadata["family"]
     metric = bundle.metadata.get("primary_metric") or PRIMARY_METRIC[task]
@@ -242,40 +266,65 @@ def diagnose_fit(
     constant = DummyClassifier(strategy="prior") if classes else DummyRegressor()
     baseline = score_model(constant.fit(x_all, y_all), x_valid, y_valid, task, metric, classes)
 
-    # Learning curve: nested prefixes of one (stratified) order.
+    # Learning curve: nested prefixes of one (stratified) order; the full size first (timed).
     order = nested_order(y_all, bool(classes), options.seed)
     floor = max(options.min_rows, 10 * len(classes or []))
     counts = sorted({min(len(order), max(round(s * len(order)), floor)) for s in options.sizes})
-    learning: dict[str, list] = {"train_sizes": [], "train_scores": [], "validation_scores": []}
-    for count in counts:
+    points: dict[int, tuple[float, float]] = {}
+    full_cost = 0.0  # seconds of the full-size refit, measured first
+    # A regression bundle's estimator was fitted on exactly these rows (no balancing applies
+    # to regression; none were sampled away): the full-size point is the model itself, and a
+    # refit's cost is what a tuning trial took.
+    trial_cost = _trial_seconds(history)
+    own_model = (
+        task == REGRESSION and weights is None and len(rows) <= options.max_rows
+        and trial_cost is not None
+    )  # fmt: skip
+    for count in sorted(counts, reverse=True):
+        if count == counts[-1] and own_model:
+            points[count] = scores(bundle.pipeline[-1], x_all, y_all)
+            full_cost = trial_cost
+            notes.append(
+                f"the full-size point is the bundle's own model (no refit); a refit's cost is "
+                f"taken from the tuning history ({trial_cost:.1f}s a trial)"
+            )
+            continue
+        if count != counts[-1] and seconds is not None:
+            cost = full_cost * count / counts[-1]
+            if time.monotonic() - started + cost > seconds:
+                notes.append(
+                    f"time budget: learning-curve size {count} left out (about {cost:.0f}s "
+                    f"of refits past the diagnosis's {seconds:.0f}s)"
+                )
+                continue
         chosen = np.sort(order[:count])  # the rows, in their own order
         if classes and len(np.unique(y_all[chosen])) < len(classes):
             notes.append(f"learning curve: {count} rows do not hold every class; size skipped")
             continue
         part = None if weights is None else weights[chosen]
+        fitted_at = time.monotonic()
         model = _refit(bundle, x_all[chosen], y_all[chosen], part)
-        seen, held = scores(model, x_all[chosen], y_all[chosen])
-        learning["train_sizes"].append(int(count))
-        learning["train_scores"].append(seen)
-        learning["validation_scores"].append(held)
-    if not learning["train_sizes"]:
+        points[count] = scores(model, x_all[chosen], y_all[chosen])
+        if count == counts[-1]:
+            full_cost = time.monotonic() - fitted_at
+    if not points:
         raise DataError(
             f"too few training rows ({len(order)}) to fit the model for a learning curve"
         )
+    sizes = sorted(points)
+    learning: dict[str, list] = {
+        "train_sizes": [int(count) for count in sizes],
+        "train_scores": [points[count][0] for count in sizes],
+        "validation_scores": [points[count][1] for count in sizes],
+    }
 
     param, values = knob.param, knob.grid
     current = bundle.pipeline[-1].get_params().get(param)
-    validation_curve: dict[str, Any] = {
-        "param": param,
-        "values": values,
-        "train_scores": [],
-        "validation_scores": [],
-        "current": current,
-    }
-    for value in values:
-        seen, held = scores(_refit(bundle, x_all, y_all, weights, (param, value)), x_all, y_all)
-        validation_curve["train_scores"].append(seen)
-        validation_curve["validation_scores"].append(held)
+    validation_curve = _validation_curve(
+        bundle, param, values, current, scores, (x_all, y_all, weights),
+        None if seconds is None else seconds - (time.monotonic() - started), full_cost,
+        history, notes,
+    )  # fmt: skip
 
     train_score, valid_score = learning["train_scores"][-1], learning["validation_scores"][-1]
     train_skill = skill(train_score, baseline, metric)
@@ -284,9 +333,11 @@ def diagnose_fit(
         train_score, valid_score, train_skill, valid_skill, baseline, metric,
         learning["train_sizes"][-1], options,
     )  # fmt: skip
+    if verdict == GOOD_FIT and classes:
+        verdict, evidence = _confidence(bundle, validation, target, options, verdict, evidence)
     hints = _curve_hints(learning, validation_curve, valid_skill, baseline, metric)
     evidence += [hint for hint, _ in hints] + notes
-    suggestion = "nothing to change for the fit" if verdict == GOOD_FIT else knob.advice(verdict)
+    suggestion = suggest(verdict, knob, validation_curve, valid_skill, baseline, metric)
     concrete = [advice for _, advice in hints if advice]
     if concrete:
         joiner = "; worth a try: " if verdict == GOOD_FIT else "; "
@@ -306,6 +357,102 @@ def diagnose_fit(
         "rules": {"gap_tolerance": options.gap_tolerance, "min_skill": options.min_skill},
         "learning_curve": learning,
         "validation_curve": validation_curve,
+    }
+
+
+def _validation_curve(
+    bundle: Bundle,
+    param: str,
+    values: list[Any],
+    current: Any,
+    scores: Any,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    seconds: float | None,
+    cost: float,
+    history: dict[str, Any] | None,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Refit over the grid while it fits in `seconds` (each refit about `cost`); the grid
+    values nearest the model's own go first. A grid that cannot be refitted whole is read
+    from the tuning history when that has trials over the parameter."""
+    x_all, y_all, weights = data
+    curve: dict[str, Any] = {
+        "param": param, "values": values, "train_scores": [], "validation_scores": [],
+        "current": current,
+    }  # fmt: skip
+    fits = len(values) if seconds is None else int(max(seconds, 0) // max(cost, 1e-3))
+    if fits < len(values):
+        from_history = _curve_from_history(history, param, values)
+        if from_history is not None:
+            notes.append(
+                f"time budget: the validation curve over {param} is read from the tuning "
+                f"history ({from_history['trials']} trials; the best validation score near "
+                "each value, other parameters varying), not refitted"
+            )
+            return {**curve, **from_history}
+    keep = set(range(len(values)))
+    if fits < len(values):
+        near = _index_near(values, current)
+        keep = set(sorted(range(len(values)), key=lambda i: abs(i - near))[: max(fits, 1)])
+        left = [values[i] for i in range(len(values)) if i not in keep]
+        notes.append(
+            f"time budget: validation curve over {param} without {left} (about {cost:.1f}s "
+            f"a refit; {max(seconds or 0, 0):.0f}s left)"
+        )
+    kept_values = [values[i] for i in sorted(keep)]
+    for value in kept_values:
+        seen, held = scores(_refit(bundle, x_all, y_all, weights, (param, value)), x_all, y_all)
+        curve["train_scores"].append(seen)
+        curve["validation_scores"].append(held)
+    curve["values"] = kept_values
+    return curve
+
+
+def _trial_seconds(history: dict[str, Any] | None) -> float | None:
+    """The median duration of the tuning history's completed trials (None: none)."""
+    durations = [
+        t["duration_seconds"]
+        for t in (history or {}).get("trials", [])
+        if t.get("value") is not None and t.get("duration_seconds")
+    ]
+    return float(np.median(durations)) if durations else None
+
+
+def _index_near(values: list[Any], current: Any) -> int:
+    """The grid index nearest `current` (the middle when it is not a number)."""
+    if not isinstance(current, int | float) or isinstance(current, bool):
+        return len(values) // 2
+    return int(np.argmin([abs(np.log1p(abs(v)) - np.log1p(abs(current))) for v in values]))
+
+
+def _curve_from_history(
+    history: dict[str, Any] | None, param: str, values: list[Any]
+) -> dict[str, Any] | None:
+    """{values, validation_scores, train_scores: [], trials} from the tuning trials: each
+    trial counts for the grid value nearest its own value of `param` (on a log scale), and
+    each value keeps the best score among its trials; None when tuning did not search it."""
+    if not history or history.get("objective_data") != "validation":
+        return None
+    greater = history.get("greater_is_better", True)
+    best: dict[int, float] = {}
+    used = 0
+    for trial in history.get("trials", []):
+        value, score = trial.get("params", {}).get(param), trial.get("value")
+        if not isinstance(value, int | float) or score is None or not np.isfinite(score):
+            continue
+        used += 1
+        index = _index_near(values, value)
+        if index not in best or (score > best[index] if greater else score < best[index]):
+            best[index] = float(score)
+    if len(best) < 2:
+        return None
+    indices = sorted(best)
+    return {
+        "values": [values[i] for i in indices],
+        "validation_scores": [best[i] for i in indices],
+        "train_scores": [],
+        "source": "tuning history",
+        "trials": used,
     }
 
 
@@ -346,6 +493,71 @@ def _verdict(
     return GOOD_FIT, evidence
 
 
+def _confidence(
+    bundle: Bundle,
+    validation: pd.DataFrame,
+    target: str,
+    options: DiagnoseOptions,
+    verdict: str,
+    evidence: list[str],
+) -> tuple[str, list[str]]:
+    """A classifier whose probabilities are far less sure than it is right is
+    under-confident (the bundle's own probabilities, calibrated if it is)."""
+    prediction = bundle.predict(validation.drop(columns=[target]))
+    accuracy = float(np.mean(np.asarray(prediction.labels) == validation[target].to_numpy()))
+    confidence = float(prediction.probabilities.max(axis=1).mean())
+    said = (
+        f"right on {accuracy:.0%} of the validation rows with a mean probability of "
+        f"{confidence:.2f} for the class it predicts"
+    )
+    if accuracy - confidence > options.max_confidence_gap:
+        gap = options.max_confidence_gap
+        evidence.append(f"under-confident: {said} (more than {gap} apart)")
+        return UNDERCONFIDENT, evidence
+    evidence.append(f"confidence matches accuracy: {said}")
+    return verdict, evidence
+
+
+def suggest(
+    verdict: str,
+    knob: Diagnosis,
+    validation_curve: dict[str, Any],
+    valid_skill: float,
+    baseline: float,
+    metric: str,
+) -> str:
+    """The family's advice for the verdict, unless the validation curve contradicts it: an
+    overfitting model whose curve shows no stronger setting doing better is not told to
+    regularise more (nor an underfitting one to regularise less)."""
+    if verdict == GOOD_FIT:
+        return "nothing to change for the fit"
+    param, values = validation_curve["param"], validation_curve["values"]
+    skills = [skill(s, baseline, metric) for s in validation_curve["validation_scores"]]
+    current = validation_curve.get("current")
+    direction = knob.stronger * (1 if verdict == OVERFITTING else -1)
+    if isinstance(current, int | float) and not isinstance(current, bool):
+        wanted = [i for i, v in enumerate(values) if (v - current) * direction > 0]
+    else:  # no comparable current value: any grid value may point the way
+        wanted = list(range(len(values)))
+    helps = any(skills[i] - valid_skill >= NOTABLE_SKILL for i in wanted)
+    generic = knob.advice(OVERFITTING if verdict == OVERFITTING else UNDERFITTING)
+    if verdict == UNDERCONFIDENT:  # a ranking metric's curve cannot show confidence
+        return f"calibrate the probabilities (decision_threshold.calibrate), or {generic}"
+    if helps or not skills:
+        return generic
+    best = values[int(np.argmax(skills))]
+    way = "stronger" if verdict == OVERFITTING else "weaker"
+    alternative = (
+        "add rows or drop noisy features"
+        if verdict == OVERFITTING
+        else "calibrate the probabilities, add more informative features or try another family"
+    )
+    return (
+        f"the validation curve shows no gain from {way} regularisation ({param} best at "
+        f"{best}, the model has {current}): {alternative}"
+    )
+
+
 def _curve_hints(
     learning: dict[str, list],
     validation_curve: dict[str, Any],
@@ -363,7 +575,9 @@ def _curve_hints(
             f"{held[-2]:.4f} at {sizes[-2]}, {held[-1]:.4f} at {sizes[-1]}"
         )
         if rise >= NOTABLE_SKILL:
-            hints.append((f"{sentence}: still rising", "more training rows should help"))
+            moving = "falling" if metric in PERFECT_AT_ZERO else "rising"
+            hints.append((f"{sentence}: still improving ({metric} {moving})",
+                          "more training rows should help"))  # fmt: skip
         else:
             hints.append((f"{sentence}: levelling off", ""))
     else:
@@ -391,7 +605,9 @@ def diagnose(
     train: Input[Dataset],
     validation: Input[Dataset],
     diagnosis: Output[Artifact],
+    trials: Input[list[Artifact]],
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
+    time_budget: float = 0.0,
 ):
     """Learning curve, validation curve and an under/overfitting verdict for the champion.
 
@@ -406,22 +622,36 @@ def diagnose(
             with the numbers), suggestion, metric, baseline_score, skill, learning_curve
             (train_sizes, train_scores, validation_scores) and validation_curve (param,
             values, train_scores, validation_scores, current).
+        trials: The tuning studies of every family (the train steps' trials): the
+            champion's is the validation curve's fallback when refits do not fit the time.
         options: DiagnoseOptions (empty: defaults): gap_tolerance, min_skill, sizes,
-            min_rows, max_rows, seed.
+            min_rows, max_rows, seed, max_confidence_gap.
+        time_budget: The run's total time budget in seconds (0: none); the diagnosis's
+            share of it (kfp_lifecycle/budget.py) bounds the refits, and the evidence says
+            what was left out.
     """
     import json
 
     import pandas as pd
 
+    from kfp_lifecycle.budget import share
     from kfp_lifecycle.components.diagnose import DiagnoseOptions, diagnose_fit
     from kfp_lifecycle.core.bundle import load_bundle
 
     settings = DiagnoseOptions.model_validate(options)
+    bundle = load_bundle(model.path)
+    studies = []
+    for study in trials:
+        with open(study.path) as handle:
+            studies.append(json.load(handle))
+    history = next((s for s in studies if s.get("family") == bundle.metadata["family"]), None)
     result = diagnose_fit(
-        load_bundle(model.path),
+        bundle,
         pd.read_parquet(train.path),
         pd.read_parquet(validation.path),
         settings,
+        share(time_budget, "diagnosis"),
+        history,
     )
     with open(diagnosis.path, "w") as handle:
         json.dump(result, handle, indent=2, default=str)

@@ -12,6 +12,7 @@ its per-row `:explain` answers.
 """
 
 import shutil
+import time
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,9 @@ from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC
 from kfp_lifecycle.families import get_family
 
+# Rows an explanation keeps at least, whatever the time budget.
+EXPLAIN_MIN_ROWS = 200
+
 
 class ExplainOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -40,9 +44,15 @@ class ExplainOptions(BaseModel):
     seed: int = Field(0, description="Seed of the shuffles and of the sample.")
 
 
-def explain_bundle(bundle: Bundle, test: pd.DataFrame, options: ExplainOptions) -> dict[str, Any]:
+def explain_bundle(
+    bundle: Bundle, test: pd.DataFrame, options: ExplainOptions, seconds: float | None = None
+) -> dict[str, Any]:
     """Permutation importance per input column (+ mean |SHAP| per feature for the families
-    explained by SHAP)."""
+    explained by SHAP).
+
+    `seconds` bounds the shuffles (None: no limit): one scoring of the rows is timed, and
+    the repeats, then the rows, are cut until columns x repeats scorings fit; the result
+    says what was cut (budget_cut)."""
     target, task = bundle.metadata["target"], bundle.metadata["task"]
     metric = bundle.metadata.get("primary_metric") or PRIMARY_METRIC[task]
     if target not in test.columns:
@@ -80,13 +90,29 @@ def explain_bundle(bundle: Bundle, test: pd.DataFrame, options: ExplainOptions) 
         prediction = Bundle(None, model, bundle.metadata).predict(rows)
         return sign * compute_metrics(task, list(truth), prediction)[metric]
 
+    repeats, cut = options.repeats, ""
+    if seconds is not None:
+        started = time.monotonic()
+        scorer(bundle.pipeline, x, y)
+        once = max(time.monotonic() - started, 1e-4)  # one scoring of every row
+        columns = len(x.columns)
+        repeats = int(min(options.repeats, max(1, seconds // (once * columns) - 1)))
+        rows = len(x)
+        if once * columns * (repeats + 1) > seconds:  # one repeat still too long: fewer rows
+            rows = max(int(rows * seconds / (once * columns * 2)), min(rows, EXPLAIN_MIN_ROWS))
+        if (repeats, rows) != (options.repeats, len(x)):
+            cut = (
+                f"{repeats} of {options.repeats} repeats on {rows} of {len(x)} rows, to fit "
+                f"the explanation's {seconds:.0f}s of the run's time budget"
+            )
+            keep = x.sample(rows, random_state=options.seed).index if rows < len(x) else x.index
+            x, y = x.loc[keep], test.loc[keep, target].to_numpy()
     found = permutation_importance(
-        bundle.pipeline, x, y, scoring=scorer, n_repeats=options.repeats,
-        random_state=options.seed,
+        bundle.pipeline, x, y, scoring=scorer, n_repeats=repeats, random_state=options.seed,
     )  # fmt: skip
     result: dict[str, Any] = {
-        "method": f"permutation importance on {len(x)} test rows ({metric}, "
-        f"{options.repeats} repeats)",
+        "method": f"permutation importance on {len(x)} test rows ({metric}, {repeats} repeats)",
+        "budget_cut": cut,
         "metric": metric,
         "permutation_importance": _by_column(x.columns, found.importances_mean),
         "permutation_importance_std": _by_column(x.columns, found.importances_std),
@@ -140,6 +166,7 @@ def explain(
     explanation: Output[Artifact],
     explained: Output[Model],
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
+    time_budget: float = 0.0,
 ):
     """Global feature importance of the champion, kept in its bundle for serving.
 
@@ -154,11 +181,14 @@ def explain(
             explanation in metadata["explanation"]; the model server's :explain answer
             carries it as global_importance.
         options: ExplainOptions (empty: defaults): repeats, max_rows, seed.
+        time_budget: The run's total time budget in seconds (0: none); the explanation's
+            share of it (kfp_lifecycle/budget.py) bounds the shuffles (budget_cut says how).
     """
     import json
 
     import pandas as pd
 
+    from kfp_lifecycle.budget import share
     from kfp_lifecycle.components.explain import ExplainOptions, explain_bundle, explained_bundle
     from kfp_lifecycle.core.bundle import load_bundle
 
@@ -166,6 +196,7 @@ def explain(
         load_bundle(model.path),
         pd.read_parquet(test.path),
         ExplainOptions.model_validate(options),
+        share(time_budget, "explanation"),
     )
     with open(explanation.path, "w") as handle:
         json.dump(result, handle, indent=2)

@@ -94,6 +94,7 @@ def collect_window(
     predictions: Output[Dataset],
     labels: Output[Dataset],
     contract: Output[Artifact],
+    training_rows: Output[Dataset],
     start: str = "",
     end: str = "",
     window_days: int = 1,
@@ -107,6 +108,7 @@ def collect_window(
     test_metrics=dict,
     training_data=str,
     rows=int,
+    positive_class=str,
 ):
     """Read one window of logged requests and the champion's reference to compare it with.
 
@@ -124,26 +126,33 @@ def collect_window(
         labels: Ground truth for logged requests (request_id [, row], target), or no rows.
         contract: JSON: the data contract kept with the champion (null for a model
             registered without one); the drift step checks the window's inputs against it.
+        training_rows: Directory holding the window's labelled rows as
+            <model>-<start>--<end>.parquet (the model's input columns and the target: what
+            the champion's contract requires); empty without labels.
         labels_uri: CSV or Parquet of labels that arrived later; empty: none yet.
-        training_data_uri: Where to write the window's labelled rows for a retraining run
-            (a path or s3:// URI ending in .parquet); empty: next to the log, under
-            _retraining/<model>/<start>--<end>.parquet.
+        training_data_uri: Where a retraining run reads the labelled rows from (a path or
+            s3:// URI ending in .parquet; they are written there too); empty: the
+            training_rows artifact's own path, which steps share on kfp.local (on a cluster,
+            where each step has its own disk, give an s3:// URI). Never beside the log.
 
     Returns:
         task: The champion's task. target: its target column. model_version: its version.
         test_metrics: its metrics on its test rows (what live quality is compared with).
         training_data: URI of the labelled rows written for retraining ("" without labels).
         rows: Logged rows in the window.
+        positive_class: A binary champion's positive class, as text (a retraining keeps
+            it); "" otherwise.
     """
     import json
     import tempfile
+    from pathlib import Path
 
     import pandas as pd
 
     from kfp_lifecycle.components.ingest import read_table
     from kfp_lifecycle.components.monitor import (
         labelled_rows,
-        retraining_path,
+        positive_class_of,
         window_bounds,
         window_frames,
         write_table,
@@ -171,10 +180,14 @@ def collect_window(
     truth = read_table(labels_uri) if labels_uri else pd.DataFrame()
     truth.to_parquet(labels.path)
     training_data = ""
+    Path(training_rows.path).mkdir(parents=True, exist_ok=True)
     if not truth.empty:
         rows = labelled_rows(log, truth, target, bundle.schema.names)
-        training_data = training_data_uri or retraining_path(log_uri, model_name, start, end)
-        write_table(rows, training_data)
+        kept = str(Path(training_rows.path) / f"{model_name}-{start}--{end}.parquet")
+        write_table(rows, kept)
+        training_data = training_data_uri or kept
+        if training_data_uri:
+            write_table(rows, training_data_uri)
         print(f"{len(rows)} labelled row(s) for retraining: {training_data}")
     return (
         bundle.metadata["task"],
@@ -183,7 +196,14 @@ def collect_window(
         bundle.metadata.get("metrics_test", {}),
         training_data,
         len(log),
+        positive_class_of(bundle.metadata),
     )
+
+
+def positive_class_of(metadata: dict[str, Any]) -> str:
+    """A binary classifier's positive class (its second class) as text; "" otherwise."""
+    classes = metadata.get("classes") or []
+    return str(classes[1]) if metadata.get("task") == "classification" and len(classes) == 2 else ""
 
 
 def write_table(frame: pd.DataFrame, destination: str) -> None:
@@ -204,11 +224,3 @@ def write_table(frame: pd.DataFrame, destination: str) -> None:
         local = Path(directory) / "table.parquet"
         to_parquet(frame, local)
         upload_file(s3_client(), local, bucket, key)
-
-
-def retraining_path(log_uri: str, model_name: str, start: str, end: str) -> str:
-    """Where a window's labelled rows go by default: beside the request log."""
-    name = f"_retraining/{model_name}/{start}--{end}.parquet"
-    if log_uri.startswith("s3://"):
-        return f"{log_uri.rstrip('/')}/{name}"
-    return str(Path(log_uri.removeprefix("file://")) / name)

@@ -5,7 +5,9 @@ from typing import Any
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from kfp_lifecycle.component import component
+from kfp_lifecycle.components.validate import model_contract
 from kfp_lifecycle.core.bundle import read_metadata
+from kfp_lifecycle.core.schema import InputSchema
 from kfp_lifecycle.registry import CHAMPION, offer_champion, open_registry
 
 
@@ -21,6 +23,9 @@ def register_bundle(
 ) -> dict[str, Any]:
     """Register the bundle with its test metrics, gate decision, data contract and drift
     reference; return the run summary."""
+    metadata = read_metadata(bundle_dir)
+    if contract is not None:
+        contract = model_contract(contract, InputSchema.from_dict(metadata["input_schema"]).names)
     registry = open_registry(registry_uri)
     version = registry.register(
         model_name,
@@ -37,7 +42,6 @@ def register_bundle(
     # Under compare-and-swap: a champion that moved since the gate looked (a concurrent run)
     # is replaced only by a better test score.
     promoted = offer_champion(registry, model_name, version.version)
-    metadata = read_metadata(bundle_dir)  # the registered copy may be remote (s3://)
     return {
         "task": metadata["task"],
         "primary_metric": metadata["primary_metric"],

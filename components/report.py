@@ -160,8 +160,15 @@ def _threshold_choice(selection: dict[str, Any] | None) -> str:
     """How the decision threshold was chosen, from calibrate_threshold's summary."""
     if not selection:
         return "the default"
+    if selection["strategy"] == "prior":
+        return (
+            f"kept at the prior default (the share of '{selection['positive_class']}'): "
+            f"too few validation rows of a class to choose one on"
+        )
     if selection["strategy"] == "f1":
-        return "chosen to maximise F1 on validation rows"
+        return f"chosen to maximise F1 of '{selection['positive_class']}' on validation rows"
+    if selection["strategy"] == "balanced_accuracy":
+        return "chosen to maximise balanced accuracy on validation rows"
     if selection["strategy"] == "cost":
         costs = selection["costs"]
         return (
@@ -216,6 +223,8 @@ def _metrics_section(
     if "decision_threshold" in evaluation:
         how = _threshold_choice(metadata.get("threshold_selection"))
         facts.append(f"decision threshold {_number(evaluation['decision_threshold'])}, {how}")
+    if metadata.get("calibration"):
+        facts.append("probabilities calibrated (Platt scaling fitted on the validation rows)")
     section.text("; ".join(facts) + ".")
     baseline = (blessing or {}).get("baseline") or {}
     champion = baseline.get("metrics") or {}
@@ -424,7 +433,8 @@ def _learning_section(diagnosis: dict[str, Any] | None) -> Section:
         values = validation["values"]
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
         x = values if numeric else list(range(len(values)))
-        axes.plot(x, validation["train_scores"], "o-", label="training")
+        if validation["train_scores"]:  # none when read from the tuning history
+            axes.plot(x, validation["train_scores"], "o-", label="training")
         axes.plot(x, validation["validation_scores"], "o-", label="validation")
         if numeric and min(values) > 0 and max(values) / min(values) >= 100:
             axes.set_xscale("log")
@@ -447,6 +457,8 @@ def _importance_section(explanation: dict[str, Any] | None, columns: list[str] =
         f"Method: {explanation.get('method', 'permutation importance')}. Drop in the score "
         "when a column's values are shuffled (mean ± standard deviation over repeats)."
     )
+    if explanation.get("budget_cut"):
+        section.text(f"Cut to fit the run's time budget: {explanation['budget_cut']}.")
     section.add(_bar_chart(ranked[:TOP_FEATURES], spread, "Permutation importance (test)"))
     rows = [[name, float(value), float(spread.get(name, 0.0))] for name, value in ranked]
     section.add(table(["input column", "importance", "std"], rows))
@@ -502,6 +514,8 @@ def _tuning_section(trials: list[dict[str, Any]], champion: str | None = None) -
             f"{_number(budget.get('timeout_seconds'), 0)} s budget "
             f"(stopped by {chosen.get('stopped_by', '?')})."
         )
+        if chosen.get("budget_cut"):
+            section.text(f"Cut to fit the run's time budget: {chosen['budget_cut']}.")
     rows = []
     for study in trials:
         budget = study.get("budget", {})

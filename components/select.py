@@ -1,24 +1,51 @@
 """Select: the champion is the candidate with the best validation score on the primary metric."""
 
+import math
 from typing import Any
 
 from kfp.dsl import Input, Model, Output
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.core.errors import LifecycleError
-from kfp_lifecycle.core.tasks import METRICS
+from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, REGRESSION
+
+# Validation scores this close (absolute for metrics in [0, 1], relative to the best
+# otherwise) are a tie on small data: a few rows decide them. Ties go to the better proper
+# scoring rule (log loss for classifiers) when the primary metric is not one already.
+NEAR_TIE = 0.005
+TIE_BREAKER = {CLASSIFICATION: "log_loss", REGRESSION: "mae"}
+
+
+def near_tie(a: float, b: float, metric: str) -> bool:
+    """Whether two scores of `metric` are within NEAR_TIE of each other."""
+    bounded = metric not in ("rmse", "mae", "mape", "log_loss")
+    scale = 1.0 if bounded else max(abs(a), abs(b), 1e-12)
+    return abs(a - b) <= NEAR_TIE * scale
 
 
 def rank_candidates(candidates: list[dict[str, Any]], primary_metric: str) -> list[dict[str, Any]]:
-    """Candidates' metadata, best first by validation score (ties keep their order)."""
+    """Candidates' metadata, best first by validation score; among those in a near tie with
+    the best, the best by the task's tie breaker goes first (then the order is kept)."""
     if not candidates:
         raise LifecycleError("no trained candidate to select from")
-    best_first = METRICS[primary_metric].greater_is_better
-    return sorted(
-        candidates,
-        key=lambda c: c["metrics"]["validation"][primary_metric],
-        reverse=best_first,
-    )
+
+    def score(candidate: dict[str, Any], metric: str) -> float:
+        value = candidate["metrics"]["validation"].get(metric, float("nan"))
+        sign = -1 if METRICS[metric].greater_is_better else 1
+        return sign * value if math.isfinite(value) else math.inf
+
+    ranked = sorted(candidates, key=lambda c: score(c, primary_metric))
+    breaker = TIE_BREAKER[METRICS[primary_metric].task]
+    best = ranked[0]["metrics"]["validation"][primary_metric]
+    tied = [
+        c
+        for c in ranked
+        if near_tie(c["metrics"]["validation"][primary_metric], best, primary_metric)
+    ]
+    if len(tied) > 1 and breaker != primary_metric:
+        tied.sort(key=lambda c: score(c, breaker))
+        ranked = tied + [c for c in ranked if c not in tied]
+    return ranked
 
 
 def leaderboard(ranked: list[dict[str, Any]], primary_metric: str) -> dict[str, float]:

@@ -41,9 +41,18 @@ def make_estimator(family: str, task: str, seed: int = 42) -> Any:
     return get_family(family).estimator(task, seed=seed)
 
 
-def class_labels(labels: pd.Series) -> list[Any]:
-    """Sorted classes as plain Python values (JSON-safe); a model predicts their indices."""
-    return [v.item() if hasattr(v, "item") else v for v in sorted(labels.dropna().unique())]
+def class_labels(labels: pd.Series, positive: Any = None) -> list[Any]:
+    """Sorted classes as plain Python values (JSON-safe); a model predicts their indices.
+
+    Binary: the positive class last (index 1, the one thresholds and F1 are about):
+    `positive`, or the minority class of `labels` (components/validate.py resolves it)."""
+    from kfp_lifecycle.components.validate import resolve_positive_class
+
+    classes = [v.item() if hasattr(v, "item") else v for v in sorted(labels.dropna().unique())]
+    if len(classes) == 2:
+        positive = resolve_positive_class(labels.dropna(), "") if positive is None else positive
+        classes.sort(key=lambda label: label == positive)
+    return classes
 
 
 def _matrices(
@@ -53,12 +62,14 @@ def _matrices(
     task: str,
     preprocessor: Pipeline,
     fitted_rows: pd.DataFrame | None,
+    positive: Any = None,
 ) -> dict[str, Any]:
     """What a family is fitted and scored on: the training matrix (cross-fitted encodings,
     the balance step's weights and synthetic rows honoured), the validation matrix, and the
-    labels as class indices for classifiers."""
+    labels as class indices for classifiers (the positive class of the real rows last)."""
     train, sample_weight, origins = split_balance_columns(train)
-    classes = class_labels(train[target]) if task == CLASSIFICATION else None
+    real = train if fitted_rows is None else fitted_rows
+    classes = class_labels(real[target], positive) if task == CLASSIFICATION else None
     if classes is not None:
         index = {label: i for i, label in enumerate(classes)}
         y_train, y_valid = train[target].map(index), validation[target].map(index)
@@ -90,19 +101,20 @@ def tune_family(
     fitted_rows: pd.DataFrame | None = None,
     split: SplitOptions | None = None,
     balance: BalanceOptions | None = None,
+    positive: Any = None,
 ) -> dict[str, Any]:
     """The Optuna study of one family (components/tune.py) on the same matrices training uses.
 
     Objective cv builds its folds first (`cross_validation_matrices`), by the rules of
     `split` and replaying `balance`. `train_model(..., params=chosen_params(study))` then
     fits the best trial's model."""
-    data = _matrices(train, validation, target, task, preprocessor, fitted_rows)
+    data = _matrices(train, validation, target, task, preprocessor, fitted_rows, positive)
     folds, cv = None, None
     if options.enabled and options.objective == "cv":
         started = time.monotonic()
         folds = cross_validation_matrices(
             train, validation, target, task, preprocessor, fitted_rows,
-            options.cv_folds, options.seed, split, balance,
+            options.cv_folds, options.seed, split, balance, positive,
         )  # fmt: skip
         cv = {
             "folds": len(folds),
@@ -150,6 +162,7 @@ def cross_validation_matrices(
     seed: int = 42,
     split: SplitOptions | None = None,
     balance: BalanceOptions | None = None,
+    positive: Any = None,
 ) -> list[Fold]:
     """Each fold's matrices, made as if the fold's training rows were all there are.
 
@@ -169,7 +182,7 @@ def cross_validation_matrices(
             "objective cv replays the balance step on each fold's training rows, and these "
             "rows were rebalanced: pass the balance options and the real rows (fitted_rows)"
         )
-    classes = class_labels(real[target]) if task == CLASSIFICATION else None
+    classes = class_labels(real[target], positive) if task == CLASSIFICATION else None
     index = None if classes is None else {label: i for i, label in enumerate(classes)}
 
     def labels(frame: pd.DataFrame) -> np.ndarray:
@@ -251,6 +264,7 @@ def train_model(
     seed: int = 42,
     fitted_rows: pd.DataFrame | None = None,
     params: dict[str, Any] | None = None,
+    positive: Any = None,
 ) -> Bundle:
     """Fit one family (its defaults, or `params` from tuning) on the fitted preprocessor's
     output; return an in-memory bundle.
@@ -260,7 +274,7 @@ def train_model(
     """
     spec = get_family(family)
     estimator = spec.estimator(task, params, seed)
-    data = _matrices(train, validation, target, task, preprocessor, fitted_rows)
+    data = _matrices(train, validation, target, task, preprocessor, fitted_rows, positive)
     fit_estimator(
         estimator, family, data["x_train"], data["y_train"], data["sample_weight"],
         data["x_valid"], data["y_valid"],
@@ -349,6 +363,7 @@ def train(
     tuning: dict = {},  # noqa: B006 (KFP default, never mutated)
     split: dict = {},  # noqa: B006
     balance: dict = {},  # noqa: B006
+    time_budget: float = 0.0,
 ):
     """Tune one model family's hyperparameters (Optuna), train it with the best, and bundle
     it with the fitted preprocessing.
@@ -376,6 +391,8 @@ def train(
             strategy (group k-fold on group_column, time order on time_column).
         balance: The balance step's BalanceOptions: objective cv replays the balancing on
             each fold's training rows, so no copy or synthetic row reaches a held-out fold.
+        time_budget: The run's total time budget in seconds (0: none); tuning's share of it
+            (kfp_lifecycle/budget.py) caps timeout_seconds.
     """
     import json
 
@@ -385,28 +402,30 @@ def train(
     from kfp_lifecycle.components.preprocess import load_preprocessor
     from kfp_lifecycle.components.split import SplitOptions
     from kfp_lifecycle.components.train import train_model, tune_family
-    from kfp_lifecycle.components.tune import TuningOptions, chosen_params
+    from kfp_lifecycle.components.tune import TuningOptions, chosen_params, within_budget
     from kfp_lifecycle.core.bundle import write_bundle
 
-    options = TuningOptions.model_validate(tuning)
+    options, cut = within_budget(TuningOptions.model_validate(tuning), time_budget)
     split_options = SplitOptions.model_validate(split)
     balance_options = BalanceOptions.model_validate(balance)
     with open(validation_report.path) as handle:
         resolved = json.load(handle)
     task, primary_metric = resolved["task"], resolved["primary_metric"]
+    positive = resolved.get("positive_class")
     fitted, schema = load_preprocessor(preprocessor.path)
     rows = pd.read_parquet(train.path)
     held_out = pd.read_parquet(validation.path)
     fitted_on = pd.read_parquet(fitted_rows.path)
     study = tune_family(
         rows, held_out, target, task, family, fitted, primary_metric, options, seed, fitted_on,
-        split_options, balance_options,
+        split_options, balance_options, positive,
     )  # fmt: skip
+    study["budget_cut"] = cut
     with open(trials.path, "w") as handle:
         json.dump(study, handle, indent=2)
     bundle = train_model(
         rows, held_out, target, task, family, fitted, schema, seed, fitted_on,
-        params=chosen_params(study),
+        params=chosen_params(study), positive=positive,
     )  # fmt: skip
     bundle.metadata["primary_metric"] = primary_metric
     bundle.metadata["tuning"] = {

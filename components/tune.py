@@ -39,7 +39,9 @@ import optuna
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.base import clone
 
+from kfp_lifecycle.budget import share
 from kfp_lifecycle.components.evaluate import compute_metrics
+from kfp_lifecycle.components.select import TIE_BREAKER, near_tie
 from kfp_lifecycle.core.bundle import Prediction
 from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS
 from kfp_lifecycle.families import EARLY_STOPPING_ROUNDS, get_family
@@ -105,6 +107,19 @@ def defaults_of(estimator: Any, family: str, task: str) -> dict[str, Any]:
     return {name: estimator.get_params()[name] for name in space}
 
 
+def within_budget(options: TuningOptions, time_budget: float) -> tuple[TuningOptions, str]:
+    """The options with timeout_seconds capped by tuning's share of the run's time budget,
+    and what was cut ("" when nothing)."""
+    limit = share(time_budget, "tuning")
+    if limit is None or limit >= options.timeout_seconds:
+        return options, ""
+    cut = (
+        f"tuning time cut from {options.timeout_seconds:g}s to {limit:.0f}s per family to fit "
+        f"the run's time budget of {time_budget:g}s"
+    )
+    return options.model_copy(update={"timeout_seconds": limit}), cut
+
+
 def fixed_params(family: str, options: TuningOptions) -> dict[str, Any]:
     """Parameters that every trial and the final fit share, set by the options, not searched."""
     stopping = get_family(family).early_stopping
@@ -138,6 +153,13 @@ def score_model(
 ) -> float:
     """`metric` of a fitted estimator (or pipeline) on rows `x`; classifiers' `y` holds class
     indices into `classes`."""
+    return score_metrics(estimator, x, y, task, classes)[metric]
+
+
+def score_metrics(
+    estimator: Any, x: Any, y: np.ndarray, task: str, classes: list | None
+) -> dict[str, float]:
+    """Every metric of the task (compute_metrics) of a fitted estimator on rows `x`."""
     if task == CLASSIFICATION:
         probabilities = estimator.predict_proba(x)
         labels = [classes[i] for i in probabilities.argmax(1)]
@@ -145,7 +167,25 @@ def score_model(
         prediction = Prediction(labels, probabilities, classes)
     else:
         truth, prediction = list(y), Prediction(list(estimator.predict(x)), None, None)
-    return compute_metrics(task, truth, prediction)[metric]
+    return compute_metrics(task, truth, prediction)
+
+
+def best_of(study: optuna.Study, metric: str, task: str) -> optuna.trial.FrozenTrial | None:
+    """The best completed trial; among trials in a near tie with it on `metric` (small
+    data rarely separates them: a validation ROC-AUC of 1.0 for a whole range of C), the
+    best by the task's tie breaker (log loss for classifiers), then the earliest."""
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        return None
+    best = study.best_trial
+    breaker = TIE_BREAKER[task]
+    tied = [
+        t for t in done if near_tie(t.value, best.value, metric) and "tie_breaker" in t.user_attrs
+    ]
+    if breaker == metric or len(tied) < 2:
+        return best
+    sign = -1 if METRICS[breaker].greater_is_better else 1
+    return min(tied, key=lambda t: (sign * t.user_attrs["tie_breaker"], t.number))
 
 
 def tune(
@@ -180,6 +220,12 @@ def tune(
     def score(estimator: Any, x: np.ndarray, y: np.ndarray) -> float:
         return score_model(estimator, x, y, task, metric, classes)
 
+    def scored(trial: optuna.Trial, estimator: Any, x: np.ndarray, y: np.ndarray) -> float:
+        """The primary metric; the tie breaker kept on the trial for best_of."""
+        found = score_metrics(estimator, x, y, task, classes)
+        trial.set_user_attr("tie_breaker", found[TIE_BREAKER[task]])
+        return found[metric]
+
     def validation_objective(trial: optuna.Trial, estimator: Any) -> float:
         if spec.grow is not None and options.pruning:
 
@@ -188,17 +234,18 @@ def tune(
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
-            return spec.grow(
+            spec.grow(
                 estimator, x_train, y_train, sample_weight,
                 lambda model: score(model, x_valid, y_valid), report,
             )  # fmt: skip
+            return scored(trial, estimator, x_valid, y_valid)
         fit_estimator(estimator, family, x_train, y_train, sample_weight, x_valid, y_valid)
         if spec.early_stopping is not None:
             trial.set_user_attr("best_iteration", spec.best_iteration(estimator))
-        return score(estimator, x_valid, y_valid)
+        return scored(trial, estimator, x_valid, y_valid)
 
     def cv_objective(trial: optuna.Trial, params: dict[str, Any]) -> float:
-        scores, iterations = [], []
+        scores, iterations, ties = [], [], []
         for step, fold in enumerate(folds):
             estimator = clone(base).set_params(**params)
             # Early stopping uses the validation rows, as the final fit does: stopping on the
@@ -207,12 +254,14 @@ def tune(
                           fold.x_valid, y_valid)  # fmt: skip
             if spec.early_stopping is not None:
                 iterations.append(spec.best_iteration(estimator))
-            scores.append(score(estimator, fold.x_held_out, fold.y_held_out))
+            scores.append(scored(trial, estimator, fold.x_held_out, fold.y_held_out))
+            ties.append(trial.user_attrs["tie_breaker"])
             trial.report(float(np.mean(scores)), step)
             if options.pruning and trial.should_prune():
                 raise optuna.TrialPruned()
         if iterations and None not in iterations:
             trial.set_user_attr("best_iteration", round(float(np.mean(iterations))))
+        trial.set_user_attr("tie_breaker", float(np.mean(ties)))
         return float(np.mean(scores))
 
     def objective(trial: optuna.Trial) -> float:
@@ -244,6 +293,11 @@ def tune(
             f"(best {best:.4f}, {time.monotonic() - started:.0f}s of {options.timeout_seconds:g}s)",
             flush=True,
         )
+        # Optuna only stops starting trials once the timeout has passed, and the running one
+        # finishes: a trial that would end past it (as long as the slowest so far) is not begun.
+        slowest = max((t.duration.total_seconds() for t in study.trials if t.duration), default=0)
+        if time.monotonic() - started + slowest > options.timeout_seconds:
+            study.stop()
 
     study.optimize(
         objective,
@@ -259,15 +313,15 @@ def tune(
             f"{family}: the time budget ({options.timeout_seconds:g}s) stopped the search after "
             f"{len(study.trials)} of {trials_budget} trials"
         )
-    done = _completed(study)
     default = study.trials[0]
-    best = study.best_trial if done else None
+    best = best_of(study, metric, task)
     return {
         "family": family,
         "metric": metric,
         "greater_is_better": greater,
         "objective": "maximize" if greater else "minimize",
         "objective_data": objective_kind,
+        "tie_breaker": TIE_BREAKER[task],
         "default_params": _plain(defaults),
         "fixed_params": fixed,
         "default_score": default.value,
@@ -294,8 +348,9 @@ def _trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "is_default": bool(trial.user_attrs.get("is_default")),
         "duration_seconds": None if trial.duration is None else trial.duration.total_seconds(),
     }
-    if "best_iteration" in trial.user_attrs:
-        record["best_iteration"] = trial.user_attrs["best_iteration"]
+    for attribute in ("best_iteration", "tie_breaker"):
+        if attribute in trial.user_attrs:
+            record[attribute] = trial.user_attrs[attribute]
     return record
 
 

@@ -37,10 +37,16 @@ class ValidationResult:
     task: str
     primary_metric: str
     warnings: list[str] = field(default_factory=list)
+    # binary classification: the class the threshold, F1, precision and recall are about
+    positive_class: str | int | float | bool | None = None
 
 
 def validate_table(
-    frame: pd.DataFrame, target: str, task: str = "auto", metric: str = "auto"
+    frame: pd.DataFrame,
+    target: str,
+    task: str = "auto",
+    metric: str = "auto",
+    positive_class: str = "",
 ) -> ValidationResult:
     """Raise DataError naming the problem; return the resolved task, metric and warnings."""
     if frame.empty:
@@ -73,10 +79,39 @@ def validate_table(
         )
 
     resolved_task = resolve_task(task, labels)
+    positive = None
     if resolved_task == CLASSIFICATION:
         check_class_sizes(labels, target)
+        positive = resolve_positive_class(labels, target, positive_class)
+    elif positive_class:
+        raise DataError(f"positive_class '{positive_class}' is set, but the task is regression")
     warnings += column_warnings(frame, target)
-    return ValidationResult(resolved_task, resolve_metric(metric, resolved_task), warnings)
+    metric = resolve_metric(metric, resolved_task)
+    return ValidationResult(resolved_task, metric, warnings, positive)
+
+
+def resolve_positive_class(labels: pd.Series, target: str, configured: str = "") -> object:
+    """A binary task's positive class: the configured one (matched as text), else the
+    minority class, so that F1, precision, recall and the decision threshold are about the
+    rare outcome (a default on the majority is won by predicting it for every row); equal
+    counts: the larger label. Multiclass: None (configured, an error)."""
+    counts = labels.value_counts()
+    values = sorted(counts.index.tolist())
+    if len(values) != 2:
+        if configured:
+            raise DataError(
+                f"positive_class '{configured}' applies to a binary target; '{target}' has "
+                f"{len(values)} classes"
+            )
+        return None
+    if configured:
+        matched = [v for v in values if str(plain(v)) == configured]
+        if not matched:
+            shown = ", ".join(repr(plain(v)) for v in values)
+            raise DataError(f"positive_class '{configured}' is not a class of '{target}' ({shown})")
+        return plain(matched[0])
+    low, high = values
+    return plain(low if counts[low] < counts[high] else high)
 
 
 def check_class_sizes(labels: pd.Series, target: str) -> None:
@@ -151,13 +186,35 @@ def infer_contract(frame: pd.DataFrame, target: str) -> dict:
     return {"target": target, "rows": len(frame), "columns": columns}
 
 
+def model_contract(contract: dict, inputs: list[str]) -> dict:
+    """The contract as kept with a trained model: the model's input columns and the target
+    are required; every other column (an ID, a constant, anything preprocessing dropped) is
+    recorded as `required: false` with its kind alone, so a later table (a retraining window
+    assembled from the request log, which logs only the inputs) may lack it."""
+    needed = {*inputs, contract["target"]}
+    columns = {}
+    for name, spec in contract["columns"].items():
+        if name in needed:
+            columns[name] = {**spec, "required": True}
+        else:
+            columns[name] = {"kind": spec["kind"], "required": False}
+    return {**contract, "columns": columns}
+
+
+def required_columns(contract: dict) -> dict[str, dict]:
+    """The contract's columns a table must have (a contract from before `required` was
+    recorded requires them all)."""
+    return {n: s for n, s in contract["columns"].items() if s.get("required", True)}
+
+
 def check_contract(frame: pd.DataFrame, contract: dict) -> list[Finding]:
-    """Every way the table breaks the contract; pandera runs the value checks."""
+    """Every way the table breaks the contract's required columns; pandera runs the value
+    checks."""
     import pandera.pandas as pa
 
     findings: list[Finding] = []
     checks: dict[str, pa.Column] = {}
-    for name, spec in contract["columns"].items():
+    for name, spec in required_columns(contract).items():
         if name not in frame.columns:
             findings.append(Finding(ERROR, name, "present", "the column is missing"))
             continue
@@ -293,6 +350,7 @@ def validate(
     metric: str = "auto",
     registry: str = "",
     model_name: str = "",
+    positive_class: str = "",
 ) -> NamedTuple("ValidateOutputs", task=str, primary_metric=str):
     """Check the table can train a model and resolve the task and primary metric.
 
@@ -308,6 +366,8 @@ def validate(
         registry: Model registry; when it has a champion of model_name, the table is
             checked against that champion's contract (errors stop the run).
         model_name: Registered model name.
+        positive_class: A binary task's positive class (as text); empty: the minority class.
+            The report carries the resolved one to training.
 
     Returns:
         task: The resolved task.
@@ -326,7 +386,7 @@ def validate(
     )
 
     frame = pd.read_parquet(dataset.path)
-    result = validate_table(frame, target, task, metric)
+    result = validate_table(frame, target, task, metric, positive_class)
     findings = enforce_contract(frame, champion_contract(registry, model_name))
     with open(report.path, "w") as handle:
         json.dump({**asdict(result), "findings": [asdict(f) for f in findings]}, handle, indent=2)

@@ -49,6 +49,7 @@ def training_config(args: argparse.Namespace) -> Any:
             "split.validation_fraction": args.validation_fraction,
             "split.test_fraction": args.test_fraction,
             "split.seed": args.seed,
+            "time_budget": args.time_budget,
         },
     )
 
@@ -446,6 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--validation-fraction", type=float)
     training.add_argument("--test-fraction", type=float)
     training.add_argument("--seed", type=int)
+    training.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="seconds for the whole run, shared by tuning, diagnosis and explanation "
+        "(default 600; 0: none)",
+    )
     training.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     training.set_defaults(handler=cmd_run)
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from kfp_lifecycle.budget import DEFAULT_TIME_BUDGET
 from kfp_lifecycle.components.balance import BalanceOptions
 from kfp_lifecycle.components.clean import CleanOptions
 from kfp_lifecycle.components.diagnose import DiagnoseOptions
@@ -52,6 +53,11 @@ class DataConfig(Section):
         "auto", description="auto detects it from the target."
     )
     metric: str = Field("auto", description="Primary metric (auto: roc_auc or rmse).")
+    positive_class: str = Field(
+        "",
+        description="Binary classification: the class F1, precision, recall and the decision "
+        "threshold are about (as text); empty: the minority class.",
+    )
     sql: SqlOptions = Field(
         default_factory=SqlOptions, description="For a database source: what and which rows."
     )
@@ -123,6 +129,13 @@ class LifecycleConfig(Section):
     model_name: str | None = Field(None, description="Registered model name (default: target).")
     registry: str | None = Field(None, description="Registry: a directory or s3:// URI.")
     output: str = Field("lifecycle-output", description="Local run's output directory.")
+    time_budget: float = Field(
+        DEFAULT_TIME_BUDGET,
+        ge=0,
+        description="Seconds for a whole training run, shared by tuning, diagnosis and "
+        "explanation (kfp_lifecycle/budget.py); each cuts its work to fit and says so. "
+        "0: no budget (tuning's own timeout_seconds still applies).",
+    )
     profile: ProfileOptions = Field(default_factory=ProfileOptions)
     cleaning: CleanOptions = Field(default_factory=CleanOptions)
     split: SplitOptions = Field(default_factory=SplitOptions)

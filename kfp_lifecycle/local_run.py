@@ -54,7 +54,9 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         if not data.startswith("s3://"):
             data = str(Path(data.removeprefix("file://")).absolute())
         frame = read_table(data)
-    checked = validate_table(frame, target, config.data.task, config.data.metric)
+    checked = validate_table(
+        frame, target, config.data.task, config.data.metric, config.data.positive_class
+    )
     drop_unusable(frame, infer_schema(frame, target), config.preprocessing)
     for family in config.models.families:
         get_family(family).estimator(checked.task)
@@ -72,6 +74,8 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "model_name": model_name,
         "task": checked.task,
         "metric": checked.primary_metric,
+        "positive_class": config.data.positive_class,
+        "time_budget": config.time_budget,
         "families": config.models.families,
         "tuning_options": config.models.tuning.model_dump(mode="json"),
         "threshold_options": config.decision_threshold.model_dump(mode="json"),
@@ -307,22 +311,26 @@ def run_monitoring(
     from kfp_lifecycle.pipelines.monitoring import monitoring_pipeline
     from kfp_lifecycle.registry import open_registry
 
-    arguments = monitoring_arguments(config, start, end)
-    registry = open_registry(config.registry)
-    before = set(registry.versions(config.model_name))
     output = Path(config.output).absolute()
     log_file = output / PIPELINE_LOG if quiet else None
-    task = run_local(monitoring_pipeline, arguments, output, log_file, on_step)
-    decision = json.loads(Path(task.output.path).read_text())
-    new = sorted(set(registry.versions(config.model_name)) - before)
-    summary = {
-        "window": [arguments["start"], arguments["end"]],
-        **decision,
-        "new_versions": new,
-        "champion": registry.aliases(config.model_name).get("champion"),
-        "reports": publish_reports(task.output.path, output),
-    }
-    if log_file:
-        summary["log"] = str(log_file)
-    (output / MONITORING_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    summary: dict[str, Any] = {"window": [start, end], "error": None}
+    try:
+        arguments = monitoring_arguments(config, start, end)
+        summary["window"] = [arguments["start"], arguments["end"]]
+        registry = open_registry(config.registry)
+        before = set(registry.versions(config.model_name))
+        task = run_local(monitoring_pipeline, arguments, output, log_file, on_step)
+        decision = json.loads(Path(task.output.path).read_text())
+        summary.update(decision)
+        summary["new_versions"] = sorted(set(registry.versions(config.model_name)) - before)
+        summary["champion"] = registry.aliases(config.model_name).get("champion")
+        summary["reports"] = publish_reports(task.output.path, output)
+    except Exception as error:  # the summary says why the run stopped, then the error is raised
+        summary["error"] = str(error)
+        raise
+    finally:
+        if log_file:
+            summary["log"] = str(log_file)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / MONITORING_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary

@@ -88,6 +88,7 @@ def monitoring_pipeline(
             families=families,
             tuning_options=tuning_options,
             gate_options=gate_options,
+            positive_class=window.outputs["positive_class"],
         )
         with dsl.If(deploy == True, name="deploy"):  # noqa: E712
             deployment_pipeline(

@@ -2,6 +2,7 @@
 
 from kfp import dsl
 
+from kfp_lifecycle.budget import DEFAULT_TIME_BUDGET
 from kfp_lifecycle.cluster import with_db_access, with_s3_access
 from kfp_lifecycle.components.balance import balance
 from kfp_lifecycle.components.clean import clean
@@ -52,6 +53,8 @@ def training_pipeline(
     features_options: dict = {},  # noqa: B006
     balance_options: dict = {},  # noqa: B006
     sql_options: dict = {},  # noqa: B006
+    positive_class: str = "",
+    time_budget: float = DEFAULT_TIME_BUDGET,
 ) -> dsl.Artifact:
     # never cached: the key is the URI string, and the data behind a URI changes
     ingested = with_db_access(
@@ -69,6 +72,7 @@ def training_pipeline(
             metric=metric,
             registry=registry,
             model_name=model_name,
+            positive_class=positive_class,
         ).set_caching_options(False)  # the champion whose contract applies may have changed
     )
     resolved_task = checked.outputs["task"]
@@ -115,6 +119,7 @@ def training_pipeline(
             tuning=tuning_options,
             split=split_options,  # tuning's cross-validation follows the split's strategy
             balance=balance_options,  # ... and replays the balancing inside each fold
+            time_budget=time_budget,
         )
 
     chosen = select(
@@ -143,9 +148,14 @@ def training_pipeline(
         train=prepared.outputs["train_clean"],
         validation=parts.outputs["validation"],
         options=diagnose_options,
+        trials=dsl.Collected(candidate.outputs["trials"]),
+        time_budget=time_budget,
     ).set_display_name("diagnose (learning curves)")
     explained = explain(
-        model=calibrated.outputs["tuned"], test=parts.outputs["test"], options=explain_options
+        model=calibrated.outputs["tuned"],
+        test=parts.outputs["test"],
+        options=explain_options,
+        time_budget=time_budget,
     ).set_display_name("explain (feature importance)")
     reported = report(
         model=explained.outputs["explained"],

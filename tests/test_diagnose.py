@@ -12,10 +12,12 @@ from pydantic import ValidationError
 from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows
 from kfp_lifecycle.components.diagnose import (
     DiagnoseOptions,
+    _curve_hints,
     diagnose,
     diagnose_fit,
     nested_order,
     skill,
+    suggest,
 )
 from kfp_lifecycle.components.features import fit_feature_selector
 from kfp_lifecycle.components.preprocess import fit_preprocessor
@@ -25,6 +27,7 @@ from kfp_lifecycle.components.train import train_model
 from kfp_lifecycle.core.bundle import write_bundle
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
+from kfp_lifecycle.families import FAMILIES
 
 FEW_SIZES = DiagnoseOptions(sizes=[0.5, 1.0])
 
@@ -139,10 +142,11 @@ def test_component_writes_what_the_report_draws(tmp_path, churn):
         train=Dataset(uri=str(tmp_path / "train.parquet")),
         validation=Dataset(uri=str(tmp_path / "valid.parquet")),
         diagnosis=diagnosis,
+        trials=[],
         options={"sizes": [0.5, 1.0]},
     )
     written = json.loads(Path(diagnosis.path).read_text())
-    assert written["verdict"] in ("overfitting", "underfitting", "good fit")
+    assert written["verdict"] in ("overfitting", "underfitting", "under-confident", "good fit")
     assert diagnosis.metadata["verdict"] == written["verdict"]
     curve = written["validation_curve"]
     assert curve["param"] == "max_depth" and curve["current"] == 6
@@ -168,3 +172,44 @@ def test_options_are_checked():
     with pytest.raises(ValidationError, match="Extra inputs"):
         DiagnoseOptions.model_validate({"gap": 0.2})
     assert DiagnoseOptions(sizes=[1.0, 0.5, 0.5]).sizes == [0.5, 1.0]
+
+
+def _separable(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(rows, 3)), columns=["a", "b", "c"])
+    frame["y"] = np.where(frame["a"] + frame["b"] > 0, "yes", "no")
+    return frame
+
+
+def test_a_crushed_classifier_that_still_ranks_perfectly_is_under_confident():
+    # C tiny: every probability near the prior, yet the ranking (ROC-AUC) stays near 1
+    bundle, parts = _bundle(_separable(400, 2), "y", CLASSIFICATION, "linear", {"C": 1e-3})
+    result = diagnose_fit(bundle, parts.train, parts.validation, FEW_SIZES)
+    assert result["learning_curve"]["validation_scores"][-1] > 0.95
+    assert result["verdict"] == "under-confident", result["evidence"]
+    assert "calibrate" in result["suggestion"] and "raise C" in result["suggestion"]
+    # the same data with sensible regularisation is sure of itself, and a good fit
+    bundle, parts = _bundle(_separable(400, 2), "y", CLASSIFICATION, "linear")
+    assert diagnose_fit(bundle, parts.train, parts.validation, FEW_SIZES)["verdict"] == "good fit"
+
+
+def test_advice_follows_the_validation_curve():
+    forest = FAMILIES["random_forest"].diagnosis(CLASSIFICATION)
+    # overfitting, but the curve says the smallest min_samples_leaf (the model's own) is best
+    curve = {"param": "min_samples_leaf", "values": [1, 2, 5, 10], "current": 1,
+             "validation_scores": [0.80, 0.78, 0.75, 0.70]}  # fmt: skip
+    advice = suggest("overfitting", forest, curve, skill(0.80, 0.5, "roc_auc"), 0.5,
+                     "roc_auc")  # fmt: skip
+    assert "raise min_samples_leaf" not in advice and "add rows" in advice
+    # where a larger leaf does help, the family's advice stands
+    curve["validation_scores"] = [0.70, 0.74, 0.80, 0.78]
+    advice = suggest("overfitting", forest, curve, skill(0.70, 0.5, "roc_auc"), 0.5,
+                     "roc_auc")  # fmt: skip
+    assert "raise min_samples_leaf" in advice
+
+
+def test_a_falling_rmse_curve_is_improving_not_rising():
+    learning = {"train_sizes": [100, 200, 400], "validation_scores": [30.0, 25.0, 20.0]}
+    curve = {"param": "alpha", "values": [1.0], "current": 1.0, "validation_scores": [20.0]}
+    hints = _curve_hints(learning, curve, skill(20.0, 40.0, "rmse"), 40.0, "rmse")
+    assert "still improving (rmse falling)" in hints[0][0] and "rising" not in hints[0][0]

@@ -214,13 +214,21 @@ def test_tuned_bundle_carries_the_threshold_and_stays_verifiable(tmp_path, binar
     assert evaluate_bundle(bundle, parts.test)["decision_threshold"] == threshold
 
 
-def test_multiclass_bundle_passes_through_unchanged(tmp_path, three_classes):
+def test_multiclass_bundle_gets_no_threshold_only_a_calibration(tmp_path, three_classes):
     directory, parts = three_classes
     report = calibrate_bundle_threshold(
-        str(directory), parts.validation, str(tmp_path / "out"), ThresholdOptions()
+        str(directory), parts.validation, str(tmp_path / "out"), ThresholdOptions(calibrate=False)
     )
     assert not report["applied"] and "binary" in report["reason"]
     assert load_bundle(tmp_path / "out").metadata == load_bundle(directory).metadata
+    report = calibrate_bundle_threshold(
+        str(directory), parts.validation, str(tmp_path / "calibrated"), ThresholdOptions()
+    )
+    calibrated = load_bundle(tmp_path / "calibrated").metadata
+    assert ("calibration" in calibrated) is report["calibration"]["applied"]
+    assert {k: v for k, v in calibrated.items() if k != "calibration"} == load_bundle(
+        directory
+    ).metadata
 
 
 def test_threshold_component_writes_the_tuned_bundle_and_its_evidence(tmp_path, binary):

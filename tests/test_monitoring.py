@@ -129,7 +129,9 @@ def test_shifted_traffic_is_detected_and_a_new_version_is_trained(served_and_shi
     assert summary["new_versions"] == [first["model_version"] + 1]
     retrained = registry.metadata("churn", summary["new_versions"][0])
     # trained on the window's labelled rows: the logged inputs joined with their labels
-    assert retrained["lineage"]["data_source"].endswith(f"_retraining/churn/{start}--{end}.parquet")
+    source = retrained["lineage"]["data_source"]
+    assert source.startswith(str(root / "monitor"))
+    assert source.endswith(f"churn-{start}--{end}.parquet")
     assert registry.alias("churn", CHAMPION).version == summary["champion"]
     written = json.loads((root / "monitor" / "monitoring-summary.json").read_text())
     assert written == summary

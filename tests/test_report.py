@@ -344,7 +344,7 @@ def test_model_card_states_use_data_metrics_and_limitations(evaluated):
     assert f"| roc_auc | {evaluation['metrics']['roc_auc']:.4f} | higher |" in card
     assert f"Training rows: {bundle.metadata['training_rows']}" in card
     threshold = bundle.metadata["decision_threshold"]
-    assert f"at least {threshold:.4f}, chosen to maximise F1 on validation rows" in card
+    assert f"at least {threshold:.4f}, chosen to maximise F1 of 'yes' on validation rows" in card
     limitations = card.split("## Limitations")[1]
     assert "Fit diagnosis: overfitting" in limitations
     assert "Weakest slice of 'plan'" in limitations

@@ -86,7 +86,9 @@ class Bundle:
         features = frame
         if self.metadata["task"] != CLASSIFICATION:
             return Prediction(self.pipeline.predict(features).tolist(), None, None)
-        probabilities = self.pipeline.predict_proba(features)
+        probabilities = calibrated(
+            self.pipeline.predict_proba(features), self.metadata.get("calibration")
+        )
         classes = self.classes
         if len(classes) == 2:
             threshold = self.metadata.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)
@@ -94,6 +96,24 @@ class Bundle:
         else:
             indices = probabilities.argmax(axis=1)
         return Prediction([classes[i] for i in indices], probabilities, classes)
+
+
+def calibrated(probabilities: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
+    """The model's probabilities through the Platt scaling kept in metadata["calibration"]
+    (chosen by the calibrate step): each class's probability p becomes
+    sigmoid(slope * logit(p) + intercept); binary: the positive class's, the other is
+    1 - it; multiclass: every class's, then rows are normalised (as scikit-learn's
+    CalibratedClassifierCV does). None: unchanged."""
+    if not calibration:
+        return probabilities
+    slopes = np.asarray(calibration["slopes"], dtype=float)
+    intercepts = np.asarray(calibration["intercepts"], dtype=float)
+    p = np.clip(np.asarray(probabilities, dtype=float), 1e-12, 1 - 1e-12)
+    if p.shape[1] == 2:
+        positive = 1 / (1 + np.exp(-(slopes[0] * np.log(p[:, 1] / p[:, 0]) + intercepts[0])))
+        return np.column_stack([1 - positive, positive])
+    scaled = 1 / (1 + np.exp(-(slopes * np.log(p / (1 - p)) + intercepts)))
+    return scaled / scaled.sum(axis=1, keepdims=True)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -25,8 +25,9 @@ class MetricSpec:
     description: str = ""
 
 
-# Binary precision, recall and F1 are those of the positive class (the second of the sorted
-# classes); for multiclass they are macro averages. Threshold-dependent metrics use the
+# Binary precision, recall and F1 are those of the positive class (the second of the
+# classes: the minority class unless data.positive_class names another); for multiclass
+# they are macro averages. Threshold-dependent metrics use the
 # bundle's decision threshold, exactly as serving does.
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec

@@ -37,6 +37,7 @@ FAMILY = Family(
         overfitting="fewer max_leaf_nodes, more l2_regularization, or add rows",
         underfitting="more max_leaf_nodes, a higher learning_rate, less l2_regularization, "
         "or more informative features",
+        stronger=-1,
     ),
     explainer="permutation",
     needs_scaling=False,

@@ -71,6 +71,7 @@ FAMILY = Family(
         overfitting="fewer num_leaves, raise min_child_samples or reg_lambda, or add rows",
         underfitting="more num_leaves, a higher learning_rate, less reg_lambda, or more "
         "informative features",
+        stronger=-1,
     ),
     explainer="shap",
     needs_scaling=False,

@@ -31,7 +31,9 @@ UNDERFITTING = (
 
 def _diagnosis(task: str) -> Diagnosis:
     if task == CLASSIFICATION:
-        return Diagnosis("C", [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], OVERFITTING, UNDERFITTING)
+        return Diagnosis(
+            "C", [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], OVERFITTING, UNDERFITTING, stronger=-1
+        )
     return Diagnosis("alpha", [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4], OVERFITTING, UNDERFITTING)
 
 

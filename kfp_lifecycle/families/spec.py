@@ -65,6 +65,7 @@ class Diagnosis:
     grid: list[Any]
     overfitting: str  # advice when the model overfits
     underfitting: str  # advice when it underfits
+    stronger: int = 1  # +1: a higher value regularises more (min_samples_leaf); -1: less (C)
 
     def advice(self, verdict: str) -> str:
         return {"overfitting": self.overfitting, "underfitting": self.underfitting}[verdict]

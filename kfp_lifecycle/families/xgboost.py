@@ -72,6 +72,7 @@ FAMILY = Family(
         overfitting="lower max_depth, raise min_child_weight or reg_lambda, or add rows",
         underfitting="deeper trees (max_depth), more rounds, less reg_lambda, or more "
         "informative features",
+        stronger=-1,
     ),
     explainer="shap",
     needs_scaling=False,

@@ -1,0 +1,120 @@
+"""Decisions that hold on small or skewed data: the positive class, ties, calibration and the
+decision threshold."""
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows
+from kfp_lifecycle.components.evaluate import (
+    ThresholdOptions,
+    calibrate_bundle_threshold,
+    evaluate_bundle,
+    threshold_for,
+)
+from kfp_lifecycle.components.gate import GateOptions, decide
+from kfp_lifecycle.components.preprocess import fit_preprocessor
+from kfp_lifecycle.components.select import rank_candidates
+from kfp_lifecycle.components.split import split_table
+from kfp_lifecycle.components.train import train_model
+from kfp_lifecycle.components.tune import best_of
+from kfp_lifecycle.components.validate import validate_table
+from kfp_lifecycle.core.bundle import load_bundle, write_bundle
+from kfp_lifecycle.core.errors import DataError
+from kfp_lifecycle.core.tasks import CLASSIFICATION
+
+
+def credit_table(rows: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """95% 'good', 5% 'bad' loans ('bad' sorts first: the old rule made 'good' positive)."""
+    rng = np.random.default_rng(seed)
+    income, debt = rng.normal(size=rows), rng.normal(size=rows)
+    purpose = rng.choice(["car", "home", "study"], size=rows)
+    logit = -5.6 - 2.0 * income + 2.0 * debt + 0.5 * (purpose == "study")
+    bad = rng.random(rows) < 1 / (1 + np.exp(-logit))
+    return pd.DataFrame(
+        {"income": income, "debt": debt, "purpose": purpose,
+         "risk": np.where(bad, "bad", "good")}
+    )  # fmt: skip
+
+
+def test_the_minority_class_is_positive_unless_configured():
+    table = credit_table(400)
+    assert validate_table(table, "risk").positive_class == "bad"
+    assert validate_table(table, "risk", positive_class="good").positive_class == "good"
+    with pytest.raises(DataError, match="positive_class 'ok' is not a class of 'risk'"):
+        validate_table(table, "risk", positive_class="ok")
+
+
+def test_a_95_5_table_gets_minority_recall_and_calibrated_probabilities(tmp_path):
+    table = credit_table()
+    parts = split_table(table, "risk", CLASSIFICATION, seed=0)
+    fitted, schema, _ = fit_preprocessor(parts.train, "risk", CLASSIFICATION)
+    # class weights, which push the probabilities of 'bad' far up
+    weighted, _ = balance_training_rows(
+        parts.train, "risk", CLASSIFICATION, BalanceOptions(strategy="class_weight")
+    )
+    bundle = train_model(
+        weighted, parts.validation, "risk", CLASSIFICATION, "linear", fitted, schema,
+        fitted_rows=parts.train,
+    )  # fmt: skip
+    assert bundle.classes == ["good", "bad"]  # the positive class last
+    write_bundle(
+        tmp_path / "raw", bundle.pipeline, {**bundle.metadata, "primary_metric": "roc_auc"}
+    )
+    before = evaluate_bundle(load_bundle(tmp_path / "raw"), parts.test)["metrics"]
+    report = calibrate_bundle_threshold(
+        str(tmp_path / "raw"), parts.validation, str(tmp_path / "tuned"), ThresholdOptions()
+    )
+    assert report["calibration"]["applied"] is True
+    tuned = load_bundle(tmp_path / "tuned")
+    result = evaluate_bundle(tuned, parts.test)
+    metrics = result["metrics"]
+    labels, counts = result["confusion_matrix"]["labels"], result["confusion_matrix"]["matrix"]
+    assert labels == ["good", "bad"]
+    recall_bad = counts[1][1] / sum(counts[1])
+    assert recall_bad >= 0.5 and metrics["recall"] == pytest.approx(recall_bad)
+    assert metrics["balanced_accuracy"] >= 0.7
+    assert metrics["calibration_error"] <= 0.04 < before["calibration_error"]
+    # the gate bounds calibration error (a ceiling): the raw model fails it, the calibrated passes
+    bound = GateOptions(thresholds={"roc_auc": 0.8, "calibration_error": 0.05})
+    assert decide(metrics, CLASSIFICATION, bound).blessed
+    refused = decide(before, CLASSIFICATION, bound)
+    assert not refused.blessed and any("calibration_error" in r for r in refused.reasons)
+    # served probabilities are the calibrated ones
+    served = tuned.predict(parts.test.drop(columns=["risk"])).probabilities[:, 1]
+    assert abs(served.mean() - (parts.test["risk"] == "bad").mean()) < 0.02
+
+
+def test_too_few_validation_rows_of_a_class_keep_the_prior_default():
+    y = np.array(["bad"] * 6 + ["good"] * 94)
+    scores = np.linspace(0, 1, 100)[::-1]
+    threshold, evidence = threshold_for(y, scores, "bad", ThresholdOptions())
+    assert evidence["strategy"] == "prior" and threshold == 0.06
+    assert "only 6 validation row(s) of a class, fewer than 30" in evidence["reason"]
+    threshold, evidence = threshold_for(y, scores, "bad", ThresholdOptions(min_rows_per_class=5))
+    assert evidence["strategy"] == "f1" and threshold != 0.06
+
+
+def _candidate(family: str, roc_auc: float, log_loss: float) -> dict:
+    return {"family": family, "metrics": {"validation": {"roc_auc": roc_auc, "log_loss": log_loss}}}
+
+
+def test_near_ties_on_the_primary_metric_go_to_the_better_log_loss():
+    squashed = _candidate("linear", 1.0, 0.45)
+    sharp = _candidate("random_forest", 0.998, 0.08)
+    worse = _candidate("xgboost", 0.97, 0.01)
+    ranked = rank_candidates([squashed, sharp, worse], "roc_auc")
+    assert [c["family"] for c in ranked] == ["random_forest", "linear", "xgboost"]
+
+
+def test_tuning_breaks_near_ties_by_log_loss():
+    study = optuna.create_study(direction="maximize")
+    distributions = {"C": optuna.distributions.FloatDistribution(1e-3, 1e2, log=True)}
+    for c, auc, loss in [(1.0, 0.999, 0.10), (0.006, 1.0, 0.55), (10.0, 0.99, 0.05)]:
+        study.add_trial(
+            optuna.trial.create_trial(params={"C": c}, distributions=distributions, value=auc,
+                                      user_attrs={"tie_breaker": loss})
+        )  # fmt: skip
+    assert study.best_trial.params["C"] == 0.006
+    assert best_of(study, "roc_auc", CLASSIFICATION).params["C"] == 1.0

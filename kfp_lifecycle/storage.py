@@ -538,3 +538,18 @@ def download_bundle(
     except BaseException:
         (local_dir / METADATA_FILE).unlink(missing_ok=True)  # leave no half bundle behind
         raise
+
+
+def copy_key(client: Minio, bucket: str, source: str, key: str) -> None:
+    """Server-side copy within a bucket (no data through this machine; up to 5 GiB)."""
+    from minio.commonconfig import CopySource
+
+    with s3_errors(f"copying {_uri(bucket, source)} to {_uri(bucket, key)}"):
+        client.copy_object(bucket, key, CopySource(bucket, source))
+
+
+def remove_keys(client: Minio, bucket: str, keys: list[str]) -> None:
+    """Delete the given keys (absent ones are no error, as in S3 itself)."""
+    for key in keys:
+        with s3_errors(f"deleting {_uri(bucket, key)}"):
+            client.remove_object(bucket, key)

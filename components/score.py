@@ -104,16 +104,34 @@ def predict_chunk(bundle: Bundle, frame: pd.DataFrame) -> pd.DataFrame:
 # --- where the output goes ---------------------------------------------------------------
 
 
+def check_output(output: str) -> None:
+    """Refuse an output that already holds a run: each run publishes a new one, never
+    over (or into) an earlier one. Checked again, atomically, when publishing locally."""
+    refused = "each scoring run publishes a new one; choose another output"
+    if not output.startswith("s3://"):
+        path = Path(output.removeprefix("file://")).absolute()
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise DataError(
+                f"output {path} already exists and is not an empty directory: {refused}"
+            )
+        return
+    from kfp_lifecycle.storage import exists, list_keys, parse_s3_uri, s3_client
+
+    client = s3_client()
+    bucket, prefix = parse_s3_uri(output)
+    prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    if exists(client, bucket, prefix + SUMMARY_FILE) or list_keys(
+        client, bucket, f"{prefix}{PREDICTIONS_DIR}/"
+    ):
+        raise DataError(f"output {output} already holds scoring output: {refused}")
+
+
 class _LocalSink:
     """Write into a hidden staging directory beside OUTPUT; publish = one rename."""
 
     def __init__(self, output: str):
         self.output = Path(output.removeprefix("file://")).absolute()
-        if self.output.exists() and (not self.output.is_dir() or any(self.output.iterdir())):
-            raise DataError(
-                f"output {self.output} already exists and is not an empty directory: "
-                "each scoring run publishes a new one; choose another output"
-            )
+        check_output(output)
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(
             tempfile.mkdtemp(prefix=f".{self.output.name}.staging-", dir=self.output.parent)
@@ -146,19 +164,12 @@ class _S3Sink:
     """Upload parts under OUTPUT/_staging-<id>/; publish = copy into place, manifest last."""
 
     def __init__(self, output: str):
-        from kfp_lifecycle.storage import exists, list_keys, parse_s3_uri, s3_client
+        from kfp_lifecycle.storage import parse_s3_uri, s3_client
 
+        check_output(output)
         self.client = s3_client()
         self.bucket, prefix = parse_s3_uri(output)
         self.prefix = prefix.strip("/")
-        taken = exists(self.client, self.bucket, self._key(SUMMARY_FILE)) or list_keys(
-            self.client, self.bucket, self._key(PREDICTIONS_DIR) + "/"
-        )
-        if taken:
-            raise DataError(
-                f"output {self.location} already holds scoring output: each scoring run "
-                "publishes a new one; choose another output"
-            )
         self.staging = f"_staging-{uuid.uuid4().hex[:12]}"
         self.scratch = Path(tempfile.mkdtemp(prefix="kfp-lifecycle-score-"))
         self.uploaded: list[str] = []

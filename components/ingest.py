@@ -118,8 +118,15 @@ def iter_chunks(
     delimiter = _sniff_delimiter(path)
     dtype = dict.fromkeys(text_columns, "string")
     with _csv_errors(path):
+        # round_trip: a number reads the same whether its chunk's column is numeric (the
+        # C parser) or not (text, then pd.to_numeric), so chunking never moves a value.
         reader = pd.read_csv(
-            path, sep=delimiter, encoding="utf-8-sig", chunksize=rows, dtype=dtype or None
+            path,
+            sep=delimiter,
+            encoding="utf-8-sig",
+            chunksize=rows,
+            dtype=dtype or None,
+            float_precision="round_trip",
         )
         with reader:
             empty = True

@@ -39,6 +39,8 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,7 +83,7 @@ class ScoreOptions(BaseModel):
     )
     fail_on_drift: bool = Field(False, description="Fail (publish nothing) on dataset drift.")
     drift_sample_rows: int = Field(
-        50_000, ge=100, description="Uniform sample of the rows read, for drift and contract."
+        20_000, ge=100, description="Uniform sample of the rows read, for drift and contract."
     )
     drift: DriftOptions = Field(default_factory=DriftOptions)
 
@@ -279,6 +281,16 @@ def _expected_rows(path: Path) -> int:
     return max(1, round(path.stat().st_size * max(head.count(b"\n"), 1) / max(len(head), 1)))
 
 
+def _read_ahead(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The chunks, the next one read in a thread while this one is scored (pyarrow and
+    pandas' CSV parser release the GIL); never more than one chunk ahead."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-reader") as reader:
+        ahead = reader.submit(next, chunks, None)
+        while (chunk := ahead.result()) is not None:
+            ahead = reader.submit(next, chunks, None)
+            yield chunk
+
+
 @dataclass
 class _Timer:
     seconds: dict[str, float] = field(default_factory=dict)
@@ -306,6 +318,7 @@ def score_batch(
     uri = resolve_reference(model)
     sources = table_sources(data)
     sink = _sink(output)
+    run = None
     try:
         with tempfile.TemporaryDirectory(prefix="kfp-lifecycle-model-") as workdir:
             bundle = load_version(uri, workdir)
@@ -317,6 +330,8 @@ def score_batch(
         summary = run.finish(model, uri, model_version_of(metadata), data, began)
         sink.publish(summary)
     except BaseException:
+        if run is not None:
+            run.writer.shutdown(wait=True, cancel_futures=True)  # before its files go
         sink.discard()
         raise
     logger.info(
@@ -356,6 +371,10 @@ class _Run:
         self.examples: dict[str, int] = {}  # a few distinct reasons, for the failure message
         self.sample = _Sample(options.drift_sample_rows)
         self.progress = _Progress(files)
+        # Parts are encoded and stored in a thread while the next chunk is scored (pyarrow
+        # and the S3 upload release the GIL).
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-writer")
+        self.pending: Future | None = None
 
     def score_file(self, source: str, index: int) -> None:
         clock = time.perf_counter()
@@ -366,7 +385,8 @@ class _Run:
             expected = _expected_rows(path) if path.is_file() else 1
             clock = self.timer.add("read", clock)
             rows_before = self.rows_read
-            for chunk in iter_chunks(path, self.options.chunk_rows, text_columns=keys):
+            chunks = iter_chunks(path, self.options.chunk_rows, text_columns=keys)
+            for chunk in _read_ahead(chunks):
                 clock = self.timer.add("read", clock)
                 self._score_chunk(source, chunk)
                 clock = time.perf_counter()
@@ -425,9 +445,20 @@ class _Run:
                     f"between chunks ({error}); give them one type in every file"
                 ) from None
         name = f"{PREDICTIONS_DIR}/part-{len(self.parts):05d}.parquet"
-        pq.write_table(table, self.sink.local_path(name))
-        self.sink.stored(name)
+        self.wait_for_writes()  # at most one part in flight: memory stays bounded
+
+        def write() -> None:
+            pq.write_table(table, self.sink.local_path(name))
+            self.sink.stored(name)
+
+        self.pending = self.writer.submit(write)
         self.parts.append({"file": name, "rows": len(out)})
+
+    def wait_for_writes(self) -> None:
+        """The part being written is complete (and uploaded); its error is raised here."""
+        if self.pending is not None:
+            self.pending.result()
+            self.pending = None
 
     def _quarantine(self, keys: pd.DataFrame, raw: pd.DataFrame, reasons: pd.Series) -> None:
         import pyarrow as pa
@@ -458,6 +489,8 @@ class _Run:
     def finish(self, model: str, uri: str, version: str, data: str, began: float) -> dict[str, Any]:
         """Close the quarantine, run the drift and contract checks, enforce the limits and
         return the manifest (publishing is the caller's)."""
+        self.wait_for_writes()
+        self.writer.shutdown()
         if self.quarantine is not None:
             self.quarantine.close()
             self.sink.stored(QUARANTINE_FILE)

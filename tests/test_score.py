@@ -329,13 +329,14 @@ KILLED_RUN = """
 import os, signal, sys
 from kfp_lifecycle.components import score
 
-write_part = score._Run._write_part
+def killed_after(stored):
+    def store_then_die(self, name):
+        stored(self, name)
+        os.kill(os.getpid(), signal.SIGKILL)  # right after the first part is stored
+    return store_then_die
 
-def write_then_die(self, *args):
-    write_part(self, *args)
-    os.kill(os.getpid(), signal.SIGKILL)  # right after the first part is stored
-
-score._Run._write_part = write_then_die
+for sink in (score._LocalSink, score._S3Sink):
+    sink.stored = killed_after(sink.stored)
 score.score_batch(sys.argv[1], sys.argv[2], sys.argv[3], score.ScoreOptions(chunk_rows=100))
 """
 

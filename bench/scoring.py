@@ -66,24 +66,12 @@ def write_data(path: Path, rows: int) -> None:
 def build_registry(root: Path) -> str:
     """REGISTRY/churn@champion trained on 5,000 demo rows, with its reference and contract."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from bundles import build_bundle
+    from bundles import register_churn
 
-    from kfp_lifecycle.components.drift import reference_sample
-    from kfp_lifecycle.components.validate import infer_contract
     from kfp_lifecycle.demo import make_churn_dataset
-    from kfp_lifecycle.registry import LocalRegistry
 
-    training = make_churn_dataset(rows=5000, seed=21)
-    bundle = build_bundle(root / "bundle", training)
-    registry = LocalRegistry(root / "registry")
-    kept = {
-        "model_name": "churn",
-        "reference": reference_sample(training, "churned"),
-        "contract": infer_contract(training, "churned"),
-    }
-    registry.register("churn", bundle, kept)
-    registry.set_alias("churn", "champion", 1)
-    return f"{root / 'registry'}/churn@champion"
+    registry = register_churn(root, make_churn_dataset(rows=5000, seed=21))
+    return f"{registry}/churn@champion"
 
 
 PLAIN = """

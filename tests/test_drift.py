@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from bundles import build_bundle
+from bundles import register_churn
 from kfp.dsl import HTML, Artifact, Dataset, Metrics
 from s3_server import new_bucket, running_moto
 
@@ -26,7 +26,6 @@ from kfp_lifecycle.components.validate import infer_contract
 from kfp_lifecycle.demo import make_churn_dataset
 from kfp_lifecycle.drift_run import DRIFT_EXIT_CODE, table_sources
 from kfp_lifecycle.errors import DataError
-from kfp_lifecycle.registry import LocalRegistry
 from kfp_lifecycle.schema import infer_schema
 from kfp_lifecycle.storage import upload_file
 
@@ -236,14 +235,7 @@ def test_reference_sample_round_trips_through_the_bundle_metadata():
 def registered(tmp_path_factory) -> str:
     """REGISTRY/churn@1: a real bundle registered with its reference sample, as training does."""
     root = tmp_path_factory.mktemp("drift-cli")
-    training = make_churn_dataset(rows=1500, seed=21)
-    bundle = build_bundle(root / "bundle", training)
-    registry = LocalRegistry(root / "registry")
-    kept = {
-        "reference": reference_sample(training, "churned"),
-        "contract": infer_contract(training, "churned"),
-    }
-    registry.register("churn", bundle, kept)
+    register_churn(root, make_churn_dataset(rows=1500, seed=21))
     return f"{root / 'registry'}/churn@1"
 
 

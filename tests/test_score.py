@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from bundles import build_bundle
+from bundles import register_churn
 from s3_server import new_bucket, running_moto
 
 from kfp_lifecycle import cli
 from kfp_lifecycle.bundle import load_bundle
 from kfp_lifecycle.cluster import S3_SECRET
-from kfp_lifecycle.components.drift import detect_drift, reference_frame, reference_sample
+from kfp_lifecycle.components.drift import detect_drift, reference_frame
 from kfp_lifecycle.components.score import (
     QUARANTINE_FILE,
     SUMMARY_FILE,
@@ -27,12 +27,10 @@ from kfp_lifecycle.components.score import (
     ScoringFailed,
     score_batch,
 )
-from kfp_lifecycle.components.validate import infer_contract
 from kfp_lifecycle.demo import make_churn_dataset
 from kfp_lifecycle.drift_run import read_current
 from kfp_lifecycle.errors import DataError
 from kfp_lifecycle.pipelines import COMPILED_DIR
-from kfp_lifecycle.registry import LocalRegistry
 from kfp_lifecycle.schema import ColumnSpec, InputSchema
 from kfp_lifecycle.storage import list_keys, upload_file
 
@@ -42,18 +40,7 @@ ROWS = 3000
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory) -> Path:
     """REGISTRY/churn, version 1 the champion, registered with its reference and contract."""
-    root = tmp_path_factory.mktemp("score")
-    training = make_churn_dataset(rows=1500, seed=21)
-    bundle = build_bundle(root / "bundle", training)
-    store = LocalRegistry(root / "registry")
-    kept = {
-        "model_name": "churn",
-        "reference": reference_sample(training, "churned"),
-        "contract": infer_contract(training, "churned"),
-    }
-    store.register("churn", bundle, kept)
-    store.set_alias("churn", "champion", 1)
-    return root / "registry"
+    return register_churn(tmp_path_factory.mktemp("score"), make_churn_dataset(rows=1500, seed=21))
 
 
 @pytest.fixture(scope="module")

@@ -9,22 +9,17 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kfp_lifecycle.components.gate import check_thresholds
-from kfp_lifecycle.components.ingest import read_table
-from kfp_lifecycle.components.preprocess import drop_unusable
-from kfp_lifecycle.components.train import make_estimator
-from kfp_lifecycle.components.validate import champion_contract, enforce_contract, validate_table
-from kfp_lifecycle.config import LifecycleConfig
 from kfp_lifecycle.errors import (
     STEP_FAILURE_FILE,
     LifecycleError,
     StepCrashed,
     StepFailed,
 )
-from kfp_lifecycle.registry import model_name_from
-from kfp_lifecycle.schema import infer_schema
+
+if TYPE_CHECKING:
+    from kfp_lifecycle.config import LifecycleConfig
 
 SUMMARY_FILE = "summary.json"
 MONITORING_SUMMARY_FILE = "monitoring-summary.json"
@@ -35,6 +30,20 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     column name, threshold or registry fails in seconds with a one-line reason, before any
     step starts: the table's validation, the champion's data contract, and whether any
     feature column survives preprocessing's rule for constant and ID-like columns."""
+    # Imported here, not with the module: run_local serves every pipeline, and a scoring
+    # run should not wait for the training steps' libraries to load.
+    from kfp_lifecycle.components.gate import check_thresholds
+    from kfp_lifecycle.components.ingest import read_table
+    from kfp_lifecycle.components.preprocess import drop_unusable
+    from kfp_lifecycle.components.train import make_estimator
+    from kfp_lifecycle.components.validate import (
+        champion_contract,
+        enforce_contract,
+        validate_table,
+    )
+    from kfp_lifecycle.registry import model_name_from
+    from kfp_lifecycle.schema import infer_schema
+
     data, target = config.data.source, config.data.target
     if not data:
         raise LifecycleError("no data source: pass --data or set data.source in the config")

@@ -3,7 +3,9 @@ equal to bundle.predict; quarantine; the failure share; drift; an atomic publish
 SIGKILL mid-run cannot break; the CLI through kfp.local; the compiled pipeline."""
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -19,6 +21,7 @@ from s3_server import new_bucket, running_moto
 from kfp_lifecycle import cli
 from kfp_lifecycle.bundle import load_bundle
 from kfp_lifecycle.cluster import S3_SECRET
+from kfp_lifecycle.components import score as score_module
 from kfp_lifecycle.components.drift import detect_drift, reference_frame
 from kfp_lifecycle.components.score import (
     QUARANTINE_FILE,
@@ -237,6 +240,20 @@ def test_above_the_allowed_share_of_bad_rows_nothing_is_published(registry, tmp_
         ScoreOptions(chunk_rows=300, max_quarantine_share=0.05),
     )
     assert summary["rows"]["quarantined"] == 20 and (output / QUARANTINE_FILE).is_file()
+
+
+def test_progress_is_logged_with_rows_rate_and_eta(registry, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(score_module, "PROGRESS_SECONDS", 0.0)  # every chunk, for the test
+    source = tmp_path / "customers.parquet"
+    batch(1000).to_parquet(source, index=False)
+    with caplog.at_level(logging.INFO, logger="kfp_lifecycle.components.score"):
+        options = ScoreOptions(chunk_rows=250)
+        score_batch(champion(registry), str(source), str(tmp_path / "out"), options)
+    lines = [r.getMessage() for r in caplog.records]
+    progress = [line for line in lines if line.startswith("scored ")]
+    assert re.fullmatch(r"scored 250 rows \(\d+ rows/s, 25% of the input, ETA \d+ s\)", progress[0])
+    assert re.fullmatch(r"scored 1000 rows \(\d+ rows/s, 100% of the input\)", progress[-1])
+    assert lines[-1] == f"published 1000 scored rows (0 quarantined) to {tmp_path / 'out'}"
 
 
 def test_check_rows_names_every_bad_field_of_every_kind():

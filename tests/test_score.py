@@ -402,6 +402,15 @@ def test_lifecycle_score_runs_the_pipeline_through_kfp_local(registry, tmp_path,
            "--output", str(tmp_path / "other")]  # fmt: skip
     assert cli.main(bad) == 2
     assert "model 'churn' has no alias 'nightly'" in capsys.readouterr().err
+    # too many bad rows: the step fails with its reason in one line, and publishes nothing
+    broken(batch(200), list(range(0, 200, 20))).to_csv(source, index=False)  # 5% bad
+    failing = ["score", "--model", champion(registry), "--data", str(source), "--output",
+               str(tmp_path / "refused")]  # fmt: skip
+    assert cli.main(failing) == 2
+    assert "step 'score' failed: 10 of 200 rows (5.00%) break the model's input schema" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "refused").exists()
 
 
 def test_the_compiled_scoring_pipeline_wiring():

@@ -97,22 +97,31 @@ def _read_local(path: Path) -> pd.DataFrame:
 
 
 def iter_chunks(
-    path: Path, rows: int, text_columns: tuple[str, ...] = ()
+    path: Path,
+    rows: int,
+    text_columns: tuple[str, ...] = (),
+    columns: tuple[str, ...] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """A local CSV or Parquet file as frames of at most `rows` rows, never more in memory.
 
     Parquet is read batch by batch (pyarrow), CSV with pandas' chunked reader, with the same
     checks as read_table. A CSV's types are inferred per chunk; `text_columns` (keys) are
     read as text in every chunk so that they keep one type (and their leading zeros).
+    `columns`, when given, are the only ones a Parquet file is read for (those of them it
+    has): a wide table costs no more than the columns asked for. A CSV is parsed whole per
+    chunk (its one-column check names a wrong delimiter, which a column filter would hide).
     """
     suffix = _check_file(path)
+    wanted = None if columns is None else set(columns)
     if suffix in PARQUET_SUFFIXES:
         import pyarrow.parquet as pq
 
         with pq.ParquetFile(path) as parquet:
             if parquet.metadata.num_rows == 0:
                 raise DataError(f"data file {path} has a header but no rows")
-            for batch in parquet.iter_batches(batch_size=rows):
+            names = parquet.schema_arrow.names
+            kept = names if wanted is None else [n for n in names if n.strip() in wanted]
+            for batch in parquet.iter_batches(batch_size=rows, columns=kept):
                 yield _checked_columns(batch.to_pandas(), path)
         return
     delimiter = _sniff_delimiter(path)

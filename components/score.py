@@ -385,7 +385,8 @@ class _Run:
             expected = _expected_rows(path) if path.is_file() else 1
             clock = self.timer.add("read", clock)
             rows_before = self.rows_read
-            chunks = iter_chunks(path, self.options.chunk_rows, text_columns=keys)
+            wanted = (*keys, *self.schema.names)  # other columns are never read
+            chunks = iter_chunks(path, self.options.chunk_rows, keys, columns=wanted)
             for chunk in _read_ahead(chunks):
                 clock = self.timer.add("read", clock)
                 self._score_chunk(source, chunk)

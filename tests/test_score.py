@@ -86,7 +86,7 @@ def parts(output: Path) -> pd.DataFrame:
     )
 
 
-def test_a_csv_file_is_scored_in_chunks_exactly_as_bundle_predict_scores_it(
+def test_a_csv_file_is_scored_in_chunks_as_bundle_predict_scores_it(
     registry, bundle, tmp_path
 ):
     raw = batch()

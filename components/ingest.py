@@ -6,7 +6,7 @@ import csv
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -19,6 +19,51 @@ from kfp_lifecycle.core.errors import DataError
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CANDIDATE_DELIMITERS = ",;\t|"
+# Read under a directory or prefix (.txt, which read_table also takes, is too often a note).
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+
+
+def table_sources(location: str) -> list[str]:
+    """The files `location` stands for: itself if it names a file, else every CSV and Parquet
+    file under it (a directory or s3:// prefix, recursively, sorted). Paths with a part that
+    starts with "_" or "." are skipped, as Spark and Hive do (_SUCCESS, _retraining/, .crc).
+    A database URL stands for itself (kfp_lifecycle.sources.sql)."""
+    from kfp_lifecycle.sources.sql import is_sql_source
+
+    if is_sql_source(location):
+        return [location]
+    if location.startswith("s3://"):
+        return _s3_sources(location)
+    path = Path(location.removeprefix("file://"))
+    if not path.is_dir():
+        return [str(path)]  # read_table names it if it does not exist
+    found = [
+        str(p)
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and _is_table(p.relative_to(path).as_posix())
+    ]
+    if not found:
+        raise DataError(f"no CSV or Parquet file under {path}")
+    return found
+
+
+def _s3_sources(uri: str) -> list[str]:
+    from kfp_lifecycle.storage import list_keys, parse_s3_uri, s3_client
+
+    bucket, key = parse_s3_uri(uri)
+    if key.lower().endswith(TABLE_SUFFIXES):
+        return [uri]
+    prefix = f"{key.rstrip('/')}/" if key.strip("/") else ""  # a folder, not a name's start
+    keys = [k for k in list_keys(s3_client(), bucket, prefix) if _is_table(k[len(prefix) :])]
+    if not keys:
+        raise DataError(f"no CSV or Parquet file under s3://{bucket}/{prefix}")
+    return [f"s3://{bucket}/{k}" for k in keys]
+
+
+def _is_table(relative: str) -> bool:
+    parts = PurePosixPath(relative).parts
+    hidden = any(part.startswith(("_", ".")) for part in parts)
+    return not hidden and relative.lower().endswith(TABLE_SUFFIXES)
 
 
 @contextmanager
@@ -91,20 +136,77 @@ def ingest_table(
 
 
 def _read_local(path: Path) -> pd.DataFrame:
+    suffix = _check_file(path)
+    frame = pd.read_parquet(path) if suffix in PARQUET_SUFFIXES else _read_csv(path)
+    if frame.empty:
+        raise DataError(f"data file {path} has a header but no rows")
+    return _checked_columns(frame, path)
+
+
+def iter_chunks(
+    path: Path,
+    rows: int,
+    text_columns: tuple[str, ...] = (),
+    columns: tuple[str, ...] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """A local CSV or Parquet file as frames of at most `rows` rows, never more in memory.
+
+    Parquet is read batch by batch (pyarrow), CSV with pandas' chunked reader, with the same
+    checks as read_table. A CSV's types are inferred per chunk; `text_columns` (keys) are
+    read as text in every chunk so that they keep one type (and their leading zeros).
+    `columns`, when given, are the only ones a Parquet file is read for (those of them it
+    has): a wide table costs no more than the columns asked for. A CSV is parsed whole per
+    chunk (its one-column check names a wrong delimiter, which a column filter would hide).
+    """
+    suffix = _check_file(path)
+    wanted = None if columns is None else set(columns)
+    if suffix in PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(path) as parquet:
+            if parquet.metadata.num_rows == 0:
+                raise DataError(f"data file {path} has a header but no rows")
+            names = parquet.schema_arrow.names
+            kept = names if wanted is None else [n for n in names if n.strip() in wanted]
+            for batch in parquet.iter_batches(batch_size=rows, columns=kept):
+                yield _checked_columns(batch.to_pandas(), path)
+        return
+    delimiter = _sniff_delimiter(path)
+    dtype = dict.fromkeys(text_columns, "string")
+    with _csv_errors(path):
+        # round_trip: a number reads the same whether its chunk's column is numeric (the
+        # C parser) or not (text, then pd.to_numeric), so chunking never moves a value.
+        reader = pd.read_csv(
+            path,
+            sep=delimiter,
+            encoding="utf-8-sig",
+            chunksize=rows,
+            dtype=dtype or None,
+            float_precision="round_trip",
+        )
+        with reader:
+            empty = True
+            for frame in reader:
+                empty = False
+                yield _checked_columns(frame, path)
+    if empty:
+        raise DataError(f"data file {path} has a header but no rows")
+
+
+def _check_file(path: Path) -> str:
+    """The file's suffix, once it is known to exist, hold something and be a table."""
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     if path.stat().st_size == 0:
         raise DataError(f"data file {path} is empty")
     suffix = path.suffix.lower()
-    if suffix in PARQUET_SUFFIXES:
-        frame = pd.read_parquet(path)
-    elif suffix in CSV_SUFFIXES:
-        frame = _read_csv(path)
-    else:
+    if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
         raise DataError(f"cannot read {path}: expected a .csv or .parquet file")
-    if frame.empty:
-        raise DataError(f"data file {path} has a header but no rows")
-    if frame.shape[1] == 1 and suffix in CSV_SUFFIXES:
+    return suffix
+
+
+def _checked_columns(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    if frame.shape[1] == 1 and path.suffix.lower() in CSV_SUFFIXES:
         header = str(frame.columns[0])
         suspects = [c for c in ":; \t|," if c in header]
         if suspects:
@@ -117,6 +219,12 @@ def _read_local(path: Path) -> pd.DataFrame:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    delimiter = _sniff_delimiter(path)
+    with _csv_errors(path):
+        return pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", low_memory=False)
+
+
+def _sniff_delimiter(path: Path) -> str:
     with open(path, "rb") as handle:
         head = handle.read(64 * 1024)
     try:
@@ -129,11 +237,16 @@ def _read_csv(path: Path) -> pd.DataFrame:
             ) from None
         text = head[: error.start].decode("utf-8-sig")
     try:
-        delimiter = csv.Sniffer().sniff(text.splitlines()[0], CANDIDATE_DELIMITERS).delimiter
+        return csv.Sniffer().sniff(text.splitlines()[0], CANDIDATE_DELIMITERS).delimiter
     except (csv.Error, IndexError):
-        delimiter = ","
+        return ","
+
+
+@contextmanager
+def _csv_errors(path: Path) -> Iterator[None]:
+    """pandas' CSV failures as one line naming the file."""
     try:
-        return pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", low_memory=False)
+        yield
     except UnicodeDecodeError as error:
         raise DataError(f"{path} is not UTF-8 text ({error.reason}); re-save it as UTF-8") from None
     except pd.errors.EmptyDataError:

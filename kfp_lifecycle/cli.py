@@ -201,6 +201,25 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return exit_code(run.result)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    import logging
+
+    from kfp_lifecycle.drift_run import drift_options
+    from kfp_lifecycle.score_run import print_summary, run_scoring, score_options
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    options = score_options(
+        key_columns=args.key or [],
+        chunk_rows=args.chunk_rows,
+        max_quarantine_share=args.max_quarantine_share,
+        fail_on_drift=args.fail_on_drift,
+        drift=drift_options(args.config),
+    )
+    summary = run_scoring(args.model, args.data, args.output, options, args.in_process)
+    print_summary(summary)
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from kfp_lifecycle.pipelines import compile_all
 
@@ -501,6 +520,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for drift-report.html and drift-verdict.json (default: %(default)s)",
     )
     drift.set_defaults(handler=cmd_drift)
+
+    score = commands.add_parser(
+        "score", help="batch-score a table with a registered model (kfp.local), in chunks"
+    )
+    score.add_argument(
+        "--model", required=True, help="REGISTRY/MODEL@champion (or @VERSION), or a version URI"
+    )
+    score.add_argument(
+        "--data", required=True, help="CSV or Parquet file, or a directory or s3:// prefix"
+    )
+    score.add_argument(
+        "--output", required=True, help="new directory or s3:// prefix for the predictions"
+    )
+    score.add_argument(
+        "--key", action="append", metavar="COLUMN", help="key column to keep; repeatable"
+    )
+    score.add_argument("--chunk-rows", type=int, default=100_000, help="default %(default)s")
+    score.add_argument(
+        "--max-quarantine-share",
+        type=float,
+        default=0.01,
+        help="fail above this share of rows breaking the schema (default %(default)s)",
+    )
+    score.add_argument("--fail-on-drift", action="store_true", help="fail on dataset drift")
+    score.add_argument("--config", help="pipeline configuration (its monitoring.drift: section)")
+    score.add_argument(
+        "--in-process", action="store_true", help="skip kfp.local: same step, this process"
+    )
+    score.set_defaults(handler=cmd_score)
 
     compile_ = commands.add_parser("compile", help="compile the pipelines to KFP IR YAML")
     compile_.add_argument("--output-dir", default=str(COMPILED_DIR))

@@ -20,7 +20,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -32,14 +32,13 @@ from kfp_lifecycle.components.drift import (
     reference_frame,
     render_report,
 )
+from kfp_lifecycle.components.ingest import table_sources
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.schema import InputSchema
 
 DRIFT_EXIT_CODE = 3
 REPORT_FILE = "drift-report.html"
 VERDICT_FILE = "drift-verdict.json"
-# Read under a directory or prefix (.txt, which read_table also takes, is too often a note).
-TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 
 @dataclass
@@ -57,48 +56,6 @@ def drift_options(config: str | None = None, psi: bool = False) -> DriftOptions:
 
     options = load_config(config).monitoring.drift if config else DriftOptions()
     return options.model_copy(update={"psi": True}) if psi else options
-
-
-def table_sources(location: str) -> list[str]:
-    """The files `location` stands for: itself if it names a file, else every CSV and Parquet
-    file under it (a directory or s3:// prefix, recursively, sorted). Paths with a part that
-    starts with "_" or "." are skipped, as Spark and Hive do (_SUCCESS, _retraining/, .crc)."""
-    from kfp_lifecycle.sources.sql import is_sql_source
-
-    if is_sql_source(location):
-        return [location]  # a database table or query (kfp_lifecycle.sources.sql)
-    if location.startswith("s3://"):
-        return _s3_sources(location)
-    path = Path(location.removeprefix("file://"))
-    if not path.is_dir():
-        return [str(path)]  # read_table names it if it does not exist
-    found = [
-        str(p)
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and _is_table(p.relative_to(path).as_posix())
-    ]
-    if not found:
-        raise DataError(f"no CSV or Parquet file under {path}")
-    return found
-
-
-def _s3_sources(uri: str) -> list[str]:
-    from kfp_lifecycle.storage import list_keys, parse_s3_uri, s3_client
-
-    bucket, key = parse_s3_uri(uri)
-    if key.lower().endswith(TABLE_SUFFIXES):
-        return [uri]
-    prefix = f"{key.rstrip('/')}/" if key.strip("/") else ""  # a folder, not a name's start
-    keys = [k for k in list_keys(s3_client(), bucket, prefix) if _is_table(k[len(prefix) :])]
-    if not keys:
-        raise DataError(f"no CSV or Parquet file under s3://{bucket}/{prefix}")
-    return [f"s3://{bucket}/{k}" for k in keys]
-
-
-def _is_table(relative: str) -> bool:
-    parts = PurePosixPath(relative).parts
-    hidden = any(part.startswith(("_", ".")) for part in parts)
-    return not hidden and relative.lower().endswith(TABLE_SUFFIXES)
 
 
 def read_current(sources: list[str], schema: InputSchema) -> pd.DataFrame:

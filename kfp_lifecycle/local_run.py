@@ -13,19 +13,13 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kfp_lifecycle.components.gate import check_thresholds
-from kfp_lifecycle.components.ingest import read_table
-from kfp_lifecycle.components.preprocess import drop_unusable
-from kfp_lifecycle.components.validate import champion_contract, enforce_contract, validate_table
-from kfp_lifecycle.config import LifecycleConfig
 from kfp_lifecycle.core.errors import LifecycleError
-from kfp_lifecycle.core.schema import infer_schema
 from kfp_lifecycle.errors import STEP_FAILURE_FILE, StepCrashed, StepFailed
-from kfp_lifecycle.families import get_family
-from kfp_lifecycle.registry import model_name_from, open_registry
-from kfp_lifecycle.sources.sql import absolute_sqlite, check_source, is_sql_source, state_location
+
+if TYPE_CHECKING:
+    from kfp_lifecycle.config import LifecycleConfig
 
 SUMMARY_FILE = "summary.json"
 MONITORING_SUMMARY_FILE = "monitoring-summary.json"
@@ -36,6 +30,26 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     column name, threshold or registry fails in seconds with a one-line reason, before any
     step starts: the table's validation, the champion's data contract, and whether any
     feature column survives preprocessing's rule for constant and ID-like columns."""
+    # Imported here, not with the module: run_local serves every pipeline, and a scoring
+    # run should not wait for the training steps' libraries to load.
+    from kfp_lifecycle.components.gate import check_thresholds
+    from kfp_lifecycle.components.ingest import read_table
+    from kfp_lifecycle.components.preprocess import drop_unusable
+    from kfp_lifecycle.components.validate import (
+        champion_contract,
+        enforce_contract,
+        validate_table,
+    )
+    from kfp_lifecycle.core.schema import infer_schema
+    from kfp_lifecycle.families import get_family
+    from kfp_lifecycle.registry import model_name_from, open_registry
+    from kfp_lifecycle.sources.sql import (
+        absolute_sqlite,
+        check_source,
+        is_sql_source,
+        state_location,
+    )
+
     data, target = config.data.source, config.data.target
     if not data:
         raise LifecycleError("no data source: pass --data or set data.source in the config")

@@ -540,8 +540,17 @@ def check_conditional_writes(client: Minio, bucket: str, key: str) -> None:
         )
 
 
+def copy_key(client: Minio, bucket: str, source: str, key: str) -> None:
+    """Server-side copy within a bucket (no data through this machine; up to 5 GiB)."""
+    from minio.commonconfig import CopySource
+
+    with s3_errors(f"copying {_uri(bucket, source)} to {_uri(bucket, key)}"):
+        client.copy_object(bucket, key, CopySource(bucket, source))
+
+
 def remove_keys(client: Minio, bucket: str, keys: list[str]) -> None:
-    """Delete the keys in the order given (one request each: the order is the point)."""
+    """Delete the keys in the order given (one request each: the order is the point; absent
+    keys are no error, as in S3 itself)."""
     for key in keys:
         with s3_errors(f"removing {_uri(bucket, key)}"):
             client.remove_object(bucket, key)

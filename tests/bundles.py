@@ -21,3 +21,23 @@ def build_bundle(directory: Path, churn: pd.DataFrame, family: str = "linear") -
     extra = {"primary_metric": "roc_auc", "leaderboard": {family: 0.8}}
     write_bundle(directory, bundle.pipeline, {**bundle.metadata, **extra})
     return directory
+
+
+def register_churn(root: Path, training: pd.DataFrame) -> Path:
+    """A registry under `root` holding churn version 1, the champion: a real bundle trained on
+    `training` and registered with its drift reference sample and data contract, as the
+    training pipeline registers it. Returns the registry's directory."""
+    from kfp_lifecycle.components.drift import reference_sample
+    from kfp_lifecycle.components.validate import infer_contract
+    from kfp_lifecycle.registry import CHAMPION, LocalRegistry, set_alias
+
+    bundle = build_bundle(root / "bundle", training)
+    registry = LocalRegistry(root / "registry")
+    kept = {
+        "model_name": "churn",
+        "reference": reference_sample(training, "churned"),
+        "contract": infer_contract(training, "churned"),
+    }
+    registry.register("churn", bundle, kept)
+    set_alias(registry, "churn", CHAMPION, 1)
+    return root / "registry"

@@ -77,6 +77,7 @@ def test_s3_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypatch):
         "training": training_steps,
         "deployment": {"exec-deploy"},  # it reads the blessing from the registry
         "monitoring": training_steps | {"exec-collect-window", "exec-deploy"},
+        "scoring": {"exec-score"},  # it reads the model, the data and writes to S3
     }
     for name, expected in s3_steps.items():
         platform = _documents(name)[1]

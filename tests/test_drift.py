@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from bundles import build_bundle
+from bundles import build_bundle, register_churn
 from kfp.dsl import HTML, Artifact, Dataset, Metrics
 from s3_server import new_bucket, running_moto
 
@@ -243,14 +243,7 @@ def test_reference_sample_round_trips_through_the_bundle_metadata():
 def registered(tmp_path_factory) -> str:
     """REGISTRY/churn@1: a real bundle registered with its reference sample, as training does."""
     root = tmp_path_factory.mktemp("drift-cli")
-    training = make_churn_dataset(rows=1500, seed=21)
-    bundle = build_bundle(root / "bundle", training)
-    registry = LocalRegistry(root / "registry")
-    kept = {
-        "reference": reference_sample(training, "churned"),
-        "contract": infer_contract(training, "churned"),
-    }
-    registry.register("churn", bundle, kept)
+    register_churn(root, make_churn_dataset(rows=1500, seed=21))
     return f"{root / 'registry'}/churn@1"
 
 

@@ -7,12 +7,13 @@ from kfp_lifecycle.deploy import (
     KServeApi,
     ServiceSpec,
     canary_in_progress,
+    choose_mode,
     plan_deploy,
     stable_storage_uri,
     storage_uri_of,
 )
-from kfp_lifecycle.errors import LifecycleError
 from kfp_lifecycle.registry import bundle_metadata, model_version_of, resolve_reference
+from kfp_lifecycle.rollout import require_blessed
 
 CREATED, CANARY, UNCHANGED = "created", "canary", "unchanged"
 
@@ -24,8 +25,13 @@ class DeployResult(NamedTuple):
     stable_version: str
 
 
-def deploy_blessed(api: KServeApi, spec: ServiceSpec, reference: str) -> DeployResult:
+def deploy_blessed(
+    api: KServeApi, spec: ServiceSpec, reference: str, mode: str = ""
+) -> DeployResult:
     """Resolve the registry reference, refuse what the gate did not bless, then apply.
+
+    `mode` (knative or standard) applies to a new service; empty: KServe's cluster default
+    when it can be read, else Knative. A live service keeps its own mode.
 
     A reference that resolves to the model already served changes nothing and says so
     ("unchanged"): a retraining that kept the champion is not a failed deployment. If that
@@ -33,12 +39,11 @@ def deploy_blessed(api: KServeApi, spec: ServiceSpec, reference: str) -> DeployR
     again, so the rollout judges it instead of leaving it at N%.
     """
     uri = resolve_reference(reference)
-    metadata = bundle_metadata(uri)
-    version = model_version_of(metadata)
-    if not metadata.get("gate", {}).get("blessed"):
-        raise LifecycleError(f"{uri} was not blessed by the gate: refusing to deploy it")
+    version = model_version_of(require_blessed(uri))
     spec.storage_uri = uri
     existing = api.get(spec.name, spec.namespace)
+    cluster = api.cluster_default_mode() if existing is None and not mode else None
+    spec.deployment_mode = choose_mode(mode, existing, cluster)
     if existing is not None and storage_uri_of(existing) == uri:
         if canary_in_progress(existing):
             print(f"{uri} is already the canary, not yet judged: nothing sent, judging it")
@@ -65,6 +70,7 @@ def deploy(
     alias: str = "champion",
     canary_percent: int = 10,
     service_account: str = "kfp-lifecycle-serving",
+    deployment_mode: str = "",
 ) -> NamedTuple(
     "DeployOutputs", action=str, storage_uri=str, canary_version=str, stable_version=str
 ):
@@ -78,6 +84,8 @@ def deploy(
         alias: Registry alias (or version number) to deploy; it must be blessed.
         canary_percent: Traffic share of the new version when one is already served.
         service_account: Service account holding the S3 credentials Secret for KServe.
+        deployment_mode: knative (canaryTrafficPercent) or standard (spec.canary variants)
+            for a new service; empty: KServe's default mode if readable, else knative.
 
     Returns:
         action: created (first deploy, 100%), canary, or unchanged (that version is the one
@@ -96,7 +104,8 @@ def deploy(
         service_account=service_account,
         canary_percent=canary_percent,
     )
-    return tuple(deploy_blessed(KServeApi(), spec, f"{registry}/{model_name}@{alias}"))
+    reference = f"{registry}/{model_name}@{alias}"
+    return tuple(deploy_blessed(KServeApi(), spec, reference, deployment_mode))
 
 
 @component

@@ -617,7 +617,7 @@ API_VERBS = ("get", "create", "patch")
 class KServeApi:
     """The Kubernetes API boundary: custom-object calls for InferenceServices, nothing else."""
 
-    def __init__(self, custom_objects: Any | None = None):
+    def __init__(self, custom_objects: Any | None = None, core: Any | None = None):
         if custom_objects is None:
             from kubernetes import client, config
 
@@ -625,18 +625,17 @@ class KServeApi:
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
-            custom_objects = client.CustomObjectsApi()
+            custom_objects, core = client.CustomObjectsApi(), core or client.CoreV1Api()
         self.api = custom_objects
+        self.core = core  # reads KServe's ConfigMap only; None: the mode is not detected
 
     def cluster_default_mode(self) -> str | None:
         """KServe's defaultDeploymentMode from its ConfigMap; None when it cannot be read
         (the serving role may not read the kserve namespace: then --mode decides)."""
         core = getattr(self, "core", None)
+        if core is None:
+            return None
         try:
-            if core is None:
-                from kubernetes import client
-
-                core = client.CoreV1Api()
             found = core.read_namespaced_config_map(KSERVE_CONFIG[1], KSERVE_CONFIG[0])
         except Exception as error:  # no permission, no KServe, no cluster
             logger.info("KServe's default mode unknown (%s): Knative unless --mode", error)

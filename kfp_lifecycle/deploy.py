@@ -189,9 +189,9 @@ def check_percent(percent: int) -> int:
     return percent
 
 
-def _model(spec: ServiceSpec, storage_uri: str) -> V1beta1ModelSpec:
+def _model(spec: ServiceSpec, storage_uri: str, name: str | None = None) -> V1beta1ModelSpec:
     return V1beta1ModelSpec(
-        name=None,  # the SDK's default "" would name the container ""
+        name=name,  # None on the stable predictor: the SDK's default "" names no container
         model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
         runtime=spec.runtime,
         storage_uri=storage_uri,
@@ -206,14 +206,16 @@ def build_variant(spec: ServiceSpec, storage_uri: str, percent: int) -> dict[str
     """One entry of Standard mode's spec.canary: a named predictor at a fixed share.
 
     KServe's webhook refuses autoscaling fields on a canary (fixed replicas), so only the
-    model, the service account and the name are set.
+    model, the service account and the name are set. KServe's CRD requires a container
+    name on a canary's model (the stable predictor's schema drops it): "" is what KServe's
+    own e2e test sends through the SDK's default, and the container keeps KServe's name.
     """
     variant = V1beta1CanarySpec(
         traffic_percent=check_percent(percent),
         predictor=V1beta1PredictorSpec(
             name=variant_name(storage_uri),
             service_account_name=spec.service_account,
-            model=_model(spec, storage_uri),
+            model=_model(spec, storage_uri, name=""),
         ),
     )
     return ApiClient().sanitize_for_serialization(variant)

@@ -167,7 +167,7 @@ def test_roc_auc_and_rmse_arms_come_from_the_log():
                 "r",
                 "price",
                 str(i + 1),
-            )  # fmt: skip
+            )
             for i in range(2)
         ],
         ignore_index=True,
@@ -182,14 +182,14 @@ def test_roc_auc_and_rmse_arms_come_from_the_log():
 
 
 def test_the_html_report_shows_verdict_plan_and_arms(plan):
-    from html_pages import section_text
+    from html_pages import sections_of
 
-    verdict = abtest.evaluate(*simulated_log({"1": 0.8, "2": 0.86}, plan.rows_per_arm, 1),
-                              "churned", plan)  # fmt: skip
-    page = abtest.report_html(plan, verdict, "churn")
-    assert "winner: 2" in section_text(page, "verdict")
-    assert str(plan.rows_per_arm) in section_text(page, "plan")
-    assert "data:image/png;base64," in page
+    log, labels = simulated_log({"1": 0.8, "2": 0.86}, plan.rows_per_arm, 1)
+    verdict = abtest.evaluate(log, labels, "churned", plan)
+    sections = sections_of(abtest.report_html(plan, verdict, "churn"))
+    assert "winner: 2" in sections.text["verdict"]
+    assert str(plan.rows_per_arm) in sections.text["plan"]
+    assert sections.tables["arms"] == 1 and sections.images["comparisons"] == 1
 
 
 def test_bad_plans_are_named():

@@ -83,6 +83,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     if args.action in ("bluegreen", "dark"):
         if not args.model:
             raise LifecycleError(f"rollout {args.action} needs --model REGISTRY/MODEL@ALIAS")
+        deploy.refuse_busy(existing, f"a {args.action} rollout")
         uri = blessed_uri(args.model, args.override_reason)
         spec = service_spec(args, uri, deploy.mode_of(existing))
         if args.action == "dark":
@@ -131,7 +132,10 @@ def _blue_green(api: KServeApi, spec: ServiceSpec, args: argparse.Namespace) -> 
 
     if not args.smoke:
         raise LifecycleError('rollout bluegreen needs --smoke FILE: a V1 body {"instances": [...]}')
-    body = json.loads(Path(args.smoke).read_text())
+    try:
+        body = json.loads(Path(args.smoke).read_text())
+    except (OSError, ValueError) as error:
+        raise LifecycleError(f"--smoke {args.smoke}: not a readable JSON body ({error})") from None
     version = model_version_of(bundle_metadata(spec.storage_uri))
     model = args.model_name or spec.name
 

@@ -1,0 +1,107 @@
+"""`lifecycle deploy --mode`, `rollout bluegreen|dark` and `abtest` against a registry on S3
+(moto) and the fake Kubernetes API: the exact requests, and dry runs that send nothing."""
+
+import yaml
+from test_abtest import simulated_log
+from test_deploy_cli import _uri, api, s3_registry  # noqa: F401 (fixtures)
+
+from kfp_lifecycle import abtest, cli, deploy
+
+
+def _deploy_standard(registry):
+    args = ["deploy", "--model", f"{registry}/churn@champion", "--name", "churn"]
+    assert cli.main([*args, "--mode", "standard"]) == 0
+
+
+def test_dark_and_blue_green_dry_runs_are_yaml_and_send_nothing(s3_registry, api, capsys):  # noqa: F811
+    registry, _ = s3_registry
+    _deploy_standard(registry)
+    assert api.writes[0][-1]["spec"]["predictor"]["name"] == "v1"
+    capsys.readouterr()
+    for action in ("dark", "bluegreen"):
+        args = ["rollout", action, "--name", "churn", "--model", f"{registry}/churn@3"]
+        assert cli.main([*args, "--dry-run"]) == 0
+        documents = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+        assert documents[0]["spec"]["canary"][0]["trafficPercent"] == 0
+        assert documents[0]["metadata"]["annotations"][deploy.STRATEGY_ANNOTATION] == action
+        if action == "bluegreen":  # then the switch, in one patch
+            assert documents[1]["spec"]["canary"][0]["trafficPercent"] == 100
+    assert len(api.writes) == 1
+    assert cli.main(["rollout", "dark", "--name", "churn", "--model", f"{registry}/churn@3"]) == 0
+    assert api.writes[-1][-1]["spec"]["canary"][0]["predictor"]["name"] == "v3"
+    assert cli.main(["rollout", "bluegreen", "--name", "churn", "--model", f"{registry}/churn@3",
+                     "--smoke", "x.json"]) == 2  # fmt: skip
+    assert "a dark of" in capsys.readouterr().err  # one rollout at a time
+    assert cli.main(["rollout", "rollback", "--name", "churn"]) == 0
+    assert api.writes[-1][-1] == {
+        "spec": {"canary": []},
+        "metadata": {"annotations": {deploy.STRATEGY_ANNOTATION: None}},
+    }
+
+
+def test_abtest_start_status_and_conclude_promote_the_winner(s3_registry, api, tmp_path, capsys):  # noqa: F811
+    registry, _ = s3_registry
+    _deploy_standard(registry)
+    start = ["abtest", "start", "--name", "churn", "--model", f"{registry}/churn@3",
+             "--model", f"{registry}/churn@2", "--share", "30", "--share", "30",
+             "--baseline", "0.8", "--min-effect", "0.05"]  # fmt: skip
+    assert cli.main(start) == 2
+    assert (
+        "churn/versions/2/ was not blessed by the gate (FAIL: roc_auc)" in capsys.readouterr().err
+    )
+    assert cli.main([*start, "--override-reason", "compare the refused one as well"]) == 0
+    body = api.writes[-1][-1]
+    assert [(c["predictor"]["name"], c["trafficPercent"]) for c in body["spec"]["canary"]] == [
+        ("v3", 30),
+        ("v2", 30),
+    ]
+    plan = abtest.AbTestPlan.model_validate_json(
+        body["metadata"]["annotations"][abtest.PLAN_ANNOTATION]
+    )
+    assert (plan.control, plan.challengers) == ("1", {"3": "v3", "2": "v2"})
+    assert f"{plan.rows_per_arm} labelled rows per arm" in capsys.readouterr().out
+
+    log, labels = simulated_log({"1": 0.80, "3": 0.88, "2": 0.80}, plan.rows_per_arm, seed=11)
+    day = log["timestamp"].iloc[0].strftime("%Y-%m-%d")
+    partition = tmp_path / "log" / "churn" / f"date={day}"
+    partition.mkdir(parents=True)
+    log.to_parquet(partition / "batch.parquet")
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    judged = ["--name", "churn", "--log", str(tmp_path / "log"), "--labels",
+              str(tmp_path / "labels.csv"), "--label-column", "churned",
+              "--start", day, "--end", day]  # fmt: skip
+    report = tmp_path / "ab.html"
+    assert cli.main(["abtest", "status", *judged, "--report", str(report)]) == 0
+    assert capsys.readouterr().out.startswith("winner: 3\n")
+    assert "A/B test: churn" in report.read_text()
+    writes = len(api.writes)
+    assert cli.main(["abtest", "conclude", *judged, "--dry-run"]) == 0
+    assert len(api.writes) == writes
+    assert cli.main(["abtest", "conclude", *judged]) == 0
+    promote = api.writes[-1][-1]  # rollout promote's own plan, for variant v3
+    assert promote["spec"] == {
+        "predictor": {"name": "v3", "model": {"storageUri": _uri(registry, 3)}},
+        "canary": [],
+    }
+    assert promote["metadata"]["annotations"][deploy.STRATEGY_ANNOTATION] is None
+    assert api.objects["churn"]["spec"]["canary"] == []
+
+
+def test_a_short_log_is_no_verdict_and_conclude_refuses(s3_registry, api, tmp_path, capsys):  # noqa: F811
+    registry, _ = s3_registry
+    _deploy_standard(registry)
+    args = ["abtest", "start", "--name", "churn", "--model", f"{registry}/churn@3",
+            "--baseline", "0.8", "--min-effect", "0.05"]  # fmt: skip
+    assert cli.main(args) == 0
+    log, labels = simulated_log({"1": 0.8, "3": 0.99}, 100, seed=1)
+    day = log["timestamp"].iloc[0].strftime("%Y-%m-%d")
+    (tmp_path / "log" / "churn" / f"date={day}").mkdir(parents=True)
+    log.to_parquet(tmp_path / "log" / "churn" / f"date={day}" / "b.parquet")
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    judged = ["--name", "churn", "--log", str(tmp_path / "log"), "--labels",
+              str(tmp_path / "labels.csv"), "--label-column", "churned",
+              "--start", day, "--end", day]  # fmt: skip
+    writes = len(api.writes)
+    assert cli.main(["abtest", "conclude", *judged]) == 2
+    assert "no verdict yet: no difference yet" in capsys.readouterr().err
+    assert len(api.writes) == writes

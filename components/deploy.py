@@ -7,6 +7,7 @@ from kfp_lifecycle.deploy import (
     KServeApi,
     ServiceSpec,
     canary_in_progress,
+    canary_uris,
     choose_mode,
     plan_deploy,
     stable_storage_uri,
@@ -44,11 +45,12 @@ def deploy_blessed(
     existing = api.get(spec.name, spec.namespace)
     cluster = api.cluster_default_mode() if existing is None and not mode else None
     spec.deployment_mode = choose_mode(mode, existing, cluster)
-    if existing is not None and storage_uri_of(existing) == uri:
-        if canary_in_progress(existing):
-            print(f"{uri} is already the canary, not yet judged: nothing sent, judging it")
-            stable = model_version_of(bundle_metadata(stable_storage_uri(existing)))
-            return DeployResult(CANARY, uri, version, stable)
+    if existing is not None and canary_in_progress(existing) and uri in canary_uris(existing):
+        print(f"{uri} is already the canary, not yet judged: nothing sent, judging it")
+        stable = model_version_of(bundle_metadata(stable_storage_uri(existing)))
+        return DeployResult(CANARY, uri, version, stable)
+    settled = existing is not None and not canary_in_progress(existing)
+    if settled and storage_uri_of(existing) == uri:
         print(f"{spec.namespace}/{spec.name} already serves {uri}: nothing to deploy")
         return DeployResult(UNCHANGED, uri, version, "")
     for request in plan_deploy(spec, existing):

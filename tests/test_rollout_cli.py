@@ -3,9 +3,11 @@
 
 import yaml
 from test_abtest import simulated_log
+from test_deploy import FakeCustomObjects
 from test_deploy_cli import _uri, api, s3_registry  # noqa: F401 (fixtures)
 
 from kfp_lifecycle import abtest, cli, deploy
+from kfp_lifecycle.components.deploy import deploy_blessed
 
 
 def _deploy_standard(registry):
@@ -105,3 +107,21 @@ def test_a_short_log_is_no_verdict_and_conclude_refuses(s3_registry, api, tmp_pa
     assert cli.main(["abtest", "conclude", *judged]) == 2
     assert "no verdict yet: no difference yet" in capsys.readouterr().err
     assert len(api.writes) == writes
+
+
+def test_the_deploy_step_runs_standard_mode_canaries_and_resumes_one(s3_registry):  # noqa: F811
+    registry, _ = s3_registry
+    fake = FakeCustomObjects()
+    kserve = deploy.KServeApi(fake)
+    spec = deploy.ServiceSpec("churn", "", canary_percent=10)
+    first = deploy_blessed(kserve, spec, f"{registry}/churn@champion", "standard")
+    assert first.action == "created"
+    assert fake.objects["churn"]["metadata"]["annotations"][deploy.DEPLOYMENT_MODE_ANNOTATION] == (
+        "Standard"
+    )
+    started = deploy_blessed(kserve, deploy.ServiceSpec("churn", "", canary_percent=10),
+                             f"{registry}/churn@3")  # fmt: skip
+    assert started == ("canary", _uri(registry, 3), "3", "1")
+    assert fake.writes[-1][-1]["spec"]["canary"][0]["trafficPercent"] == 10
+    resumed = deploy_blessed(kserve, deploy.ServiceSpec("churn", ""), f"{registry}/churn@3")
+    assert resumed == started and len(fake.writes) == 2

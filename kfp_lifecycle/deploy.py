@@ -382,6 +382,19 @@ def status_kubectl(name: str, namespace: str) -> str:
     return f"kubectl -n {namespace} get isvc {name}"
 
 
+def guarded(body: dict[str, Any], existing: dict[str, Any]) -> dict[str, Any]:
+    """The patch that starts a rollout, valid only against the object it was planned from.
+
+    A resourceVersion in a patch is a precondition: the API server answers 409 Conflict if
+    the object changed since it was read, so two rollouts started at once cannot both
+    begin (the second one's plan saw no rollout in progress).
+    """
+    version = existing.get("metadata", {}).get("resourceVersion")
+    if version:
+        body.setdefault("metadata", {})["resourceVersion"] = version
+    return body
+
+
 def refuse_busy(service: dict[str, Any], doing: str, force: bool = False) -> None:
     """One rollout at a time per service: refuse while one is neither promoted nor rolled back."""
     if force or not canary_in_progress(service):
@@ -441,7 +454,7 @@ def plan_deploy(
     }
     replaced = f" (replaces the canary of {current})" if in_progress else ""
     note = f"canary: {percent}% to {spec.storage_uri}, {100 - percent}% stays on {stable}{replaced}"
-    return [Request("patch", spec.name, spec.namespace, body, MERGE, note)]
+    return [Request("patch", spec.name, spec.namespace, guarded(body, existing), MERGE, note)]
 
 
 def plan_variants(
@@ -481,7 +494,7 @@ def plan_variants(
     split = ", ".join(f"{p}% to {variant_name(u)} ({u})" for u, p in shares.items())
     replaced = " (replaces the variants in progress)" if canary_in_progress(existing) else ""
     note = f"{strategy or 'canary'}: {split}, {100 - total}% stays on {stable}{replaced}"
-    return [Request("patch", spec.name, spec.namespace, body, MERGE, note)]
+    return [Request("patch", spec.name, spec.namespace, guarded(body, existing), MERGE, note)]
 
 
 def _pick_variant(service: dict[str, Any], variant: str | None) -> dict[str, Any]:

@@ -112,6 +112,7 @@ def plan_blue_green(spec: ServiceSpec, existing: dict[str, Any]) -> list[Request
         },
     }
     note = f"blue-green: {spec.storage_uri} comes up at 0% beside {blue} (100%)"
+    body = deploy.guarded(body, existing)
     return [Request("patch", spec.name, spec.namespace, body, deploy.MERGE, note)]
 
 

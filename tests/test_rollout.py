@@ -409,3 +409,39 @@ def test_dry_run_output_is_valid_yaml_with_kubectl_as_comments():
     assert documents == [rollout.plan_blue_green(spec(V2), existing)[0].body]
     assert "#   kubectl -n kfp-lifecycle patch isvc churn --type merge -p" in text
     assert all(line.startswith(("#", "---", " ", "metadata", "spec")) for line in text.splitlines())
+
+
+class VersionedObjects(FakeCustomObjects):
+    """Keeps resourceVersion as the API server does: bumped on each write, and a patch that
+    names an older one is refused with 409 Conflict."""
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        body = {**body, "metadata": {**body["metadata"], "resourceVersion": "1"}}
+        return super().create_namespaced_custom_object(group, version, namespace, plural, body)
+
+    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
+        from kubernetes.client.exceptions import ApiException
+
+        current = self.objects[name]["metadata"]["resourceVersion"]
+        wanted = body.get("metadata", {}).get("resourceVersion", current)
+        if wanted != current:
+            raise ApiException(status=409, reason="Conflict")
+        found = super().patch_namespaced_custom_object(
+            group, version, namespace, plural, name, body
+        )
+        found["metadata"]["resourceVersion"] = str(int(current) + 1)
+        return found
+
+
+@pytest.mark.parametrize("mode", [STANDARD, KNATIVE])
+def test_two_rollouts_started_at_once_cannot_both_begin(mode):
+    fake = VersionedObjects()
+    api = KServeApi(fake)
+    seen = create(api, V1, mode)  # both planners read the same settled object
+    first = rollout.plan_blue_green(spec(V2, mode), seen)
+    second = deploy.plan_deploy(spec(V3, mode), seen)
+    assert first[0].body["metadata"]["resourceVersion"] == "1"
+    rollout.apply_all(api, first, lambda m: None)
+    with pytest.raises(LifecycleError, match="409 Conflict"):
+        rollout.apply_all(api, second, lambda m: None)
+    assert deploy.canary_uris(fake.objects["churn"]) == [V2]  # the first one, untouched

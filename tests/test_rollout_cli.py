@@ -31,6 +31,12 @@ def test_dark_and_blue_green_dry_runs_are_yaml_and_send_nothing(s3_registry, api
     assert len(api.writes) == 1
     assert cli.main(["rollout", "dark", "--name", "churn", "--model", f"{registry}/churn@3"]) == 0
     assert api.writes[-1][-1]["spec"]["canary"][0]["predictor"]["name"] == "v3"
+    capsys.readouterr()
+    assert cli.main(["rollout", "status", "--name", "churn"]) == 0
+    status = capsys.readouterr().out
+    assert f"stable:   v1 {_uri(registry, 1)} at 100%" in status
+    assert f"variant:  v3 {_uri(registry, 3)} at 0% (no status yet)" in status
+    assert "strategy: dark" in status
     assert cli.main(["rollout", "bluegreen", "--name", "churn", "--model", f"{registry}/churn@3",
                      "--smoke", "x.json"]) == 2  # fmt: skip
     assert "a dark of" in capsys.readouterr().err  # one rollout at a time

@@ -159,6 +159,24 @@ def _window(args: argparse.Namespace) -> tuple[str, str]:
     return args.start or today, args.end or today
 
 
+def _validated(model: Any, source: str, **values: Any) -> Any:
+    """A pydantic options model from flags; a bad value is a LifecycleError naming it."""
+    from pydantic import ValidationError
+
+    from kfp_lifecycle.config import describe_errors
+
+    try:
+        return model(**values)
+    except ValidationError as error:
+        raise LifecycleError(describe_errors(error, source)) from None
+
+
+def _needs(args: argparse.Namespace, command: str, *flags: str) -> None:
+    missing = [f"--{f.replace('_', '-')}" for f in flags if getattr(args, f) in (None, [], "")]
+    if missing:
+        raise LifecycleError(f"{command} needs {', '.join(missing)}")
+
+
 def cmd_abtest(args: argparse.Namespace) -> int:
     """start: challengers at fixed shares, the plan stored on the service; status: the
     verdict from the log and labels; conclude: act on it through rollout promote/rollback."""
@@ -169,12 +187,15 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     api = kserve_api(dry_run=False)
     existing = rollout.live_service(api, args.name, args.namespace)
     if args.action == "start":
+        _needs(args, "abtest start", "model", "baseline", "min_effect")
         control_uri = deploy.stable_storage_uri(existing)
         uris = [blessed_uri(reference, args.override_reason) for reference in args.model]
         shares = args.share or [100 // (len(uris) + 1)] * len(uris)
         if len(shares) != len(uris):
             raise LifecycleError(f"{len(uris)} --model but {len(shares)} --share: one share each")
-        plan = abtest.AbTestPlan(
+        plan = _validated(
+            abtest.AbTestPlan,
+            "abtest start",
             metric=args.metric,
             baseline=args.baseline,
             min_effect=args.min_effect,
@@ -203,6 +224,7 @@ def cmd_abtest(args: argparse.Namespace) -> int:
     from kfp_lifecycle.components.ingest import read_table
     from kfp_lifecycle.serving.payload_log import read_payload_log
 
+    _needs(args, f"abtest {args.action}", "log", "labels")
     plan = abtest.AbTestPlan.from_service(existing)
     start, end = _window(args)
     log = read_payload_log(args.log, args.log_model or args.name, start, end)
@@ -233,7 +255,9 @@ def cmd_shadow(args: argparse.Namespace) -> int:
     from kfp_lifecycle.registry import load_version, model_version_of, resolve_reference
     from kfp_lifecycle.serving.payload_log import read_payload_log
 
-    options = shadow.ShadowOptions(
+    options = _validated(
+        shadow.ShadowOptions,
+        "shadow",
         min_rows=args.min_rows,
         min_agreement=args.min_agreement,
         max_shift=args.max_shift,

@@ -131,3 +131,16 @@ def test_the_deploy_step_runs_standard_mode_canaries_and_resumes_one(s3_registry
     assert fake.writes[-1][-1]["spec"]["canary"][0]["trafficPercent"] == 10
     resumed = deploy_blessed(kserve, deploy.ServiceSpec("churn", ""), f"{registry}/churn@3")
     assert resumed == started and len(fake.writes) == 2
+
+
+def test_missing_and_bad_abtest_flags_are_one_line_errors(s3_registry, api, capsys):  # noqa: F811
+    registry, _ = s3_registry
+    _deploy_standard(registry)
+    base = ["abtest", "start", "--name", "churn", "--model", f"{registry}/churn@3"]
+    assert cli.main(base) == 2
+    assert "abtest start needs --baseline, --min-effect" in capsys.readouterr().err
+    assert cli.main([*base, "--baseline", "0.8", "--min-effect", "0.05", "--alpha", "0.7"]) == 2
+    assert "abtest start: alpha: Input should be less than 0.5 (got 0.7)" in capsys.readouterr().err
+    assert cli.main(["abtest", "status", "--name", "churn"]) == 2
+    assert "abtest status needs --log, --labels" in capsys.readouterr().err
+    assert len(api.writes) == 1

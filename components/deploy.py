@@ -7,6 +7,8 @@ from kfp_lifecycle.deploy import (
     KServeApi,
     ServiceSpec,
     canary_in_progress,
+    canary_uris,
+    choose_mode,
     plan_deploy,
     stable_storage_uri,
     storage_uri_of,
@@ -28,8 +30,13 @@ class DeployResult(NamedTuple):
     stable_version: str
 
 
-def deploy_blessed(api: KServeApi, spec: ServiceSpec, reference: str) -> DeployResult:
+def deploy_blessed(
+    api: KServeApi, spec: ServiceSpec, reference: str, mode: str = ""
+) -> DeployResult:
     """Resolve the registry reference, refuse what the gate did not bless, then apply.
+
+    `mode` (knative or standard) applies to a new service; empty: KServe's cluster default
+    when it can be read, else Knative. A live service keeps its own mode.
 
     A reference that resolves to the model already served changes nothing and says so
     ("unchanged"): a retraining that kept the champion is not a failed deployment. If that
@@ -42,11 +49,14 @@ def deploy_blessed(api: KServeApi, spec: ServiceSpec, reference: str) -> DeployR
     require_blessed(metadata, uri, "deploy", override="")
     spec.storage_uri = uri
     existing = api.get(spec.name, spec.namespace)
-    if existing is not None and storage_uri_of(existing) == uri:
-        if canary_in_progress(existing):
-            print(f"{uri} is already the canary, not yet judged: nothing sent, judging it")
-            stable = model_version_of(bundle_metadata(stable_storage_uri(existing)))
-            return DeployResult(CANARY, uri, version, stable)
+    cluster = api.cluster_default_mode() if existing is None and not mode else None
+    spec.deployment_mode = choose_mode(mode, existing, cluster)
+    if existing is not None and canary_in_progress(existing) and uri in canary_uris(existing):
+        print(f"{uri} is already the canary, not yet judged: nothing sent, judging it")
+        stable = model_version_of(bundle_metadata(stable_storage_uri(existing)))
+        return DeployResult(CANARY, uri, version, stable)
+    settled = existing is not None and not canary_in_progress(existing)
+    if settled and storage_uri_of(existing) == uri:
         print(f"{spec.namespace}/{spec.name} already serves {uri}: nothing to deploy")
         return DeployResult(UNCHANGED, uri, version, "")
     for request in plan_deploy(spec, existing):
@@ -68,6 +78,7 @@ def deploy(
     alias: str = "champion",
     canary_percent: int = 10,
     service_account: str = "kfp-lifecycle-serving",
+    deployment_mode: str = "",
 ) -> NamedTuple(
     "DeployOutputs", action=str, storage_uri=str, canary_version=str, stable_version=str
 ):
@@ -81,6 +92,8 @@ def deploy(
         alias: Registry alias (or version number) to deploy; it must be blessed.
         canary_percent: Traffic share of the new version when one is already served.
         service_account: Service account holding the S3 credentials Secret for KServe.
+        deployment_mode: knative (canaryTrafficPercent) or standard (spec.canary variants)
+            for a new service; empty: KServe's default mode if readable, else knative.
 
     Returns:
         action: created (first deploy, 100%), canary, or unchanged (that version is the one
@@ -99,7 +112,8 @@ def deploy(
         service_account=service_account,
         canary_percent=canary_percent,
     )
-    return tuple(deploy_blessed(KServeApi(), spec, f"{registry}/{model_name}@{alias}"))
+    reference = f"{registry}/{model_name}@{alias}"
+    return tuple(deploy_blessed(KServeApi(), spec, reference, deployment_mode))
 
 
 @component

@@ -19,9 +19,11 @@ def rollout(
 ) -> str:
     """Step the canary (e.g. 10% -> 50% -> 100%), analysing each step in Prometheus.
 
-    A failed analysis rolls back (KServe semantics: canary to 0, previous storageUri
-    re-applied); passing the last step promotes (the canary field removed). An error on the
-    way (Prometheus unreachable, an API failure) rolls back too, then fails the step.
+    Works in both KServe modes. A failed analysis rolls back (Knative: canary to 0, previous
+    storageUri re-applied; Standard: the spec.canary variant removed); passing the last step
+    promotes (Knative: the canary field removed; Standard: the stable predictor renamed to
+    the variant). An error on the way (Prometheus unreachable, an API failure) rolls back
+    too, then fails the step.
 
     Args:
         service_name: InferenceService name.

@@ -259,6 +259,8 @@ def run_rollout(
 ) -> RolloutResult:
     """Step the canary through options.steps; roll back at the first failed analysis.
 
+    Both KServe modes: the share is canaryTrafficPercent (Knative) or the one variant's
+    trafficPercent (Standard); promotion and rollback are deploy's plans for the live mode.
     A step below 100% sets the canary's share, waits, then analyses. The 100% step sends
     no request: traffic stays at the last share for one more analysis, and only a passing
     one promotes (promotion is what sends 100% to the new revision). Any error on the way
@@ -267,12 +269,12 @@ def run_rollout(
     service = api.get(name, namespace)
     if service is None or not deploy.canary_in_progress(service):
         raise LifecycleError(f"{namespace}/{name} has no canary in progress to roll out")
-    live = service["spec"]["predictor"]["canaryTrafficPercent"]
+    live = deploy.canary_percent(service)
     result = RolloutResult("")
     try:
         for percent in options.steps:
             if percent < 100:
-                for request in deploy.plan_set_traffic(name, namespace, percent):
+                for request in deploy.plan_set_traffic(name, namespace, percent, service):
                     api.apply(request)
                 live = percent
                 log(

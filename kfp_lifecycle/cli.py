@@ -304,83 +304,40 @@ def _registry_cleanup(registry: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _kserve_api(dry_run: bool) -> Any:
-    """The cluster's API, or None in a dry run that cannot reach one."""
-    from kfp_lifecycle.deploy import KServeApi
-
-    try:
-        return KServeApi()
-    except Exception as error:  # no kubeconfig, no in-cluster config
-        if dry_run:
-            print(f"# no cluster reachable ({type(error).__name__}); showing a first deploy")
-            return None
-        raise LifecycleError(f"no Kubernetes cluster reachable: {error}") from None
-
-
-def _carry_out(api: Any, requests: list, dry_run: bool) -> None:
-    """Send each request, printing its kubectl equivalent. A dry run prints YAML only (the
-    manifest; notes and commands as `#` comments), so it pipes to `kubectl apply -f -`."""
-    for request in requests:
-        if request.note:
-            print(f"# {request.note}")
-        if not dry_run:
-            print(f"# kubectl equivalent:\n{request.kubectl()}")
-            api.apply(request)
-        elif request.verb == "create":
-            import yaml
-
-            print(f"# apply it: pipe this output to `kubectl -n {request.namespace} apply -f -`")
-            print("---")
-            print(yaml.safe_dump(request.body, sort_keys=False), end="")
-        else:
-            print("\n".join(f"# {line}" for line in request.kubectl().splitlines()))
-
-
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from kfp_lifecycle.deploy import ServiceSpec, plan_deploy
-    from kfp_lifecycle.registry import bundle_metadata, require_blessed, resolve_reference
-
-    uri = resolve_reference(args.model)
-    if not uri.startswith("s3://"):
-        raise LifecycleError(
-            f"{uri} is not on S3: a cluster loads models from a registry on S3 (s3://...); "
-            "serve a local bundle with `lifecycle serve`"
-        )
-    require_blessed(bundle_metadata(uri), uri, "deploy", args.override_reason)
-    spec = ServiceSpec(
-        name=args.name,
-        storage_uri=uri,
-        namespace=args.namespace,
-        service_account=args.service_account,
-        canary_percent=args.canary,
+    from kfp_lifecycle.deploy import plan_deploy
+    from kfp_lifecycle.rollout_commands import (
+        blessed_uri,
+        carry_out,
+        kserve_api,
+        mode_for,
+        service_spec,
     )
-    api = _kserve_api(args.dry_run)
+
+    uri = blessed_uri(args.model, args.override_reason)
+    api = kserve_api(args.dry_run)
     existing = api.get(args.name, args.namespace) if api else None
-    _carry_out(api, plan_deploy(spec, existing, force=args.force), args.dry_run)
+    spec = service_spec(args, uri, mode_for(api, args.mode, existing), args.canary)
+    carry_out(api, plan_deploy(spec, existing, force=args.force), args.dry_run)
     return 0
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
-    from kfp_lifecycle import deploy
+    from kfp_lifecycle.rollout_commands import cmd_rollout as run
 
-    api = _kserve_api(dry_run=False)
-    existing = api.get(args.name, args.namespace)
-    if existing is None:
-        raise LifecycleError(f"InferenceService {args.namespace}/{args.name} does not exist")
-    if args.action == "status":
-        print("\n".join(deploy.describe(existing)))
-        print(f"# kubectl equivalent:\n{deploy.status_kubectl(args.name, args.namespace)}")
-        return 0
-    if args.action == "set-traffic":
-        if args.percent is None:
-            raise LifecycleError("set-traffic needs a percentage, e.g. `rollout set-traffic 50`")
-        requests = deploy.plan_set_traffic(args.name, args.namespace, args.percent)
-    elif args.action == "promote":
-        requests = deploy.plan_promote(args.name, args.namespace, existing)
-    else:
-        requests = deploy.plan_rollback(args.name, args.namespace, existing)
-    _carry_out(api, requests, args.dry_run)
-    return 0
+    return run(args)
+
+
+def cmd_abtest(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.rollout_commands import cmd_abtest as run
+
+    return run(args)
+
+
+def cmd_shadow(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.rollout_commands import cmd_shadow as run
+
+    return run(args)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -416,6 +373,13 @@ def _alias_version(registry: Any, model: str, alias: str) -> int:
 
 
 VERBOSE_HELP = "show KFP's own output (every step's log) instead of one line per step"
+
+
+def _rollout_parsers(commands: Any, deploy: argparse.ArgumentParser) -> None:
+    """deploy's mode flags, `rollout`, `abtest` and `shadow` (logic: rollout_commands)."""
+    from kfp_lifecycle.rollout_commands import add_parsers
+
+    add_parsers(commands, deploy, cmd_deploy, cmd_rollout, cmd_abtest, cmd_shadow)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -581,15 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace a canary in progress (else refused)"
     )
     deploy.add_argument("--dry-run", action="store_true", help="print, change nothing")
-    deploy.set_defaults(handler=cmd_deploy)
-
-    rollout = commands.add_parser("rollout", help="inspect or step a canary rollout")
-    rollout.add_argument("action", choices=["status", "set-traffic", "promote", "rollback"])
-    rollout.add_argument("percent", nargs="?", type=int, help="for set-traffic")
-    rollout.add_argument("--name", required=True)
-    rollout.add_argument("--namespace", default="kfp-lifecycle")
-    rollout.add_argument("--dry-run", action="store_true", help="print the patch, change nothing")
-    rollout.set_defaults(handler=cmd_rollout)
+    _rollout_parsers(commands, deploy)
 
     for verb, text in (("submit", "run a compiled pipeline on a Kubeflow cluster"),
                        ("schedule", "run a compiled pipeline on a schedule")):  # fmt: skip

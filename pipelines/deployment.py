@@ -13,7 +13,8 @@ PIPELINE_NAME = "deployment"
     name=PIPELINE_NAME,
     description="Deploy the registry's blessed champion as a KServe InferenceService; when a "
     "version is already served, roll the new one out as a canary analysed in Prometheus, "
-    "then promote or roll back.",
+    "then promote or roll back. Knative mode (canaryTrafficPercent) or Standard mode "
+    "(spec.canary variants): deployment_mode, else KServe's default.",
 )
 def deployment_pipeline(
     registry: str,
@@ -24,6 +25,7 @@ def deployment_pipeline(
     canary_percent: int = 10,
     ready_timeout_seconds: int = 900,
     canary_options: dict = {},  # noqa: B006 (KFP pipeline default, never mutated)
+    deployment_mode: str = "",
 ):
     deployed = with_s3_access(
         deploy(
@@ -33,6 +35,7 @@ def deployment_pipeline(
             namespace=namespace,
             alias=alias,
             canary_percent=canary_percent,
+            deployment_mode=deployment_mode,
         )
     ).set_caching_options(False)
     # A canary that is not ready in time is rolled back by wait_ready itself.

@@ -12,6 +12,7 @@ it undoes, override reason included; a second rollback undoes the first.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Any, Protocol
 
 from kfp_lifecycle.core.errors import RegistryError
 from kfp_lifecycle.core.tasks import is_better
+
+logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -111,9 +114,14 @@ def is_blessed(metadata: dict[str, Any]) -> bool:
 def require_blessed(metadata: dict[str, Any], subject: str, action: str, override: str) -> None:
     """Only blessed versions become champion or get deployed, unless a reason is stated.
 
-    Used by promote (CLI and registry), `lifecycle deploy` and the deploy component.
+    Used by promote (CLI and registry), `lifecycle deploy`, every rollout strategy and the
+    deploy component.
     """
-    if is_blessed(metadata) or override:
+    if is_blessed(metadata):
+        return
+    if override.strip():
+        logger.warning("%s: %s it although the gate refused it, because: %s", subject,
+                       action or "using", override)  # fmt: skip
         return
     reasons = "; ".join((metadata.get("gate") or {}).get("reasons") or []) or "no decision"
     hint = " (--override-reason)" if action else ""

@@ -26,4 +26,4 @@ RUN pip install --no-index --find-links /wheels /wheels/*.whl \
 USER 1000
 WORKDIR /home/lifecycle
 EXPOSE 8080
-CMD ["python", "-m", "kfp_lifecycle.serving.server", "--model", "/mnt/models", "--port", "8080"]
+CMD ["python", "-m", "kfp_lifecycle.serving.server", "--model", "/mnt/models", "--host", "0.0.0.0", "--port", "8080"]

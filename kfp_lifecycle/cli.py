@@ -179,9 +179,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.serving.options import server_options
     from kfp_lifecycle.serving.server import serve
 
-    serve(args.model, port=args.port, name=args.name)
+    serve(args.model, **server_options(args))
     return 0
 
 
@@ -441,8 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="bundle directory (a registry version), or REGISTRY/MODEL@ALIAS, e.g. "
         "demo-output/registry/churn@champion",
     )
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--name", help="served model name (default: the registered name)")
+    from kfp_lifecycle.serving.options import add_server_options
+
+    add_server_options(serve)
     serve.set_defaults(handler=cmd_serve)
 
     deploy = commands.add_parser("deploy", help="deploy a registered model as a KServe service")

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -94,7 +95,13 @@ def compile_pipeline(pipeline: Any, schema: InputSchema) -> CompiledPipeline | N
         return _compile(pipeline, schema)
     except NotCompilable as reason:
         logger.warning("fast prediction path off, serving through sklearn: %s", reason)
-        return None
+    except Exception as error:  # a fitted step shaped unlike any seen: sklearn serves it
+        logger.warning(
+            "fast prediction path off, serving through sklearn: compiling failed: %s: %s",
+            type(error).__name__,
+            error,
+        )
+    return None
 
 
 def _compile(pipeline: Any, schema: InputSchema) -> CompiledPipeline:
@@ -397,7 +404,10 @@ def _lookup_tables(
             for column, p in zip(columns, probes, strict=True)
         }
     )
-    output = np.asarray(transformer.transform(frame), dtype=np.float64)
+    output = transformer.transform(frame)
+    if sparse.issparse(output):  # a sparse one-hot branch; the ColumnTransformer densifies
+        output = output.toarray()
+    output = np.asarray(output, dtype=np.float64)
     if output.shape[1] != sum(widths):
         raise NotCompilable("a categorical branch's output width is not its encoder's")
     tables, lookups, unseen, start = [], [], [], 0

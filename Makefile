@@ -67,8 +67,10 @@ $(MLSERVER_VENV)/.installed: pyproject.toml
 	$(MLSERVER_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
+# BEFORE=DIR adds a checkout of older code (e.g. `git worktree add DIR <commit>`) to compare.
 bench-serving: $(STAMP) $(MLSERVER_VENV)/.installed
-	$(BIN)/python bench/serving_vs_mlserver.py --mlserver-python $(MLSERVER_VENV)/bin/python
+	$(BIN)/python bench/serving_floor.py --mlserver-python $(MLSERVER_VENV)/bin/python \
+		$(if $(BEFORE),--before $(BEFORE))
 
 # Evidently in its own environment too: drift verdicts compared on the same data.
 EVIDENTLY_VENV := bench/.venv-evidently

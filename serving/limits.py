@@ -91,7 +91,8 @@ class RequestOutcomes:
 
     It wraps the whole app (body limit included), so the rejected count equals the 4xx
     responses: refusals before the model (bad JSON, 413, 404, 422) are counted too. It also
-    reads `application/json; charset=utf-8` as plain JSON, which KServe does not.
+    reads `application/json; charset=utf-8`, and a body with no content type (tritonclient's
+    JSON mode), as plain JSON, which KServe does not.
     """
 
     def __init__(self, app: Any, count: Callable[[str, int, str | None], None]):
@@ -125,20 +126,27 @@ class RequestOutcomes:
 
 
 def _plain_json_content_type(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """`application/json; charset=utf-8` (or us-ascii) as `application/json`."""
-    out = []
+    """`application/json; charset=utf-8` (or us-ascii) as `application/json`; no content type
+    at all, and no binary-tensor header, as JSON too (tritonclient's JSON mode sends none,
+    and KServe then takes a V2 body for binary tensors and refuses it)."""
+    out, typed, binary = [], False, False
     for key, value in headers:
-        if key == b"content-type" and b";" in value:
-            media, _, parameters = value.partition(b";")
-            charset = parameters.strip().lower().removeprefix(b"charset=").strip(b'"')
-            if media.strip().lower() == b"application/json" and charset in (
-                b"utf-8",
-                b"utf8",
-                b"us-ascii",
-            ):
-                value = b"application/json"
+        if key == b"content-type":
+            typed = True
+            if b";" in value:
+                media, _, parameters = value.partition(b";")
+                charset = parameters.strip().lower().removeprefix(b"charset=").strip(b'"')
+                if media.strip().lower() == b"application/json" and charset in JSON_CHARSETS:
+                    value = b"application/json"
+        elif key == b"inference-header-content-length":
+            binary = True
         out.append((key, value))
+    if not typed and not binary:
+        out.append((b"content-type", b"application/json"))
     return out
+
+
+JSON_CHARSETS = (b"utf-8", b"utf8", b"us-ascii")
 
 
 def read_deadline_protocol(base: type, seconds: float) -> type:

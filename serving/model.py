@@ -352,10 +352,11 @@ class BundleModel(Model):
         request_id = request_id_from(headers)
         schema = self.bundle.schema
         try:
-            frame = records_frame(v1_records(payload), schema)
+            columns, unseen = records_columns(v1_records(payload), schema, self.strict)
         except InvalidInput:
             note_refusal("malformed_body")
             raise
+        frame = columns_frame(columns)
         try:
             explanations = explain_rows(self.bundle, frame)
         except NotExplainable as error:
@@ -367,6 +368,8 @@ class BundleModel(Model):
             REQUEST_ID: request_id,
             "explanations": explanations,
         }
+        if unseen:
+            response["warnings"] = warnings_of(unseen)
         kept = self.bundle.metadata.get("explanation")  # global importance, from training
         if kept:
             response["global_importance"] = {

@@ -66,6 +66,13 @@ def test_explain_endpoint(bundles, churn, start_server):
         f"{xgb.url}/v1/models/{xgb.name}:explain", json={"instances": rows}, timeout=30
     )
     assert len(anonymous.json()["request_id"]) == 36  # a new UUID
+    new = httpx.post(
+        f"{xgb.url}/v1/models/{xgb.name}:explain",
+        json={"instances": [rows[0], {**rows[1], "plan": "platinum"}]},
+        timeout=30,
+    )
+    assert new.status_code == 200 and len(new.json()["explanations"]) == 2
+    assert [(w["row"], w["value"]) for w in new.json()["warnings"]] == [(1, "platinum")]
     assert len(body["explanations"]) == 2 and len(body["predictions"]) == 2
     forest = start_server(bundles["random_forest"], served_name(bundles["random_forest"]))
     refused = httpx.post(

@@ -348,6 +348,27 @@ def _categorical_branch(
 ) -> tuple[Block, int]:
     if len(steps) == 1 and isinstance(steps[0], MissingIndicator):
         return _missing_indicator(name, steps[0], columns)
+    tables, lookups, unseen = category_tables(name, transformer, steps, columns)
+
+    def block(data: Columns) -> np.ndarray:
+        parts = []
+        for column, table, lookup, other in zip(columns, tables, lookups, unseen, strict=True):
+            get = lookup.get
+            rows = np.fromiter((get(v, other) for v in data[column]), np.intp, len(data[column]))
+            parts.append(table[rows])
+        return np.hstack(parts) if len(parts) > 1 else parts[0]
+
+    return block, sum(table.shape[1] for table in tables)
+
+
+def category_tables(
+    name: str, transformer: Any, steps: list[Any], columns: list[str]
+) -> tuple[list[np.ndarray], list[dict[Any, int]], list[int]]:
+    """A categorical branch (imputer -> encoder -> scalers) as one lookup table per column.
+
+    Shared with the ONNX export, which turns each table into a string lookup and a gather.
+    Raises NotCompilable for a branch whose outputs are not each a function of one column.
+    """
     encoders = [s for s in steps if isinstance(s, OneHotEncoder | OrdinalEncoder | TargetEncoder)]
     if len(encoders) != 1:
         raise NotCompilable(f"branch '{name}': expected one categorical encoder")
@@ -359,17 +380,7 @@ def _categorical_branch(
         if not isinstance(step, ELEMENTWISE_AFTER_ENCODING):
             raise NotCompilable(f"branch '{name}': {type(step).__name__} after the encoder")
     widths = _encoder_widths(name, encoders[0], len(columns))
-    tables, lookups, unseen = _lookup_tables(transformer, columns, encoders[0], widths)
-
-    def block(data: Columns) -> np.ndarray:
-        parts = []
-        for column, table, lookup, other in zip(columns, tables, lookups, unseen, strict=True):
-            get = lookup.get
-            rows = np.fromiter((get(v, other) for v in data[column]), np.intp, len(data[column]))
-            parts.append(table[rows])
-        return np.hstack(parts) if len(parts) > 1 else parts[0]
-
-    return block, sum(widths)
+    return _lookup_tables(transformer, columns, encoders[0], widths)
 
 
 def _encoder_widths(name: str, encoder: Any, n_columns: int) -> list[int]:

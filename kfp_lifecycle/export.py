@@ -47,7 +47,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
 
-from kfp_lifecycle.core.bundle import Bundle
+from kfp_lifecycle.core.bundle import DEFAULT_DECISION_THRESHOLD, Bundle
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.fastpath import NotCompilable, category_tables
 from kfp_lifecycle.core.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, InputSchema
@@ -339,10 +339,34 @@ def _shape_double(width: Any) -> Any:
 
 
 def _convert_coercer(scope: Any, operator: Any, container: Any) -> None:
-    """The coercer's work (select the schema's columns, cast them) is the typed inputs."""
+    """The coercer's work (select the schema's columns, cast them) is the typed inputs; what
+    it makes of an infinite number (kept, or read as missing) is asked of it, not assumed."""
     nodes = _Nodes(scope, operator, container)
+    coercer: SchemaCoercer = operator.raw_operator
+    as_missing = set(infinite_as_missing(coercer))
     for source, target in zip(operator.inputs, operator.outputs, strict=True):
-        nodes.op("Identity", source.full_name, output=target.full_name)
+        if source.raw_name in as_missing:
+            infinite = nodes.op("IsInf", source.full_name)
+            nodes.op(
+                "Where", infinite, nodes.const(np.nan), source.full_name, output=target.full_name
+            )
+        else:
+            nodes.op("Identity", source.full_name, output=target.full_name)
+
+
+def infinite_as_missing(coercer: SchemaCoercer) -> list[str]:
+    """The number columns in which the coercer turns +-inf into NaN."""
+    schema = InputSchema.from_dict(coercer.schema)
+    probe = {}
+    for column in schema.columns:
+        if column.kind in (NUMERIC, BOOLEAN):
+            probe[column.name] = [np.inf, -np.inf]
+        elif column.kind == CATEGORICAL:
+            probe[column.name] = ["a", "a"]
+        else:
+            probe[column.name] = [None, None]
+    coerced = coercer.transform(pd.DataFrame(probe))
+    return [c.name for c in schema.columns if c.kind == NUMERIC and coerced[c.name].isna().all()]
 
 
 def _shape_coercer(operator: Any) -> None:
@@ -654,7 +678,7 @@ def convert_bundle(bundle: Bundle) -> Any:
     back, dtype = _converted(
         type(estimator).__name__, lambda: _estimator_model(estimator, task, width)
     )
-    model = _join(front, back, dtype, task)
+    model = _join(front, back, dtype, bundle.metadata)
     model.doc_string = json.dumps(_model_notes(bundle, schema))
     return model
 
@@ -686,8 +710,10 @@ TREE_ESTIMATORS = (
     "RandomForestRegressor",
     "HistGradientBoostingClassifier",
     "HistGradientBoostingRegressor",
+    "LGBMClassifier",
+    "LGBMRegressor",
 )
-FLOAT32_ESTIMATORS = ("XGBClassifier", "XGBRegressor", "LGBMClassifier", "LGBMRegressor")
+FLOAT32_ESTIMATORS = ("XGBClassifier", "XGBRegressor")
 
 
 def _estimator_model(estimator: Any, task: str, width: int) -> tuple[Any, Any]:
@@ -707,11 +733,12 @@ def _estimator_model(estimator: Any, task: str, width: int) -> tuple[Any, Any]:
     return _skl2onnx(estimator, types, options), np.float64
 
 
-def _join(front: Any, back: Any, dtype: Any, task: str) -> Any:
-    """One model: the preprocessing's output cast to the estimator's input type, and the
-    estimator's outputs as double probabilities (or predictions) and labels."""
+def _join(front: Any, back: Any, dtype: Any, metadata: dict[str, Any]) -> Any:
+    """One model: the preprocessing's output cast to the estimator's input type, then the
+    estimator; its scores as double, and the bundle's own labels (its classes, its decision
+    threshold for two classes) computed from them."""
     import onnx
-    from onnx import TensorProto, compose, helper
+    from onnx import TensorProto, compose, helper, numpy_helper
 
     back = compose.add_prefix(back, "estimator/")
     (features,) = [output.name for output in front.graph.output]
@@ -719,17 +746,52 @@ def _join(front: Any, back: Any, dtype: Any, task: str) -> Any:
     to = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
     nodes = [*front.graph.node, helper.make_node("Cast", [features], [estimator_input], to=to)]
     nodes += back.graph.node
-    outputs = []
-    names = ["label", "probabilities"] if task == CLASSIFICATION else ["variable"]
-    for name, output in zip(names, back.graph.output, strict=True):
-        if name == "label":
-            nodes.append(helper.make_node("Identity", [output.name], [name]))
-            outputs.append(
-                helper.make_tensor_value_info(name, output.type.tensor_type.elem_type, [None])
+    initializers = [*front.graph.initializer, *back.graph.initializer]
+    scores = back.graph.output[-1].name  # probabilities (after the label), or the prediction
+    if metadata["task"] != CLASSIFICATION:
+        nodes.append(helper.make_node("Cast", [scores], ["variable"], to=TensorProto.DOUBLE))
+        outputs = [helper.make_tensor_value_info("variable", TensorProto.DOUBLE, [None, 1])]
+    else:
+        classes = metadata["classes"]
+        numeric = all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
+        table = (
+            np.asarray(classes, dtype=np.int64)
+            if numeric
+            else np.asarray([str(c) for c in classes], dtype=object)
+        )
+        nodes.append(helper.make_node("Cast", [scores], ["probabilities"], to=TensorProto.DOUBLE))
+        initializers.append(numpy_helper.from_array(table, "bundle/classes"))
+        if len(classes) == 2:
+            threshold = metadata.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)
+            initializers += [
+                numpy_helper.from_array(np.asarray([1], dtype=np.int64), "bundle/positive"),
+                numpy_helper.from_array(np.asarray(threshold, np.float64), "bundle/threshold"),
+            ]
+            nodes += [
+                helper.make_node(
+                    "Gather", ["probabilities", "bundle/positive"], ["bundle/p1"], axis=1
+                ),
+                helper.make_node("Reshape", ["bundle/p1", "bundle/flat"], ["bundle/p"]),
+                helper.make_node(
+                    "GreaterOrEqual", ["bundle/p", "bundle/threshold"], ["bundle/over"]
+                ),
+                helper.make_node("Cast", ["bundle/over"], ["bundle/index"], to=TensorProto.INT64),
+            ]
+            initializers.append(
+                numpy_helper.from_array(np.asarray([-1], dtype=np.int64), "bundle/flat")
             )
         else:
-            nodes.append(helper.make_node("Cast", [output.name], [name], to=TensorProto.DOUBLE))
-            outputs.append(helper.make_tensor_value_info(name, TensorProto.DOUBLE, [None, None]))
+            nodes.append(
+                helper.make_node("ArgMax", ["probabilities"], ["bundle/index"], axis=1, keepdims=0)
+            )
+        nodes.append(helper.make_node("Gather", ["bundle/classes", "bundle/index"], ["label"]))
+        elem = TensorProto.INT64 if numeric else TensorProto.STRING
+        outputs = [
+            helper.make_tensor_value_info("label", elem, [None]),
+            helper.make_tensor_value_info(
+                "probabilities", TensorProto.DOUBLE, [None, len(classes)]
+            ),
+        ]
     opsets: dict[str, int] = {}
     for model in (front, back):
         for entry in model.opset_import:
@@ -739,7 +801,7 @@ def _join(front: Any, back: Any, dtype: Any, task: str) -> Any:
         "kfp-lifecycle",
         list(front.graph.input),
         outputs,
-        initializer=[*front.graph.initializer, *back.graph.initializer],
+        initializer=initializers,
     )
     model = helper.make_model(
         graph,
@@ -901,6 +963,60 @@ class _Graph:
         return f"{stem}_{self.count}"
 
 
+def _link(graph: _Graph, raw: str, task: str, targets: int) -> str:
+    """Raw scores to probabilities as sklearn's and LightGBM's losses do (logistic, softmax)."""
+    if task != CLASSIFICATION:
+        return raw
+    if targets > 1:
+        return graph.op("Softmax", raw, axis=1)
+    positive = graph.op("Sigmoid", raw)
+    return graph.op("Concat", graph.op("Sub", graph.const([[1.0]]), positive), positive, axis=1)
+
+
+def _lightgbm_node(node: dict[str, Any], rows: list[dict[str, Any]]) -> int:
+    """Number `node` and its subtree depth-first into `rows`; return its index."""
+    index = len(rows)
+    row: dict[str, Any] = {"leaf": "leaf_value" in node}
+    rows.append(row)
+    if row["leaf"]:
+        row.update(value=node["leaf_value"], feature=0, threshold=0.0, left=-1, right=-1)
+        row["missing_left"] = False
+        return index
+    if node["decision_type"] != "<=" or node["missing_type"] == "Zero":
+        raise ExportError(
+            f"cannot export a LightGBM split '{node['decision_type']}' with missing type "
+            f"{node['missing_type']} (categorical splits, zero_as_missing)"
+        )
+    threshold = float(node["threshold"])
+    # Missing type None: NaN is read as 0.0; NaN: it takes the default side.
+    missing_left = node["default_left"] if node["missing_type"] == "NaN" else threshold >= 0.0
+    row.update(feature=node["split_feature"], threshold=threshold, value=0.0)
+    row["missing_left"] = bool(missing_left)
+    row["left"] = _lightgbm_node(node["left_child"], rows)
+    row["right"] = _lightgbm_node(node["right_child"], rows)
+    return index
+
+
+def _lightgbm_trees(dump: dict[str, Any], targets: int) -> list[list[_Tree]]:
+    """LightGBM's dumped trees (tree i adds to target i % targets), numbered as arrays."""
+    per_target: list[list[_Tree]] = [[] for _ in range(targets)]
+    for info in dump["tree_info"]:
+        rows: list[dict[str, Any]] = []
+        _lightgbm_node(info["tree_structure"], rows)
+        per_target[info["tree_index"] % targets].append(
+            _Tree(
+                np.array([r["feature"] for r in rows], dtype=np.int64),
+                np.array([r["threshold"] for r in rows], dtype=np.float64),
+                np.array([r["left"] for r in rows], dtype=np.int64),
+                np.array([r["right"] for r in rows], dtype=np.int64),
+                np.array([r["leaf"] for r in rows], dtype=bool),
+                np.array([r["missing_left"] for r in rows], dtype=bool),
+                np.array([r["value"] for r in rows], dtype=np.float64),
+            )
+        )
+    return per_target
+
+
 def _tree_model(estimator: Any, task: str, width: int) -> Any:
     from onnx import TensorProto, helper
 
@@ -911,22 +1027,27 @@ def _tree_model(estimator: Any, task: str, width: int) -> Any:
         targets = len(estimator.classes_) if task == CLASSIFICATION else 1
         summed = _tree_ensemble(graph, x, [_forest_trees(estimator, t) for t in range(targets)])
         scores = graph.op("Div", summed, graph.const(float(len(estimator.estimators_))))
-    else:
+    elif kind.startswith("HistGradientBoosting"):
         link = type(estimator._loss.link).__name__
         if task != CLASSIFICATION and link != "IdentityLink":
-            raise ExportError(f"cannot export a HistGradientBoostingRegressor with {link}")
+            raise ExportError(f"cannot export a {kind} with {link}")
         targets = estimator.n_trees_per_iteration_
         summed = _tree_ensemble(graph, x, [_hgb_trees(estimator, t) for t in range(targets)])
         baseline = np.asarray(estimator._baseline_prediction, dtype=np.float64).reshape(1, -1)
-        raw = graph.op("Add", graph.const(baseline), summed)
-        scores = raw
-        if task == CLASSIFICATION and targets == 1:
-            positive = graph.op("Sigmoid", raw)
-            scores = graph.op(
-                "Concat", graph.op("Sub", graph.const([[1.0]]), positive), positive, axis=1
-            )
-        elif task == CLASSIFICATION:
-            scores = graph.op("Softmax", raw, axis=1)
+        scores = _link(graph, graph.op("Add", graph.const(baseline), summed), task, targets)
+    else:
+        dump = estimator.booster_.dump_model()
+        objective = dump["objective"].split()
+        targets = int(dump["num_tree_per_iteration"])
+        if dump.get("average_output"):
+            raise ExportError(f"cannot export a {kind} whose boosting averages (rf)")
+        if objective[0] not in ("binary", "multiclass", "regression"):
+            raise ExportError(f"cannot export a {kind} with objective {dump['objective']!r}")
+        raw = _tree_ensemble(graph, x, _lightgbm_trees(dump, targets))
+        sigmoid = [float(o.split(":")[1]) for o in objective if o.startswith("sigmoid:")]
+        if sigmoid and sigmoid[0] != 1.0:
+            raw = graph.op("Mul", raw, graph.const(sigmoid[0]))
+        scores = _link(graph, raw, task, targets)
     outputs = []
     if task == CLASSIFICATION:
         classes = np.asarray(estimator.classes_)
@@ -934,7 +1055,7 @@ def _tree_model(estimator: Any, task: str, width: int) -> Any:
         if classes.dtype.kind in "iub":
             labels, elem = graph.const(classes, np.int64), TensorProto.INT64
         else:
-            labels, elem = graph.const(classes.astype(str).astype(object)), TensorProto.STRING
+            labels, elem = graph.const(classes.astype(str), object), TensorProto.STRING
         graph.op("Gather", labels, index, output="label", axis=0)
         graph.op("Identity", scores, output="probabilities")
         outputs = [
@@ -979,29 +1100,22 @@ class Parity:
     label_agreement: float | None  # classification: the bundle's labels vs the threshold's
 
 
-def onnx_predict(session: Any, feed: dict[str, np.ndarray], task: str) -> np.ndarray:
-    """Probabilities (classification) or predictions (regression) from an ORT session."""
-    names = [output.name for output in session.get_outputs()]
-    wanted = "probabilities" if task == CLASSIFICATION else names[0]
-    values = session.run([wanted], feed)[0]
-    return np.asarray(values, dtype=np.float64).reshape(len(next(iter(feed.values()))), -1)
-
-
 def check_parity(bundle: Bundle, model_bytes: bytes, rows: pd.DataFrame) -> Parity:
-    """Max absolute difference between ONNX Runtime and the bundle on `rows`."""
+    """Max absolute difference between ONNX Runtime and the bundle on `rows`; for a
+    classifier also the share of rows whose ONNX label is the bundle's."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     task = bundle.metadata["task"]
     schema = InputSchema.from_dict(bundle.metadata["input_schema"])
-    got = onnx_predict(session, onnx_feed(rows, schema), task)
     reference = bundle.predict(schema.coerce(rows))
     if task == CLASSIFICATION:
+        labels, got = session.run(["label", "probabilities"], onnx_feed(rows, schema))
         expected = reference.probabilities
-        labels = bundle._classified(got).labels
-        agreement = float(np.mean([a == b for a, b in zip(labels, reference.labels, strict=True)]))
-        measure = "probability"
+        same = [a == b for a, b in zip(labels.tolist(), reference.labels, strict=True)]
+        agreement, measure = float(np.mean(same)), "probability"
     else:
+        (got,) = session.run(["variable"], onnx_feed(rows, schema))
         expected = np.asarray(reference.labels, dtype=np.float64).reshape(-1, 1)
         agreement, measure = None, "prediction"
     if got.shape != expected.shape:

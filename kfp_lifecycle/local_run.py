@@ -72,6 +72,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "preprocess_options": config.preprocessing.model_dump(mode="json", exclude_none=True),
         "features_options": config.features.model_dump(mode="json", exclude_none=True),
         "balance_options": config.imbalance.model_dump(mode="json", exclude_none=True),
+        "onnx_export": config.onnx_export,
     }
 
 

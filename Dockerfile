@@ -11,7 +11,7 @@ COPY kfp_lifecycle kfp_lifecycle
 COPY components components
 COPY pipelines pipelines
 COPY serving serving
-RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint requirements.lock .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint requirements.lock ".[onnx]"
 
 # --- runtime: no compiler, no pip cache, a non-root user ---------------------------------
 FROM python:3.11.11-slim-bookworm

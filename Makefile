@@ -48,11 +48,11 @@ compile: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/lifecycle serve --model $(MODEL) --port $(PORT)
 
-# requirements.lock: the runtime closure of pyproject.toml's pins, resolved in a clean
-# environment; the image installs exactly this (Dockerfile).
+# requirements.lock: the runtime closure of pyproject.toml's pins (with the onnx extra),
+# resolved in a clean environment; the image installs exactly this (Dockerfile).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet .
+	.lock-venv/bin/python -m pip install --quiet ".[onnx]"
 	.lock-venv/bin/python -m pip freeze --exclude kfp-lifecycle > requirements.lock
 	rm -rf .lock-venv
 	@echo "wrote requirements.lock"

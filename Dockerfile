@@ -16,7 +16,7 @@ COPY kfp_lifecycle kfp_lifecycle
 COPY components components
 COPY pipelines pipelines
 COPY serving serving
-RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint requirements.lock .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint requirements.lock ".[onnx]"
 
 # --- runtime: no compiler, no pip cache, a non-root user ---------------------------------
 FROM python:3.11.11-slim-bookworm
@@ -32,4 +32,4 @@ RUN pip install --no-index --find-links /wheels /wheels/*.whl \
 USER 1000
 WORKDIR /home/lifecycle
 EXPOSE 8080
-CMD ["python", "-m", "kfp_lifecycle.serving.server", "--model", "/mnt/models", "--port", "8080"]
+CMD ["python", "-m", "kfp_lifecycle.serving.server", "--model", "/mnt/models", "--host", "0.0.0.0", "--port", "8080"]

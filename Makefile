@@ -48,11 +48,11 @@ compile: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/lifecycle serve --model $(MODEL) --port $(PORT)
 
-# requirements.lock: the runtime closure of pyproject.toml's pins, resolved in a clean
-# environment; the image installs exactly this (Dockerfile).
+# requirements.lock: the runtime closure of pyproject.toml's pins (with the onnx extra),
+# resolved in a clean environment; the image installs exactly this (Dockerfile).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet .
+	.lock-venv/bin/python -m pip install --quiet ".[onnx]"
 	.lock-venv/bin/python -m pip freeze --exclude kfp-lifecycle > requirements.lock
 	rm -rf .lock-venv
 	@echo "wrote requirements.lock"
@@ -67,8 +67,10 @@ $(MLSERVER_VENV)/.installed: pyproject.toml
 	$(MLSERVER_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
+# BEFORE=DIR adds a checkout of older code (e.g. `git worktree add DIR <commit>`) to compare.
 bench-serving: $(STAMP) $(MLSERVER_VENV)/.installed
-	$(BIN)/python bench/serving_vs_mlserver.py --mlserver-python $(MLSERVER_VENV)/bin/python
+	$(BIN)/python bench/serving_floor.py --mlserver-python $(MLSERVER_VENV)/bin/python \
+		$(if $(BEFORE),--before $(BEFORE))
 
 # Evidently in its own environment too: drift verdicts compared on the same data.
 EVIDENTLY_VENV := bench/.venv-evidently

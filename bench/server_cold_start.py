@@ -46,7 +46,9 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def one_run(python: str, bundle: Path, log: Path) -> tuple[float, float]:
+def one_run(
+    python: str, bundle: Path, log: Path, pythonpath: str | None = None
+) -> tuple[float, float]:
     """Seconds from process start to ready, and RSS (MiB) once ready."""
     port = free_port()
     command = [python, "-m", "kfp_lifecycle.serving.server", "--model", str(bundle)]
@@ -55,7 +57,8 @@ def one_run(python: str, bundle: Path, log: Path) -> tuple[float, float]:
         started = time.perf_counter()
         process = subprocess.Popen(
             command, stdout=sink, stderr=subprocess.STDOUT, cwd=tempfile.gettempdir(),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                 **({"PYTHONPATH": pythonpath} if pythonpath else {})},
         )  # fmt: skip
     try:
         while True:
@@ -82,6 +85,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, help="python of the checkout before")
     parser.add_argument("--after", required=True, help="python of the checkout after")
+    parser.add_argument(
+        "--before-pythonpath",
+        help="a checkout (e.g. a git worktree) the before side imports first, so one "
+        "interpreter can run both",
+    )
     parser.add_argument("--bundle", required=True, type=Path, help="bundle both serve")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
@@ -90,12 +98,15 @@ def main() -> None:
 
     results: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as scratch:
-        one_run(args.before, args.bundle, Path(scratch) / "warm.log")  # warm the file cache
+        before_path = os.path.abspath(args.before_pythonpath) if args.before_pythonpath else None
+        paths = {"before": before_path, "after": None}
+        one_run(args.before, args.bundle, Path(scratch) / "warm.log", before_path)  # file cache
         one_run(args.after, args.bundle, Path(scratch) / "warm.log")
         for run in range(args.runs):
             for side in ("before", "after"):
                 python = getattr(args, side)
-                results[side].append(one_run(python, args.bundle, Path(scratch) / f"{side}.log"))
+                log = Path(scratch) / f"{side}.log"
+                results[side].append(one_run(python, args.bundle, log, paths[side]))
                 ready, rss = results[side][-1]
                 print(f"run {run + 1} {side:<6} ready {ready:6.2f} s  RSS {rss:7.1f} MiB")
 

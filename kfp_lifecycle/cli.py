@@ -229,9 +229,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.serving.options import server_options
     from kfp_lifecycle.serving.server import serve
 
-    serve(args.model, port=args.port, name=args.name)
+    serve(args.model, **server_options(args))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from kfp_lifecycle.export import REPORT_MD, export_model
+
+    result = export_model(args.model, args.output, args.format)
+    parity = result.parity
+    print(
+        f"wrote {Path(args.output) / result.onnx_file}: {parity.measure}s agree with the "
+        f"bundle within {parity.max_scaled_diff:.3g} on {parity.rows} rows "
+        f"({result.rows_source}), tolerance {parity.tolerance:g}; report "
+        f"{Path(args.output) / REPORT_MD}"
+    )
     return 0
 
 
@@ -530,9 +545,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="bundle directory (a registry version), or REGISTRY/MODEL@ALIAS, e.g. "
         "demo-output/registry/churn@champion",
     )
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--name", help="served model name (default: the registered name)")
+    from kfp_lifecycle.serving.options import add_server_options
+
+    add_server_options(serve)
     serve.set_defaults(handler=cmd_serve)
+
+    export = commands.add_parser(
+        "export", help="export a model bundle as one ONNX model, checked against the bundle"
+    )
+    export.add_argument(
+        "--model",
+        required=True,
+        help="bundle directory, s3:// version URI or REGISTRY/MODEL@ALIAS (or @VERSION)",
+    )
+    export.add_argument("--format", default="onnx", choices=["onnx"], help="(default: onnx)")
+    export.add_argument("--output", required=True, help="directory for model.onnx and its report")
+    export.set_defaults(handler=cmd_export)
 
     deploy = commands.add_parser("deploy", help="deploy a registered model as a KServe service")
     deploy.add_argument("--model", required=True, help="s3:// version URI or REGISTRY/MODEL@ALIAS")

@@ -149,6 +149,11 @@ class LifecycleConfig(Section):
     explanation: ExplainOptions = Field(default_factory=ExplainOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    onnx_export: bool = Field(
+        True,
+        description="Export the registered model as one ONNX model (model.onnx), checked "
+        "against the bundle; a model that cannot be exported is recorded, not a failure.",
+    )
 
 
 def describe_errors(error: ValidationError, source: str) -> str:

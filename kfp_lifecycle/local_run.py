@@ -104,6 +104,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "features_options": config.features.model_dump(mode="json", exclude_none=True),
         "balance_options": config.imbalance.model_dump(mode="json", exclude_none=True),
         "sql_options": sql_options,
+        "onnx_export": config.onnx_export,
     }
 
 

@@ -98,11 +98,19 @@ MONITORING_GAUGES: dict[str, MetricInfo] = {
 @cache
 def runtime_metrics() -> dict[str, MetricInfo]:
     """The model server's metrics, read from its prometheus_client objects."""
-    from kfp_lifecycle.serving.model import LATENCY, PREDICTED_LABELS, REQUESTS
+    from kfp_lifecycle.serving.limits import SLOW_CLIENTS
+    from kfp_lifecycle.serving.model import (
+        LATENCY,
+        PREDICTED_LABELS,
+        REJECTED,
+        REQUESTS,
+        UNSEEN_VALUES,
+    )
     from kfp_lifecycle.serving.payload_log import LOGGED_ROWS
 
     found = {}
-    for metric in (REQUESTS, LATENCY, PREDICTED_LABELS, LOGGED_ROWS):
+    runtime = (REQUESTS, REJECTED, LATENCY, PREDICTED_LABELS, UNSEEN_VALUES, LOGGED_ROWS)
+    for metric in (*runtime, SLOW_CLIENTS):
         (family,) = metric.describe()
         name = f"{family.name}_total" if family.type == COUNTER else family.name
         labels = tuple(metric._labelnames)  # prometheus_client has no public accessor

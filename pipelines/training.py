@@ -9,6 +9,7 @@ from kfp_lifecycle.components.clean import clean
 from kfp_lifecycle.components.diagnose import diagnose
 from kfp_lifecycle.components.evaluate import calibrate_threshold, evaluate
 from kfp_lifecycle.components.explain import explain
+from kfp_lifecycle.components.export import export_onnx
 from kfp_lifecycle.components.features import select_features
 from kfp_lifecycle.components.gate import gate
 from kfp_lifecycle.components.ingest import ingest
@@ -30,7 +31,8 @@ PIPELINE_NAME = "training"
     description="Ingest, validate, profile, clean, split, preprocess, select features, "
     "balance, tune and train model families in parallel, select the champion, choose its "
     "decision threshold, evaluate it on held-out data, gate it against business thresholds "
-    "and the current champion, diagnose its fit, explain it, report, and register it.",
+    "and the current champion, diagnose its fit, explain it, report, register it, and "
+    "export it as one ONNX model.",
 )
 def training_pipeline(
     data: str,
@@ -55,6 +57,7 @@ def training_pipeline(
     sql_options: dict = {},  # noqa: B006
     positive_class: str = "",
     time_budget: float = DEFAULT_TIME_BUDGET,
+    onnx_export: bool = True,
 ) -> dsl.Artifact:
     # never cached: the key is the URI string, and the data behind a URI changes
     ingested = with_db_access(
@@ -183,4 +186,10 @@ def training_pipeline(
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_caching_options(False)
     )
+    with dsl.If(onnx_export == True):  # noqa: E712 (a pipeline condition, not Python's)
+        export_onnx(
+            champion=reported.outputs["carded"],
+            test=parts.outputs["test"],
+            summary=registered.outputs["summary"],
+        ).set_display_name("export (ONNX, checked against the bundle)")
     return registered.outputs["summary"]

@@ -21,6 +21,7 @@ environment variables (unset URI: no logging):
 from __future__ import annotations
 
 import io
+import logging
 import os
 import queue
 import threading
@@ -37,6 +38,8 @@ import prometheus_client
 
 from kfp_lifecycle.core.bundle import Prediction
 from kfp_lifecycle.core.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 URI_ENV = "LIFECYCLE_PAYLOAD_LOG_URI"
 BATCH_ROWS_ENV = "LIFECYCLE_PAYLOAD_LOG_BATCH_ROWS"
@@ -56,8 +59,9 @@ WRITE_ATTEMPTS = 3
 
 LOGGED_ROWS = prometheus_client.Counter(
     "kfp_lifecycle_payload_log_rows_total",
-    "Predicted rows for the request log by outcome: written, dropped (queue full) or "
-    "failed (the write failed after retries).",
+    "Predicted rows for the request log by outcome: written, dropped (queue full), "
+    "failed (the write failed after retries) or unflushed (still unwritten when a stop's "
+    "grace period ran out).",
     ["model_name", "outcome"],
 )
 
@@ -128,6 +132,7 @@ class PayloadLogger:
         self.model_name = model_name
         self._queue: queue.Queue[pd.DataFrame | None] = queue.Queue()
         self._queued_rows = 0
+        self._unwritten = 0  # accepted rows not yet written or given up on
         self._lock = threading.Lock()
         self._writer = _writer_for(settings.uri)
         self._thread = threading.Thread(target=self._run, name="payload-log", daemon=True)
@@ -141,17 +146,33 @@ class PayloadLogger:
                 LOGGED_ROWS.labels(self.model_name, "dropped").inc(len(rows))
                 return False
             self._queued_rows += len(rows)
+            self._unwritten += len(rows)
         self._queue.put_nowait(rows)
         return True
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued, then stop the thread (graceful shutdown loses nothing)."""
+    def close(self, timeout: float = 20.0) -> int:
+        """Write what is queued, waiting at most `timeout` seconds (a stop's grace period);
+        returns the rows left unwritten, which are counted and logged, never lost silently."""
         with self._lock:
             if self._closed:
-                return
+                return 0
             self._closed = True
         self._queue.put_nowait(None)
         self._thread.join(timeout)
+        with self._lock:
+            left = self._unwritten if self._thread.is_alive() else 0
+        if left:
+            LOGGED_ROWS.labels(self.model_name, "unflushed").inc(left)
+            logger.warning(
+                "request log: %d row(s) not written within the %gs grace period; dropped",
+                left,
+                timeout,
+            )
+        return left
+
+    def _settled(self, rows: int) -> None:
+        with self._lock:
+            self._unwritten -= rows
 
     def _run(self) -> None:
         batch: list[pd.DataFrame] = []
@@ -173,7 +194,8 @@ class PayloadLogger:
                     self._write(pd.concat(batch, ignore_index=True))
                 except Exception as error:  # the thread must outlive any bad batch
                     LOGGED_ROWS.labels(self.model_name, "failed").inc(rows)
-                    print(f"request log: dropped {rows} row(s): {error}")
+                    logger.warning("request log: dropped %d row(s): %s", rows, error)
+                self._settled(rows)
                 batch, rows = [], 0
             if item is None:
                 return
@@ -192,7 +214,9 @@ class PayloadLogger:
                 except Exception as error:  # the log must never take the server down
                     if attempt == WRITE_ATTEMPTS - 1:
                         LOGGED_ROWS.labels(self.model_name, "failed").inc(len(part))
-                        print(f"request log: dropped {len(part)} row(s) for {key}: {error}")
+                        logger.warning(
+                            "request log: dropped %d row(s) for %s: %s", len(part), key, error
+                        )
                     else:
                         time.sleep(0.2 * 2**attempt)
 

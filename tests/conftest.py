@@ -56,19 +56,27 @@ def regression() -> pd.DataFrame:
 def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
     processes: list[subprocess.Popen] = []
 
-    def start(model_dir: Path, name: str) -> Server:
+    def start(
+        model_dir: Path, name: str, args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> Server:
         port = free_port()
         log = tmp_path_factory.mktemp("server") / "server.log"
         server = Server(port, name, log)
         with open(log, "wb") as sink:
             process = subprocess.Popen(
-                server_command(model_dir, port),
+                [*server_command(model_dir, port), *args],
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 # tests/ on the path: bundles built from tests/faulty_models.py unpickle
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(TESTS)},
+                env={
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    "PYTHONPATH": str(TESTS),
+                    **(env or {}),
+                },
             )
         processes.append(process)
+        server.process = process
         wait_until_ready(process, server)
         return server
 

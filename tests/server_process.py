@@ -20,6 +20,7 @@ class Server:
     port: int
     name: str
     log: Path
+    process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:

@@ -183,8 +183,8 @@ def test_an_s3_registry_without_credentials_stops_the_run_in_one_line(
     assert not output.exists()
 
 
-def test_a_category_never_seen_in_training_is_a_client_error(tmp_path, churn):
-    model = BundleModel("churn", str(build_bundle(tmp_path / "bundle", churn)))
+def test_a_category_never_seen_in_training_is_a_client_error_in_strict_mode(tmp_path, churn):
+    model = BundleModel("churn", str(build_bundle(tmp_path / "bundle", churn)), strict=True)
     assert model.load()
     row = json.loads(churn.drop(columns=["churned"]).head(1).to_json(orient="records"))[0]
 

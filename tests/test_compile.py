@@ -143,7 +143,9 @@ def test_the_wiring_keeps_held_out_rows_out_of_every_fitted_step():
                                                     "diagnose"}  # fmt: skip
     assert edges[("balance", "balanced")] == {"train"}
     assert edges[("split", "validation")] == {"train", "calibrate-threshold", "diagnose"}
-    assert edges[("split", "test")] == {"evaluate", "gate", "explain", "report"}
+    assert edges[("split", "test")] == {  # export-onnx: checks the finished model's export
+        "evaluate", "gate", "explain", "report", "export-onnx",
+    }  # fmt: skip
 
 
 def test_database_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypatch):

@@ -54,10 +54,25 @@ def test_explain_endpoint(bundles, churn, start_server):
     rows = json.loads(churn.drop(columns=["churned"]).head(2).to_json(orient="records"))
     xgb = start_server(bundles["xgboost"], served_name(bundles["xgboost"]))
     response = httpx.post(
-        f"{xgb.url}/v1/models/{xgb.name}:explain", json={"instances": rows}, timeout=30
+        f"{xgb.url}/v1/models/{xgb.name}:explain",
+        json={"instances": rows},
+        headers={"x-request-id": "explain-7"},
+        timeout=30,
     )
     assert response.status_code == 200, response.text
     body = response.json()
+    assert body["request_id"] == "explain-7"  # like every other answer
+    anonymous = httpx.post(
+        f"{xgb.url}/v1/models/{xgb.name}:explain", json={"instances": rows}, timeout=30
+    )
+    assert len(anonymous.json()["request_id"]) == 36  # a new UUID
+    new = httpx.post(
+        f"{xgb.url}/v1/models/{xgb.name}:explain",
+        json={"instances": [rows[0], {**rows[1], "plan": "platinum"}]},
+        timeout=30,
+    )
+    assert new.status_code == 200 and len(new.json()["explanations"]) == 2
+    assert [(w["row"], w["value"]) for w in new.json()["warnings"]] == [(1, "platinum")]
     assert len(body["explanations"]) == 2 and len(body["predictions"]) == 2
     forest = start_server(bundles["random_forest"], served_name(bundles["random_forest"]))
     refused = httpx.post(

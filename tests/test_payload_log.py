@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -147,6 +148,24 @@ def test_a_store_that_never_answers_blocks_neither_the_caller_nor_the_stop(monke
     logger._thread.join(30)
     assert not logger._thread.is_alive()
     assert _counted("failed") == failed + 100
+
+
+def test_a_stop_waits_its_grace_period_then_counts_and_logs_what_is_unwritten(
+    tmp_path, monkeypatch, caplog
+):
+    release = threading.Event()
+    logger = PayloadLogger(LogSettings(str(tmp_path), batch_rows=2, flush_seconds=60), "churn")
+    monkeypatch.setattr(logger, "_writer", lambda key, data: release.wait(30))  # a stuck store
+    unflushed = _counted("unflushed")
+    assert logger.log(_rows(2, "first")) and logger.log(_rows(3, "second"))
+    started = time.perf_counter()
+    with caplog.at_level("WARNING", logger="kfp_lifecycle.serving.payload_log"):
+        assert logger.close(timeout=0.5) == 5
+    assert time.perf_counter() - started < 3.0
+    assert _counted("unflushed") == unflushed + 5
+    assert "5 row(s) not written within the 0.5s grace period" in caplog.text
+    release.set()
+    logger._thread.join(30)  # its late writes must not land in another test's counts
 
 
 def test_the_writer_outlives_a_batch_that_cannot_be_written(tmp_path):

@@ -92,6 +92,26 @@ def test_registered_bundle_is_complete_and_predicts(churn_runs, churn):
     assert set(prediction.labels) <= {"no", "yes"}
 
 
+def test_the_run_exports_the_registered_version_to_onnx(churn_runs, churn):
+    import onnxruntime
+
+    from kfp_lifecycle.export import TOLERANCE, onnx_feed
+
+    root, first, _ = churn_runs
+    (outcome_file,) = (root / "run1" / "pipeline-root").rglob("export.json")
+    outcome = json.loads(outcome_file.read_text())
+    assert outcome["exported"] is True, outcome
+    assert (outcome["model_uri"], outcome["model_version"]) == (first["model_uri"], 1)
+    assert outcome["max_difference"] < TOLERANCE
+    bundle = load_bundle(first["model_uri"])
+    rows = churn.drop(columns=["churned"]).head(50)
+    session = onnxruntime.InferenceSession(str(outcome_file.parent / "model.onnx"))
+    labels, probabilities = session.run(["label", "probabilities"], onnx_feed(rows, bundle.schema))
+    expected = bundle.predict(rows)
+    assert labels.tolist() == expected.labels
+    np.testing.assert_allclose(probabilities, expected.probabilities, atol=TOLERANCE, rtol=0)
+
+
 def test_the_run_writes_an_evaluation_report_with_every_section_filled(churn_runs):
     root, _, _ = churn_runs
     (page,) = (root / "run1" / "pipeline-root").glob("*/report/report")

@@ -160,3 +160,44 @@ def test_another_key_is_refused_and_s3_needs_a_key(moto, bundle_dir, tmp_path, m
     monkeypatch.setenv(signing.KEY_FILE_ENV, str(key_file))
     assert load_version(version.uri).metadata["registry_version"] == 1
     assert os.environ.get(signing.KEY_ENV) is None
+
+
+def test_the_model_server_verifies_what_it_loads(bundle_dir, tmp_path, monkeypatch):
+    """KServe's /mnt/models is a copy of a registered version: a signed copy is verified (a
+    swapped pickle never runs); with --require-signature (the ServingRuntime's) an unsigned
+    bundle is refused; without it an unsigned bundle (a training run's output) loads."""
+    import shutil
+
+    from kfp_lifecycle.registry import load_served
+
+    version = LocalRegistry(tmp_path / "registry").register("churn", bundle_dir, {})
+    mounted = tmp_path / "mnt-models"
+    shutil.copytree(version.uri, mounted)
+    assert load_served(mounted, require_signature=True).metadata["registry_version"] == 1
+
+    marker = tmp_path / "attacker-was-here"
+    evil = pickle.dumps(Planted(marker))
+    swapped = tmp_path / "swapped"
+    shutil.copytree(version.uri, swapped)
+    (swapped / MODEL_FILE).write_bytes(evil)
+    (swapped / METADATA_FILE).write_bytes(_swapped((mounted / METADATA_FILE).read_bytes(), evil))
+    for required in (True, False):  # a signature present is always checked
+        with pytest.raises(BundleError, match="bad signature"):
+            load_served(swapped, require_signature=required)
+    assert not marker.exists()
+
+    with pytest.raises(BundleError, match=r"is not signed.*LIFECYCLE_ALLOW_UNSIGNED=1"):
+        load_served(bundle_dir, require_signature=True)
+    assert load_served(bundle_dir).metadata["sha256"]
+    monkeypatch.setenv(signing.ALLOW_UNSIGNED_ENV, "1")
+    assert load_served(bundle_dir, require_signature=True).metadata["sha256"]
+
+
+def test_the_serving_runtime_requires_signatures():
+    import yaml
+
+    runtime = Path(__file__).parents[1] / "manifests/base/serving/servingruntime.yaml"
+    (container,) = yaml.safe_load(runtime.read_text())["spec"]["containers"]
+    assert "--require-signature" in container["args"]
+    secrets = [s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s]
+    assert signing.KEY_ENV and "kfp-lifecycle-signing" in secrets

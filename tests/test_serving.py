@@ -425,14 +425,6 @@ BAD_V2_INPUTS = [
         "input tensors are empty",
         id="empty-batch",
     ),
-    pytest.param(
-        [
-            {"name": "age", "shape": [1], "datatype": "FP64", "data": [41.0]},
-            {"name": "plan", "shape": [1], "datatype": "BYTES", "data": ["platinum"]},
-        ],
-        "field 'plan': category 'platinum' was never seen in training",
-        id="unseen-category",
-    ),
 ]
 
 
@@ -575,8 +567,15 @@ def test_streamed_body_over_the_limit_is_cut_off() -> None:
 
 
 @pytest.mark.serving
-def test_unseen_category_gets_a_400_naming_it(classifier_server: Server) -> None:
+def test_unseen_category_is_served_with_a_warning_naming_it(
+    classifier_server: Server, classifier_dir: Path
+) -> None:
     row = {**ROWS[0], "plan": "platinum"}
     response = _v1(classifier_server, {"instances": [ROWS[0], row]})
-    assert response.status_code == 400
-    assert "record 1, field 'plan': category 'platinum' was never seen in training" in response.text
+    assert response.status_code == 200, response.text
+    (warning,) = response.json()["warnings"]
+    assert (warning["row"], warning["field"], warning["value"]) == (1, "plan", "platinum")
+    # one-hot with handle_unknown="ignore": the row is predicted as sklearn predicts it
+    bundle = load_bundle(classifier_dir)
+    frame = bundle.schema.coerce(pd.DataFrame([ROWS[0], row]))
+    assert response.json()["predictions"] == bundle.predict(frame).labels

@@ -45,6 +45,9 @@ def test_serving_runtime_validates_and_serves_the_bundle_format(rendered):
     (container,) = runtime["spec"]["containers"]
     assert container["image"] == IMAGE
     assert container["args"][:2] == ["--model", "/mnt/models"]  # where KServe puts the model
+    # The server binds loopback unless told: in a pod, KServe's proxy reaches it by the pod IP.
+    host = container["args"].index("--host")
+    assert container["args"][host + 1] == "0.0.0.0"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 

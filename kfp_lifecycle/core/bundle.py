@@ -21,6 +21,7 @@ import io
 import json
 import platform
 from dataclasses import dataclass
+from functools import cached_property
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from kfp_lifecycle.core.errors import BundleError
-from kfp_lifecycle.core.schema import InputSchema
+from kfp_lifecycle.core.fastpath import CompiledPipeline, compile_pipeline
+from kfp_lifecycle.core.schema import Columns, InputSchema, columns_frame
 from kfp_lifecycle.core.tasks import CLASSIFICATION
 from kfp_lifecycle.core.transformers import (
     DatetimeFeatures,
@@ -73,9 +75,14 @@ class Bundle:
     pipeline: Any
     metadata: dict[str, Any]
 
-    @property
+    @cached_property
     def schema(self) -> InputSchema:
         return InputSchema.from_dict(self.metadata["input_schema"])
+
+    @cached_property
+    def compiled(self) -> CompiledPipeline | None:
+        """The pipeline as numpy column transforms, or None: then sklearn predicts."""
+        return compile_pipeline(self.pipeline, self.schema)
 
     @property
     def classes(self) -> list[Any] | None:
@@ -83,12 +90,24 @@ class Bundle:
 
     def predict(self, frame: pd.DataFrame) -> Prediction:
         """Predict from raw feature rows; the pipeline's first step coerces them to the schema."""
-        features = frame
         if self.metadata["task"] != CLASSIFICATION:
-            return Prediction(self.pipeline.predict(features).tolist(), None, None)
-        probabilities = calibrated(
-            self.pipeline.predict_proba(features), self.metadata.get("calibration")
-        )
+            return Prediction(self.pipeline.predict(frame).tolist(), None, None)
+        return self._classified(self.pipeline.predict_proba(frame))
+
+    def predict_columns(self, columns: Columns, fast: bool = True) -> Prediction:
+        """Predict from request columns (`InputSchema.records_to_columns`): through the
+        compiled pipeline when there is one and `fast`, else the sklearn pipeline."""
+        compiled = self.compiled if fast else None
+        if compiled is None:
+            return self.predict(columns_frame(columns))
+        if self.metadata["task"] != CLASSIFICATION:
+            return Prediction(compiled.predict(columns).tolist(), None, None)
+        return self._classified(compiled.predict_proba(columns))
+
+    def _classified(self, probabilities: np.ndarray) -> Prediction:
+        """Labels from the model's class probabilities, after the calibration kept with it:
+        the decision threshold for two classes."""
+        probabilities = calibrated(probabilities, self.metadata.get("calibration"))
         classes = self.classes
         if len(classes) == 2:
             threshold = self.metadata.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)

@@ -15,12 +15,11 @@ gives; concurrent first registrations leave the best-scoring blessed version as 
 
 from __future__ import annotations
 
-import io
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import joblib
 from minio import Minio
 
 from kfp_lifecycle.core.bundle import (
@@ -28,7 +27,9 @@ from kfp_lifecycle.core.bundle import (
     MODEL_FILE,
     REQUIRED_METADATA,
     Bundle,
+    load_bundle,
     read_metadata,
+    unpickle_model,
 )
 from kfp_lifecycle.core.errors import BundleError, RegistryError
 from kfp_lifecycle.registry import signing
@@ -265,7 +266,26 @@ def load_version(
     checked, and the pipeline unpickled from those same bytes (never re-read from disk).
     `workdir` is kept for callers' compatibility; nothing is written there."""
     data, _, metadata = verify_uri(uri, client)
-    return Bundle(Path(uri), joblib.load(io.BytesIO(data)), metadata)
+    return Bundle(Path(uri), unpickle_model(data, metadata.get("format_version", 1)), metadata)
+
+
+def load_served(directory: str | Path, require_signature: bool = False) -> Bundle:
+    """The bundle a model server loads (a local directory: KServe's /mnt/models, a download,
+    or a version inside a local registry), verified before it is unpickled.
+
+    A signed bundle is always verified (with the configured key, or a local registry's own).
+    An unsigned one is refused when `require_signature` (the cluster's ServingRuntime asks
+    for it; LIFECYCLE_ALLOW_UNSIGNED=1 still accepts one, as every registry load does), else
+    loaded after its sha256 check, with a warning: a bundle straight from a training run's
+    output on a laptop is unsigned."""
+    source = str(directory).removeprefix("file://")
+    key = _key_for(source)
+    model, metadata_bytes, source = read_local_bundle(source)
+    if not require_signature and signing.SIGNATURE not in json.loads(metadata_bytes):
+        log.warning("%s is unsigned: only its sha256 is checked", source)
+        return load_bundle(source)
+    metadata = _complete(signing.verify(model, metadata_bytes, source, key), source)
+    return Bundle(Path(source), unpickle_model(model, metadata.get("format_version", 1)), metadata)
 
 
 def download_version(

@@ -5,8 +5,15 @@ both mounted as environment variables with kfp-kubernetes: nothing secret is eve
 compiled YAML. The manifests under manifests/ create objects of these names.
 """
 
-from kfp import dsl, kubernetes
+from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kfp import dsl
+
+# The names are read inside running steps too (kfp_lifecycle/dask_cluster.py), where
+# kfp.kubernetes cannot be imported: kfp is imported only where a task is configured.
 S3_SECRET = "kfp-lifecycle-s3"
 S3_CONFIG_MAP = "kfp-lifecycle-s3"
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -15,6 +22,8 @@ S3_CONFIG_KEYS = ("S3_ENDPOINT", "S3_USE_HTTPS", "AWS_REGION")
 
 def with_s3_access(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """Give a step the S3 settings of kfp_lifecycle.storage, from the Secret and ConfigMap."""
+    from kfp import kubernetes
+
     kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
     # Optional: against AWS S3 itself no endpoint needs configuring.
     kubernetes.use_config_map_as_env(

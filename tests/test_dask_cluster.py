@@ -287,3 +287,21 @@ def test_a_failed_training_run_still_deletes_its_cluster(fake, tmp_path, monkeyp
     assert deletes == [("DELETE", f"{CLUSTERS}/{name}", None)]
     assert fake.requests.index(deletes[0]) == len(fake.requests) - 1  # the last thing done
     assert fake.clusters == {}
+
+
+def test_the_readmes_dask_command_names_only_parameters_the_pipeline_takes():
+    import shlex
+
+    from kfp_lifecycle.submit import check_params, parse_params
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### The Dask engine on Kubernetes") :]
+    block = section[
+        section.index("```bash") + 7 : section.index("```", section.index("```bash") + 7)
+    ]
+    tokens = shlex.split(block.replace("\\\n", " "), comments=True)
+    assert tokens[:3] == [".venv/bin/lifecycle", "submit", "training-dask"]
+    pairs = [tokens[i + 1] for i, token in enumerate(tokens) if token == "--param"]
+    params = parse_params(pairs)
+    check_params("training-dask", params)  # raises on a parameter the pipeline does not take
+    assert params["dask_workers"] == 4

@@ -1,8 +1,8 @@
 """End to end on a real cluster (kind or cloud): what `make e2e` and the e2e-kind workflow run.
 
 Needs the stack of `make kind-up` (KFP, KServe with Knative and Kourier, MinIO, the
-project's manifests, Prometheus, the Dask Kubernetes Operator) and the image loaded (`make images kind-load`). Skips,
-saying why, when no cluster is reachable, unless LIFECYCLE_E2E_REQUIRED=1 (set by the e2e-kind
+project's manifests, Prometheus, the Dask Kubernetes Operator) and the image loaded
+(`make images kind-load`). Skips, saying why, when no cluster is reachable, unless LIFECYCLE_E2E_REQUIRED=1 (set by the e2e-kind
 workflow): then an unreachable cluster is a failure, so a run that tested nothing cannot pass.
 Environment: KFP_HOST (default http://localhost:8080), S3_ENDPOINT (default
 http://localhost:9000) and the MinIO credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY

@@ -2,8 +2,9 @@
 
 Needs the stack of `make kind-up` (KFP, KServe with Knative and Kourier, MinIO, the
 project's manifests, Prometheus, the Dask Kubernetes Operator) and the image loaded
-(`make images kind-load`). Skips, saying why, when no cluster is reachable, unless LIFECYCLE_E2E_REQUIRED=1 (set by the e2e-kind
-workflow): then an unreachable cluster is a failure, so a run that tested nothing cannot pass.
+(`make images kind-load`). Skips, saying why, when no cluster is reachable, unless
+LIFECYCLE_E2E_REQUIRED=1 (set by the e2e-kind workflow): then an unreachable cluster is a
+failure, so a run that tested nothing cannot pass.
 Environment: KFP_HOST (default http://localhost:8080), S3_ENDPOINT (default
 http://localhost:9000) and the MinIO credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
 (default: read from manifests/overlays/kind/minio.env), INGRESS (default

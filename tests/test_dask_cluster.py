@@ -225,6 +225,45 @@ def test_every_request_is_one_the_role_grants(fake):
     assert used == granted
 
 
+@pytest.fixture
+def kubeconfig(fake, tmp_path, monkeypatch):
+    """The steps' own client setup (in-cluster first, then a kubeconfig) finds the fake."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    path = str(fake.write_kubeconfig(tmp_path / "kubeconfig"))
+    monkeypatch.setenv("KUBECONFIG", path)  # for the steps kfp.local runs in new processes
+    # the client read KUBECONFIG when it was first imported in this process
+    from kubernetes import client
+    from kubernetes.config import kube_config
+
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", path)
+    before = client.Configuration.get_default_copy()
+    yield fake
+    client.Configuration.set_default(before)  # loading the kubeconfig replaced the default
+
+
+def test_the_steps_create_only_for_ephemeral_and_pass_an_address_on(kubeconfig):
+    from kfp_lifecycle.components.dask_cluster import create_dask_cluster, delete_dask_cluster
+
+    create, delete = create_dask_cluster.python_func, delete_dask_cluster.python_func
+    given = "tcp://dask-scheduler.analytics.svc:8786"
+    assert create(dask_cluster=given, run_id=RUN_ID) == given
+    assert create(dask_cluster="", run_id=RUN_ID) == ""
+    delete(dask_cluster=given, run_id=RUN_ID)
+    delete(dask_cluster="", run_id=RUN_ID)
+    delete(dask_cluster="not a value", run_id=RUN_ID)  # create refused it: nothing to delete
+    assert kubeconfig.requests == []  # someone else's scheduler is never touched
+    with pytest.raises(LifecycleError, match="dask_cluster 'not a value' is neither"):
+        create(dask_cluster="not a value", run_id=RUN_ID)
+
+    address = create(dask_cluster="ephemeral", run_id=RUN_ID, workers=1, timeout_seconds=30)
+    assert address == scheduler_address(NAME, NS)
+    (post,) = [r for r in kubeconfig.requests if r[0] == "POST"]
+    assert post == ("POST", CLUSTERS, build_dask_cluster(spec(workers=1)))
+    delete(dask_cluster="ephemeral", run_id=RUN_ID)
+    assert kubeconfig.requests[-1] == ("DELETE", f"{CLUSTERS}/{NAME}", None)
+    assert kubeconfig.clusters == {}
+
+
 # --- the pipeline ----------------------------------------------------------------------
 
 
@@ -258,14 +297,13 @@ def test_training_dask_deletes_its_cluster_in_an_exit_handler_and_training_is_un
 
 
 @pytest.mark.pipeline
-def test_a_failed_training_run_still_deletes_its_cluster(fake, tmp_path, monkeypatch):
+def test_a_failed_training_run_still_deletes_its_cluster(kubeconfig, tmp_path):
     """kfp.local runs the real pipeline; ingest fails on a missing file; the exit step deletes."""
     from kfp_lifecycle.errors import StepFailed
     from kfp_lifecycle.local_run import run_local
     from kfp_lifecycle.pipelines.training_dask import training_dask_pipeline
 
-    monkeypatch.setenv("KUBECONFIG", str(fake.write_kubeconfig(tmp_path / "kubeconfig")))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    fake = kubeconfig
     missing = tmp_path / "no-such-table.csv"
     arguments = {
         "data": str(missing),

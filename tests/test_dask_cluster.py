@@ -343,3 +343,72 @@ def test_the_readmes_dask_command_names_only_parameters_the_pipeline_takes():
     params = parse_params(pairs)
     check_params("training-dask", params)  # raises on a parameter the pipeline does not take
     assert params["dask_workers"] == 4
+
+
+def test_the_bodys_commands_start_a_real_dask_cluster(tmp_path):
+    """The scheduler and worker containers' commands, run here as the pods would run them.
+
+    Only the addresses change (127.0.0.1 and free ports instead of 0.0.0.0 and the fixed
+    ones); the worker finds the scheduler through DASK_SCHEDULER_ADDRESS and is named by
+    DASK_WORKER_NAME, the two variables the operator sets in worker pods.
+    """
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from server_process import free_port
+
+    pytest.importorskip("distributed", reason="Dask (distributed) is not installed here")
+    dask = shutil.which("dask", path=str(Path(sys.executable).parent))
+    assert dask, "distributed is installed but its `dask` command is not beside python"
+    body = build_dask_cluster(spec())
+    (scheduler,) = body["spec"]["scheduler"]["spec"]["containers"]
+    (worker,) = body["spec"]["worker"]["spec"]["containers"]
+    port, dashboard, worker_dashboard = free_port(), free_port(), free_port()
+    local = {
+        "0.0.0.0": "127.0.0.1",
+        "8786": str(port),
+        ":8787": f"127.0.0.1:{dashboard}",
+        ":8788": f"127.0.0.1:{worker_dashboard}",
+        "/tmp": str(tmp_path),
+    }
+    env = {**os.environ, **{e["name"]: local.get(e["value"], e["value"]) for e in worker["env"]}}
+    env["DASK_SCHEDULER_ADDRESS"] = f"tcp://127.0.0.1:{port}"
+    env["DASK_WORKER_NAME"] = "lifecycle-dask-test-default-worker-1"
+
+    def run(container: dict) -> subprocess.Popen:
+        args = [local.get(arg, arg) for arg in container["args"]]
+        args = [arg.replace("$(DASK_WORKER_NAME)", env["DASK_WORKER_NAME"]) for arg in args]
+        log = open(tmp_path / f"{container['name']}.log", "wb")  # noqa: SIM115 (kept open)
+        command = [dask, *container["command"][1:], *args]
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    processes = [run(scheduler)]
+    try:
+        probe = scheduler["readinessProbe"]["httpGet"]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{dashboard}{probe['path']}").is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "scheduler.log").read_text()[-2000:]
+            time.sleep(0.5)
+        processes.append(run(worker))
+        from distributed import Client
+
+        with Client(env["DASK_SCHEDULER_ADDRESS"], timeout=30) as client:
+            client.wait_for_workers(1, timeout=60)
+            assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+            (info,) = client.scheduler_info()["workers"].values()
+            assert info["name"] == env["DASK_WORKER_NAME"]
+            assert info["local_directory"].startswith(str(tmp_path))
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)

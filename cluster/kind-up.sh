@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create the kind cluster and install, at the versions pinned in versions.env: cert-manager,
 # Knative Serving with Kourier, KServe (Serverless mode, configured for Kourier), Kubeflow
-# Pipelines (standalone), then the project's manifests (MinIO, ServingRuntime, RBAC) and a
-# Prometheus for the canary analysis. Idempotent: each step skips or re-applies what is
+# Pipelines (standalone), the Dask Kubernetes Operator, then the project's manifests (MinIO,
+# ServingRuntime, RBAC) and a Prometheus for the canary analysis. Idempotent: each step skips or re-applies what is
 # already there. It returns only once MinIO serves, its buckets exist and Prometheus is ready,
 # so `make submit` right after it cannot race them.
 set -euo pipefail
@@ -64,6 +64,12 @@ kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform
 kubectl patch service/ml-pipeline-ui -n kubeflow --type merge \
   -p '{"spec":{"type":"NodePort","ports":[{"port":80,"targetPort":3000,"nodePort":30080}]}}'
 wait_for -n kubeflow deployment --all
+
+say "Dask Kubernetes Operator $DASK_OPERATOR_VERSION (manifests/dask-operator)"
+# Server-side: the DaskJob CRD is too large for client-side apply's annotation.
+kubectl apply --server-side --force-conflicts -k manifests/dask-operator
+kubectl wait --for condition=established --timeout=120s crd/daskclusters.kubernetes.dask.org
+wait_for -n dask-operator deployment --all
 
 say "kfp-lifecycle manifests (MinIO, ServingRuntime, RBAC)"
 bash cluster/credentials.sh kind   # random secrets, once; kept afterwards (git-ignored)

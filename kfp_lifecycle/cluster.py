@@ -7,10 +7,17 @@ source's user and password come the same way from the Secret DB_SECRET (optional
 pipelines reading a database need it; the user creates it, see the README).
 """
 
-from kfp import dsl, kubernetes
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from kfp_lifecycle.sources.sql import PASSWORD_ENV, USER_ENV
 
+if TYPE_CHECKING:
+    from kfp import dsl
+
+# The names are read inside running steps too (kfp_lifecycle/dask_cluster.py), where
+# kfp.kubernetes cannot be imported: kfp is imported only where a task is configured.
 S3_SECRET = "kfp-lifecycle-s3"
 S3_CONFIG_MAP = "kfp-lifecycle-s3"
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -25,6 +32,8 @@ DB_SECRET_KEYS = (USER_ENV, PASSWORD_ENV)
 
 def with_s3_access(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """Give a step the S3 settings of kfp_lifecycle.storage, from the Secret and ConfigMap."""
+    from kfp import kubernetes
+
     kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
     kubernetes.use_secret_as_env(task, SIGNING_SECRET, {key: key for key in SIGNING_KEYS})
     # Optional: against AWS S3 itself no endpoint needs configuring.
@@ -36,6 +45,8 @@ def with_s3_access(task: dsl.PipelineTask) -> dsl.PipelineTask:
 
 def with_db_access(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """Give a step a database source's credentials (kfp_lifecycle.sources.sql) from DB_SECRET."""
+    from kfp import kubernetes
+
     kubernetes.use_secret_as_env(
         task, DB_SECRET, {key: key for key in DB_SECRET_KEYS}, optional=True
     )

@@ -9,13 +9,14 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 
 def pipelines() -> dict:
     """Pipeline name -> pipeline function, for every pipeline the project ships."""
-    from kfp_lifecycle.pipelines import deployment, monitoring, scoring, training
+    from kfp_lifecycle.pipelines import deployment, monitoring, scoring, training, training_dask
 
     return {
         training.PIPELINE_NAME: training.training_pipeline,
         deployment.PIPELINE_NAME: deployment.deployment_pipeline,
         monitoring.PIPELINE_NAME: monitoring.monitoring_pipeline,
         scoring.PIPELINE_NAME: scoring.scoring_pipeline,
+        training_dask.PIPELINE_NAME: training_dask.training_dask_pipeline,
     }
 
 

@@ -189,7 +189,7 @@ def test_the_image_is_a_setting_not_a_source_edit(tmp_path, monkeypatch, capsys)
     ours = "us-docker.pkg.dev/acme/ml/kfp-lifecycle:2026.12.1"
     assert cli.main(["compile", "--output-dir", str(tmp_path / "flag"), "--image", ours]) == 0
     written = sorted((tmp_path / "flag").glob("*.yaml"))
-    assert [p.stem for p in written] == sorted(pipelines())
+    assert sorted(p.stem for p in written) == sorted(pipelines())
     for path in written:
         assert _executor_images(path) == {ours}, path.name
 

@@ -1,9 +1,10 @@
 """End to end on a real cluster (kind or cloud): what `make e2e` and the e2e-kind workflow run.
 
 Needs the stack of `make kind-up` (KFP, KServe with Knative and Kourier, MinIO, the
-project's manifests, Prometheus) and the image loaded (`make images kind-load`). Skips,
-saying why, when no cluster is reachable, unless LIFECYCLE_E2E_REQUIRED=1 (set by the e2e-kind
-workflow): then an unreachable cluster is a failure, so a run that tested nothing cannot pass.
+project's manifests, Prometheus, the Dask Kubernetes Operator) and the image loaded
+(`make images kind-load`). Skips, saying why, when no cluster is reachable, unless
+LIFECYCLE_E2E_REQUIRED=1 (set by the e2e-kind workflow): then an unreachable cluster is a
+failure, so a run that tested nothing cannot pass.
 Environment: KFP_HOST (default http://localhost:8080), S3_ENDPOINT (default
 http://localhost:9000) and the MinIO credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
 (default: read from manifests/overlays/kind/minio.env), INGRESS (default
@@ -144,3 +145,73 @@ def assert_prometheus_sees(versions: set[str], rows: list[dict]) -> None:
             break
         time.sleep(5)
     assert all(s.requests > 0 for s in stats), f"Prometheus at {PROMETHEUS} counted {stats}"
+
+
+# --- a run on an ephemeral Dask cluster (the Dask Kubernetes Operator) --------------------
+
+
+def _dask_clusters(run_id: str) -> list[dict]:
+    from kubernetes import client
+
+    from kfp_lifecycle.dask_cluster import GROUP, PLURAL, RUN_LABEL, VERSION
+
+    found = client.CustomObjectsApi().list_namespaced_custom_object(
+        GROUP, VERSION, NAMESPACE, PLURAL, label_selector=f"{RUN_LABEL}={run_id}"
+    )
+    return found["items"]
+
+
+def _run_on_dask(tmp_path, data: str) -> tuple[str, str, list[dict]]:
+    """Submit training-dask; returns the run id, its final state and the cluster seen running."""
+    from kfp_lifecycle import submit
+    from kfp_lifecycle.demo import DEMO_GATE
+
+    pytest.importorskip(
+        "distributed", reason="no Dask in this environment, so none in the image built from it"
+    )
+    kfp_client = submit.client(KFP_HOST, None)
+    params = {
+        "data": data, "target": "churned", "registry": "s3://models/registry",
+        "model_name": "churn-dask", "gate_options": DEMO_GATE,
+        "dask_cluster": "ephemeral", "dask_workers": 2, "dask_worker_memory": "1Gi",
+        "dask_worker_cpu": "500m",
+    }  # fmt: skip
+    run_id = submit.submit(
+        kfp_client, KFP_HOST, "training-dask", params, "kfp-lifecycle", None, False
+    )["run_id"]
+    seen: list[dict] = []
+    deadline = time.monotonic() + 600
+    while not seen and time.monotonic() < deadline:
+        seen = _dask_clusters(run_id)
+        time.sleep(2)
+    run = kfp_client.wait_for_run_completion(run_id, timeout=3 * 60 * 60)
+    return run_id, str(run.state), seen
+
+
+def _assert_deleted(run_id: str) -> None:
+    deadline = time.monotonic() + 120  # the operator's finalizer lets the object go
+    while _dask_clusters(run_id) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert not _dask_clusters(run_id), f"run {run_id} left its DaskCluster behind"
+
+
+def test_training_on_an_ephemeral_dask_cluster_deletes_it_at_the_end(tmp_path):
+    from kfp_lifecycle.dask_cluster import cluster_name
+    from kfp_lifecycle.demo import make_churn_dataset
+    from kfp_lifecycle.storage import s3_client, upload_file
+
+    make_churn_dataset().to_csv(tmp_path / "churn.csv", index=False)
+    upload_file(s3_client(), tmp_path / "churn.csv", "data", "churn.csv")
+    run_id, state, seen = _run_on_dask(tmp_path, "s3://data/churn.csv")
+    assert state == "SUCCEEDED", f"run {run_id} ended {state}"
+    (cluster,) = seen
+    assert cluster["metadata"]["name"] == cluster_name(run_id)
+    assert cluster["spec"]["worker"]["replicas"] == 2
+    _assert_deleted(run_id)
+
+
+def test_a_failed_dask_run_deletes_its_cluster_too(tmp_path):
+    run_id, state, seen = _run_on_dask(tmp_path, "s3://data/no-such-table.csv")
+    assert state == "FAILED", f"run {run_id} ended {state}"
+    assert seen, "the cluster was never created: the failure came before the exit handler's body"
+    _assert_deleted(run_id)

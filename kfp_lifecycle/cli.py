@@ -187,12 +187,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from kfp_lifecycle.export import REPORT_MD, export_model
+    from kfp_lifecycle.export import PLURALS, REPORT_MD, export_model
 
     result = export_model(args.model, args.output, args.format)
     parity = result.parity
     print(
-        f"wrote {Path(args.output) / result.onnx_file}: {parity.measure}s agree with the "
+        f"wrote {Path(args.output) / result.onnx_file}: {PLURALS[parity.measure]} agree with the "
         f"bundle within {parity.max_scaled_diff:.3g} on {parity.rows} rows "
         f"({result.rows_source}), tolerance {parity.tolerance:g}; report "
         f"{Path(args.output) / REPORT_MD}"

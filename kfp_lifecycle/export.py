@@ -50,7 +50,14 @@ from sklearn.pipeline import Pipeline
 from kfp_lifecycle.core.bundle import DEFAULT_DECISION_THRESHOLD, Bundle
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.fastpath import NotCompilable, category_tables
-from kfp_lifecycle.core.schema import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC, InputSchema
+from kfp_lifecycle.core.schema import (
+    BOOLEAN,
+    CATEGORICAL,
+    DATETIME,
+    NUMERIC,
+    Columns,
+    InputSchema,
+)
 from kfp_lifecycle.core.tasks import CLASSIFICATION
 from kfp_lifecycle.core.transformers import (
     CYCLES,
@@ -67,6 +74,7 @@ ONNX_FILE = "model.onnx"
 REPORT_JSON = "onnx-report.json"
 REPORT_MD = "onnx-report.md"
 TOLERANCE = 1e-4
+PLURALS = {"probability": "probabilities", "prediction": "predictions"}
 MISSING_TEXT = ""
 MISSING_TIME = np.iinfo(np.int64).min  # numpy's NaT as int64
 NANOS_PER_DAY = 86_400 * 10**9
@@ -100,17 +108,20 @@ def onnx_input_types(schema: InputSchema) -> list[tuple[str, Any]]:
 def onnx_feed(frame: pd.DataFrame, schema: InputSchema) -> dict[str, np.ndarray]:
     """Raw feature rows as the ONNX model's inputs (what an edge caller must send)."""
     coerced = schema.coerce(frame)
+    return columns_feed({name: coerced[name].to_numpy() for name in schema.names}, schema)
+
+
+def columns_feed(columns: Columns, schema: InputSchema) -> dict[str, np.ndarray]:
+    """Request columns (`InputSchema.records_to_columns`) as the ONNX model's inputs."""
     feed = {}
     for column in schema.columns:
-        values = coerced[column.name]
+        values = columns[column.name]
         if column.kind == CATEGORICAL:
-            array = np.array(
-                [MISSING_TEXT if v is None else v for v in values], dtype=object
-            ).astype(str)
+            array = np.array([MISSING_TEXT if v is None else v for v in values], dtype=object)
         elif column.kind == DATETIME:
-            array = values.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+            array = np.asarray(values, dtype="datetime64[ns]").astype(np.int64)
         else:
-            array = values.to_numpy(dtype=np.float64)
+            array = np.asarray(values, dtype=np.float64)
         feed[column.name] = array.reshape(-1, 1)
     return feed
 
@@ -1259,7 +1270,8 @@ def _write_report(output: Path, result: ExportResult, notes: dict[str, Any]) -> 
     ]
     if parity.label_agreement is not None:
         lines.append(
-            f"- labels (bundle threshold on ONNX probabilities): {parity.label_agreement:.2%} agree"
+            f"- labels: the ONNX model's `label` is the bundle's on {parity.label_agreement:.2%} "
+            "of the rows"
         )
     lines += [
         f"- opsets: {', '.join(f'{k} {v}' for k, v in result.opsets.items())}",
@@ -1274,6 +1286,15 @@ def _write_report(output: Path, result: ExportResult, notes: dict[str, Any]) -> 
     missing = {NUMERIC: "NaN", BOOLEAN: "NaN", CATEGORICAL: '""', DATETIME: str(MISSING_TIME)}
     for name, kind in result.inputs.items():
         lines.append(f"| {name} | {kind} | {types[kind]} | {missing[kind]} |")
+    if notes["task"] == CLASSIFICATION:
+        outputs = (
+            f"`label` (one of {notes['classes']}; for two classes, the second when its "
+            f"probability >= {notes['decision_threshold'] or DEFAULT_DECISION_THRESHOLD}) "
+            "and `probabilities` (double, one column per class, in that order)"
+        )
+    else:
+        outputs = "`variable` (double, [rows, 1])"
+    lines += ["", f"Outputs: {outputs}."]
     (output / REPORT_MD).write_text("\n".join(lines) + "\n")
 
 

@@ -339,3 +339,29 @@ def test_the_pipeline_step_exports_or_records_why_not(linear_bundle, tmp_path):
         "registered for it"
     )
     assert not (tmp_path / "none" / ONNX_FILE).exists()
+
+
+def test_forests_read_features_rounded_to_float32_as_sklearn_does():
+    """sklearn's trees compare float32(x) with double thresholds: a row whose value is a
+    threshold itself rounds to a float32 on one side of it, and must go that way."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from kfp_lifecycle.onnx_trees import tree_model
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 3))
+    forest = RandomForestClassifier(n_estimators=20, random_state=0)
+    forest.fit(x, (x[:, 0] + x[:, 1] > 0).astype(int))
+    rows = []
+    for tree in forest.estimators_:
+        split = np.flatnonzero(tree.tree_.children_left != -1)
+        for node in split[:5]:
+            row = rng.normal(size=3)
+            row[tree.tree_.feature[node]] = tree.tree_.threshold[node]
+            rows.append(row)
+    rows = np.asarray(rows)
+    session = onnxruntime.InferenceSession(
+        tree_model(forest, CLASSIFICATION, 3).SerializeToString()
+    )
+    (got,) = session.run(["probabilities"], {"features": rows})
+    np.testing.assert_allclose(got, forest.predict_proba(rows), atol=1e-12, rtol=0)

@@ -113,6 +113,7 @@ def convert_bundle(bundle: Bundle) -> Any:
     The preprocessing and the estimator are converted apart and joined: each in the
     precision its library computes in (double, float32 for XGBoost and LightGBM).
     """
+    require_onnx()
     pipeline, schema = exportable_pipeline(bundle.pipeline)
     schema = schema or bundle.schema
     *preprocessing, (_, estimator) = pipeline.steps
@@ -130,6 +131,22 @@ def convert_bundle(bundle: Bundle) -> Any:
     model = _join(front, back, dtype, bundle.metadata)
     model.doc_string = json.dumps(_model_notes(bundle, schema))
     return model
+
+
+def require_onnx() -> None:
+    """Fail in one line when the onnx extra is not installed."""
+    import importlib
+
+    missing = []
+    for name in ONNX_LIBRARIES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ExportError(
+            f"ONNX export needs {', '.join(missing)}: pip install 'kfp-lifecycle[onnx]'"
+        )
 
 
 def _converted(what: str, convert: Any) -> Any:

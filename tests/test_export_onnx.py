@@ -9,6 +9,7 @@ categories, extremes, dates before 1970 and leap days).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -365,3 +366,17 @@ def test_forests_read_features_rounded_to_float32_as_sklearn_does():
     )
     (got,) = session.run(["probabilities"], {"features": rows})
     np.testing.assert_allclose(got, forest.predict_proba(rows), atol=1e-12, rtol=0)
+
+
+def test_without_the_onnx_extra_the_cli_says_what_to_install(
+    linear_bundle, tmp_path, capsys, monkeypatch
+):
+    bundle, _ = linear_bundle
+    write_bundle(tmp_path / "bundle", bundle.pipeline, bundle.metadata)
+    monkeypatch.setitem(sys.modules, "skl2onnx", None)  # an import of it now fails
+    code = main(["export", "--model", str(tmp_path / "bundle"), "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "error: ONNX export needs skl2onnx: pip install 'kfp-lifecycle[onnx]'\n"
+    )
+    assert not (tmp_path / "o" / ONNX_FILE).exists()

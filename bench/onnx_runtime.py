@@ -7,8 +7,9 @@ For each family, one bundle trained as the training step trains it (small settin
 three ways to predict the same request columns (`InputSchema.records_to_columns`, parsed once
 and shared): **sklearn** = the bundle's Pipeline over a DataFrame of those columns (the
 reference), **fast** = the compiled fast path the server uses, **onnx** = ONNX Runtime on
-the exported model.onnx, the feed built from the same columns (that cost included), one
-intra-op thread (the server predicts on one thread per request). Single rows (each of 200
+the exported model.onnx, the feed built from the same columns (that cost included). All on
+one thread, as the model server runs them: OpenMP and BLAS pools limited to 1 (what the
+server sets, threadpoolctl) and one ONNX Runtime intra-op thread. Single rows (each of 200
 held-out rows in turn) and batches; the three are interleaved call by call so that load from
 other work falls on all alike. Reported: median microseconds per call, and the ratios.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime
+from threadpoolctl import threadpool_limits
 
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.split import split_table
@@ -87,6 +89,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="rows per batch request")
     parser.add_argument("--repeats", type=int, default=5, help="passes over the requests")
     args = parser.parse_args()
+    threadpool_limits(1)  # as serving/model.py does for the whole server process
 
     table = make_churn_dataset(rows=args.rows, seed=7)
     parts = split_table(table, "churned", CLASSIFICATION, seed=0)

@@ -373,11 +373,16 @@ def export_bundle(
 ) -> ExportResult:
     """Write model.onnx and its report into `output` once the model agrees with the bundle.
 
-    Nothing is written when conversion fails or parity is above TOLERANCE (the report of a
-    failed check is written, the model is not).
+    When conversion fails or parity is above TOLERANCE, the report says why and no
+    model.onnx is left in `output` (not even one an earlier export wrote there).
     """
     started = time.perf_counter()
-    onnx_model = convert_bundle(bundle)
+    output = Path(output)
+    try:
+        onnx_model = convert_bundle(bundle)
+    except ExportError as error:
+        _write_failure(output, model or str(bundle.path), str(error))
+        raise
     data = onnx_model.SerializeToString()
     source = rows_source
     if rows is None:
@@ -396,10 +401,11 @@ def export_bundle(
         libraries=_versions(),
         inputs=notes["inputs"],
     )
-    output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     if parity.passed:
         _write_atomically(output / ONNX_FILE, data)
+    else:
+        (output / ONNX_FILE).unlink(missing_ok=True)
     _write_report(output, result, notes)
     if not parity.passed:
         raise ExportError(
@@ -408,6 +414,16 @@ def export_bundle(
             f"model.onnx not written, see {output / REPORT_MD}"
         )
     return result
+
+
+def _write_failure(output: Path, model: str, reason: str) -> None:
+    """The report of an export that produced no model, and no stale model.onnx beside it."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / ONNX_FILE).unlink(missing_ok=True)
+    report = {"model": model, "format": "onnx", "exported": False, "reason": reason}
+    (output / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["# ONNX export", "", f"- model: `{model}`", f"- not exported: {reason}"]
+    (output / REPORT_MD).write_text("\n".join(lines) + "\n")
 
 
 def _measured(parity: Parity) -> str:

@@ -108,9 +108,11 @@ CASES = {
 
 
 def _with_gaps(frame: pd.DataFrame, target: str) -> pd.DataFrame:
-    """Missing values in every feature column (rows made identical by them dropped)."""
-    frame = frame.copy()
+    """A yes/no column, and missing values in every feature column (rows made identical by
+    them dropped)."""
     rng = np.random.default_rng(4)
+    frame = frame.copy()
+    frame.insert(0, "flag", pd.array(rng.random(len(frame)) < 0.3, dtype="boolean"))
     for name in frame.columns.drop(target):
         frame.loc[rng.random(len(frame)) < 0.06, name] = None
     return frame.drop_duplicates(ignore_index=True)
@@ -253,6 +255,9 @@ def test_a_step_without_converter_fails_in_one_line_naming_it(linear_bundle, tmp
         "cannot export step 'double' (Doubler) to ONNX: no converter is registered for it"
     )
     assert not (tmp_path / "out" / ONNX_FILE).exists()
+    report = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
+    assert (report["exported"], report["reason"]) == (False, message)
+    assert message in (tmp_path / "out" / REPORT_MD).read_text()
 
 
 def test_a_model_that_disagrees_is_not_written_and_the_report_says_why(
@@ -261,6 +266,8 @@ def test_a_model_that_disagrees_is_not_written_and_the_report_says_why(
     bundle, _ = linear_bundle
     other, _ = _trained(churn, "churn", "linear", PreprocessOptions(scaling="none"))
     wrong = convert_bundle(other)  # a converter's mistake: another model's graph
+    export_bundle(bundle, tmp_path)  # a good export first: its model.onnx must not stay
+    assert (tmp_path / ONNX_FILE).exists()
     monkeypatch.setattr("kfp_lifecycle.export.convert_bundle", lambda _: wrong)
     with pytest.raises(ExportError, match=r"differs from the bundle by .* tolerance 0.0001"):
         export_bundle(bundle, tmp_path)

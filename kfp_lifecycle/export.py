@@ -27,7 +27,6 @@ export step, never by the model server.
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -57,19 +56,10 @@ from kfp_lifecycle.onnx_steps import (
     ExportError,
     check_convertible,
     exportable_pipeline,
-    infinite_as_missing,
     onnx_input_types,
     register_converters,
 )
 from kfp_lifecycle.onnx_trees import TREE_ESTIMATORS, tree_model
-
-__all__ = [
-    "ExportError",
-    "infinite_as_missing",
-    "register_converters",
-]
-
-logger = logging.getLogger(__name__)
 
 FORMATS = ("onnx",)
 ONNX_FILE = "model.onnx"
@@ -111,7 +101,7 @@ def convert_bundle(bundle: Bundle) -> Any:
     """The bundle's whole pipeline as an onnx.ModelProto (raises ExportError, one line).
 
     The preprocessing and the estimator are converted apart and joined: each in the
-    precision its library computes in (double, float32 for XGBoost and LightGBM).
+    precision its library computes in (double; float32 for XGBoost).
     """
     require_onnx()
     pipeline, schema = exportable_pipeline(bundle.pipeline)

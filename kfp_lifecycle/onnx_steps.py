@@ -36,9 +36,10 @@ MISSING_TEXT = ""
 MISSING_TIME = np.iinfo(np.int64).min  # numpy's NaT as int64
 NANOS_PER_DAY = 86_400 * 10**9
 NANOS_PER_HOUR = 3_600 * 10**9
-# Opsets onnxruntime 1.18+ runs; ai.onnx.ml 3 holds tree thresholds in double.
+# What skl2onnx and onnxmltools write (the trees of onnx_trees need ai.onnx.ml 5), and the
+# IR version of opset 17: onnx 1.23's own default is newer than onnxruntime 1.31 reads.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-IR_VERSION = 9  # onnxruntime 1.31 reads up to 13; 9 is opset 17's
+IR_VERSION = 9
 
 
 class ExportError(LifecycleError):

@@ -40,10 +40,9 @@ from kfp_lifecycle.export import (
     check_parity,
     convert_bundle,
     export_bundle,
-    infinite_as_missing,
     onnx_feed,
-    register_converters,
 )
+from kfp_lifecycle.onnx_steps import infinite_as_missing, register_converters
 
 SMALL = {
     "random_forest": {"n_estimators": 15, "max_depth": 6, "n_jobs": 1},

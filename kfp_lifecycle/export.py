@@ -59,7 +59,7 @@ from kfp_lifecycle.onnx_steps import (
     onnx_input_types,
     register_converters,
 )
-from kfp_lifecycle.onnx_trees import TREE_ESTIMATORS, tree_model
+from kfp_lifecycle.onnx_trees import TREE_ESTIMATORS, Graph, tree_model
 
 FORMATS = ("onnx",)
 ONNX_FILE = "model.onnx"
@@ -186,7 +186,7 @@ def _join(front: Any, back: Any, dtype: Any, metadata: dict[str, Any]) -> Any:
     estimator; its scores as double, and the bundle's own labels (its classes, its decision
     threshold for two classes) computed from them."""
     import onnx
-    from onnx import TensorProto, compose, helper, numpy_helper
+    from onnx import TensorProto, compose, helper
 
     front = compose.add_prefix(front, "preprocess/", rename_inputs=False)
     back = compose.add_prefix(back, "estimator/")
@@ -197,50 +197,36 @@ def _join(front: Any, back: Any, dtype: Any, metadata: dict[str, Any]) -> Any:
     nodes += back.graph.node
     initializers = [*front.graph.initializer, *back.graph.initializer]
     scores = back.graph.output[-1].name  # probabilities (after the label), or the prediction
+    tail = Graph(prefix="bundle/")
     if metadata["task"] != CLASSIFICATION:
-        nodes.append(helper.make_node("Cast", [scores], ["variable"], to=TensorProto.DOUBLE))
+        tail.op("Cast", scores, output="variable", to=TensorProto.DOUBLE)
         outputs = [helper.make_tensor_value_info("variable", TensorProto.DOUBLE, [None, 1])]
     else:
         classes = metadata["classes"]
-        numeric = all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
-        table = (
-            np.asarray(classes, dtype=np.int64)
-            if numeric
-            else np.asarray([str(c) for c in classes], dtype=object)
-        )
-        nodes.append(helper.make_node("Cast", [scores], ["probabilities"], to=TensorProto.DOUBLE))
-        initializers.append(numpy_helper.from_array(table, "bundle/classes"))
+        raw = tail.op("Cast", scores, to=TensorProto.DOUBLE)
+        probabilities = _calibrated(tail, raw, len(classes), metadata.get("calibration"))
+        tail.op("Identity", probabilities, output="probabilities")
         if len(classes) == 2:
             threshold = metadata.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)
-            initializers += [
-                numpy_helper.from_array(np.asarray([1], dtype=np.int64), "bundle/positive"),
-                numpy_helper.from_array(np.asarray(threshold, np.float64), "bundle/threshold"),
-            ]
-            nodes += [
-                helper.make_node(
-                    "Gather", ["probabilities", "bundle/positive"], ["bundle/p1"], axis=1
-                ),
-                helper.make_node("Reshape", ["bundle/p1", "bundle/flat"], ["bundle/p"]),
-                helper.make_node(
-                    "GreaterOrEqual", ["bundle/p", "bundle/threshold"], ["bundle/over"]
-                ),
-                helper.make_node("Cast", ["bundle/over"], ["bundle/index"], to=TensorProto.INT64),
-            ]
-            initializers.append(
-                numpy_helper.from_array(np.asarray([-1], dtype=np.int64), "bundle/flat")
-            )
+            positive = tail.op("Gather", probabilities, tail.const(1, np.int64), axis=1)
+            over = tail.op("GreaterOrEqual", positive, tail.const(threshold))
+            index = tail.op("Cast", over, to=TensorProto.INT64)
         else:
-            nodes.append(
-                helper.make_node("ArgMax", ["probabilities"], ["bundle/index"], axis=1, keepdims=0)
-            )
-        nodes.append(helper.make_node("Gather", ["bundle/classes", "bundle/index"], ["label"]))
-        elem = TensorProto.INT64 if numeric else TensorProto.STRING
+            index = tail.op("ArgMax", probabilities, axis=1, keepdims=0)
+        numeric = all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
+        if numeric:
+            table, elem = tail.const(classes, np.int64), TensorProto.INT64
+        else:
+            table, elem = tail.const([str(c) for c in classes], object), TensorProto.STRING
+        tail.op("Gather", table, index, output="label", axis=0)
         outputs = [
             helper.make_tensor_value_info("label", elem, [None]),
             helper.make_tensor_value_info(
                 "probabilities", TensorProto.DOUBLE, [None, len(classes)]
             ),
         ]
+    nodes += tail.nodes
+    initializers += tail.initializers
     opsets: dict[str, int] = {}
     for model in (front, back):
         for entry in model.opset_import:
@@ -260,6 +246,33 @@ def _join(front: Any, back: Any, dtype: Any, metadata: dict[str, Any]) -> Any:
     )
     onnx.checker.check_model(model)
     return model
+
+
+def _calibrated(graph: Graph, p: str, classes: int, calibration: dict | None) -> str:
+    """The Platt scaling kept in the bundle's metadata["calibration"], as the bundle applies
+    it (kfp_lifecycle.core.bundle.calibrated): each class's p -> sigmoid(slope * logit(p) +
+    intercept); two classes: the positive class's, the other 1 - it; more: every class's,
+    then rows normalised. None: unchanged."""
+    if not calibration:
+        return p
+    slopes = np.asarray(calibration["slopes"], dtype=np.float64)
+    intercepts = np.asarray(calibration["intercepts"], dtype=np.float64)
+    p = graph.op("Clip", p, graph.const(1e-12), graph.const(1 - 1e-12))
+    if classes == 2:
+        first, second = (graph.op("Gather", p, graph.const([i], np.int64), axis=1) for i in (0, 1))
+        logit = graph.op("Log", graph.op("Div", second, first))
+        scaled = graph.op(
+            "Add", graph.op("Mul", graph.const(slopes[0]), logit), graph.const(intercepts[0])
+        )
+        positive = graph.op("Sigmoid", scaled)
+        return graph.op("Concat", graph.op("Sub", graph.const(1.0), positive), positive, axis=1)
+    logit = graph.op("Log", graph.op("Div", p, graph.op("Sub", graph.const(1.0), p)))
+    scaled = graph.op(
+        "Sigmoid",
+        graph.op("Add", graph.op("Mul", graph.const(slopes), logit), graph.const(intercepts)),
+    )
+    total = graph.op("ReduceSum", scaled, graph.const([1], np.int64), keepdims=1)
+    return graph.op("Div", scaled, total)
 
 
 def _model_notes(bundle: Bundle, schema: InputSchema) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def _hgb_trees(model: Any, target: int) -> list[_Tree]:
     return trees
 
 
-def _tree_ensemble(nodes: _Graph, x: str, per_target: list[list[_Tree]]) -> str:
+def _tree_ensemble(nodes: Graph, x: str, per_target: list[list[_Tree]]) -> str:
     """Sum over the trees of each target, [rows, targets] double."""
     from onnx import numpy_helper
 
@@ -142,13 +142,14 @@ def _add_tree(attrs: dict[str, list], tree: _Tree, target: int) -> None:
         attrs["nodes_missing_value_tracks_true"].append(int(tree.missing_left[n]))
 
 
-class _Graph:
-    """A _Nodes stand-in outside skl2onnx: plain onnx.helper nodes and initializers."""
+class Graph:
+    """ONNX nodes and initializers built with onnx.helper, named `<prefix><kind>_<n>`."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.count = 0
+        self.prefix = prefix
 
     def const(self, value: Any, dtype: Any = np.float64) -> str:
         from onnx import numpy_helper
@@ -168,10 +169,10 @@ class _Graph:
 
     def _name(self, stem: str) -> str:
         self.count += 1
-        return f"{stem}_{self.count}"
+        return f"{self.prefix}{stem}_{self.count}"
 
 
-def _link(graph: _Graph, raw: str, task: str, targets: int) -> str:
+def _link(graph: Graph, raw: str, task: str, targets: int) -> str:
     """Raw scores to probabilities as sklearn's and LightGBM's losses do (logistic, softmax)."""
     if task != CLASSIFICATION:
         return raw
@@ -228,7 +229,7 @@ def _lightgbm_trees(dump: dict[str, Any], targets: int) -> list[list[_Tree]]:
 def tree_model(estimator: Any, task: str, width: int) -> Any:
     from onnx import TensorProto, helper
 
-    graph = _Graph()
+    graph = Graph()
     x = "features"
     kind = type(estimator).__name__
     if kind.startswith("RandomForest"):

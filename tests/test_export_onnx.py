@@ -386,3 +386,38 @@ def test_without_the_onnx_extra_the_cli_says_what_to_install(
         "error: ONNX export needs skl2onnx: pip install 'kfp-lifecycle[onnx]'\n"
     )
     assert not (tmp_path / "o" / ONNX_FILE).exists()
+
+
+def platt(probabilities: np.ndarray, calibration: dict) -> np.ndarray:
+    """The bundle's calibration as main's kfp_lifecycle.core.bundle.calibrated defines it."""
+    slopes = np.asarray(calibration["slopes"], dtype=float)
+    intercepts = np.asarray(calibration["intercepts"], dtype=float)
+    p = np.clip(probabilities, 1e-12, 1 - 1e-12)
+    if p.shape[1] == 2:
+        positive = 1 / (1 + np.exp(-(slopes[0] * np.log(p[:, 1] / p[:, 0]) + intercepts[0])))
+        return np.column_stack([1 - positive, positive])
+    scaled = 1 / (1 + np.exp(-(slopes * np.log(p / (1 - p)) + intercepts)))
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("table", ["churn", "multiclass"])
+def test_the_calibration_kept_with_a_bundle_is_applied_and_labels_follow_it(table, request):
+    bundle, test_rows = _trained(
+        request.getfixturevalue(table), table, "linear", PreprocessOptions()
+    )
+    classes = bundle.metadata["classes"]
+    slopes = [0.6, 1.3, 0.9][: 1 if len(classes) == 2 else len(classes)]
+    calibration = {"slopes": slopes, "intercepts": [-0.4, 0.2, 0.1][: len(slopes)]}
+    metadata = {**bundle.metadata, "calibration": calibration, "decision_threshold": 0.3}
+    session = onnxruntime.InferenceSession(
+        convert_bundle(Bundle(bundle.path, bundle.pipeline, metadata)).SerializeToString()
+    )
+    labels, got = session.run(["label", "probabilities"], onnx_feed(test_rows, bundle.schema))
+    expected = platt(bundle.pipeline.predict_proba(bundle.schema.coerce(test_rows)), calibration)
+    np.testing.assert_allclose(got, expected, atol=1e-12, rtol=0)
+    if len(classes) == 2:
+        wanted = [classes[int(p >= 0.3)] for p in expected[:, 1]]
+    else:
+        wanted = [classes[i] for i in expected.argmax(axis=1)]
+    assert labels.tolist() == wanted
+    assert not np.allclose(got, bundle.pipeline.predict_proba(bundle.schema.coerce(test_rows)))

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from kfp_lifecycle.cli import main
 from kfp_lifecycle.components.drift import reference_sample
@@ -47,7 +48,7 @@ from kfp_lifecycle.onnx_steps import infinite_as_missing, register_converters
 SMALL = {
     "random_forest": {"n_estimators": 15, "max_depth": 6, "n_jobs": 1},
     "hist_gradient_boosting": {"max_iter": 30},
-    "xgboost": {"n_estimators": 40, "early_stopping_rounds": 5},
+    "xgboost": {"n_estimators": 40, "early_stopping_rounds": 5, "n_jobs": 1},
     "linear": {},
     "lightgbm": {"n_estimators": 30, "verbose": -1, "n_jobs": 1},
 }
@@ -118,7 +119,13 @@ def _with_gaps(frame: pd.DataFrame, target: str) -> pd.DataFrame:
 
 
 def _trained(frame: pd.DataFrame, table: str, family: str, options: PreprocessOptions):
-    """A bundle trained as the training step trains it, and its held-out rows."""
+    """A bundle trained as the training step trains it, and its held-out rows (one thread:
+    OpenMP's spinning threads crawl on a machine that other work shares)."""
+    with threadpool_limits(1):
+        return _train(frame, table, family, options)
+
+
+def _train(frame: pd.DataFrame, table: str, family: str, options: PreprocessOptions):
     target, task = TARGETS[table]
     parts = split_table(frame, target, task, seed=0)
     fitted, schema, _ = fit_preprocessor(parts.train, target, task, options)

@@ -336,18 +336,16 @@ def _worst(values: np.ndarray) -> float:
 
 
 def check_rows(bundle: Bundle) -> tuple[pd.DataFrame, str]:
-    """The rows a bundle keeps for checking: held-out test rows if it keeps them, else its
-    reference sample (a seeded sample of the raw training rows)."""
-    metadata = bundle.metadata
-    for key, source in (("test_rows", "test rows"), ("reference", "reference sample")):
-        kept = metadata.get(key)
-        if kept and kept.get("table"):
-            table = kept["table"]
-            return pd.DataFrame(table["data"], columns=table["columns"]), source
-    raise ExportError(
-        "the bundle keeps no rows to check the ONNX model against (no test rows, no "
-        "reference sample): register it through the training pipeline, or pass --rows"
-    )
+    """The rows a registered version keeps: its reference sample (a seeded sample of the
+    raw training rows, kept for drift monitoring)."""
+    kept = bundle.metadata.get("reference")
+    if not kept or not kept.get("table"):
+        raise ExportError(
+            "the bundle keeps no rows to check the ONNX model against (no reference sample: "
+            "it was not registered by the training pipeline); give some with --rows FILE"
+        )
+    table = kept["table"]
+    return pd.DataFrame(table["data"], columns=table["columns"]), "reference sample"
 
 
 @dataclass
@@ -499,9 +497,13 @@ def _write_report(output: Path, result: ExportResult, notes: dict[str, Any]) -> 
     (output / REPORT_MD).write_text("\n".join(lines) + "\n")
 
 
-def export_model(model: str, output: str | Path, fmt: str = "onnx") -> ExportResult:
+def export_model(
+    model: str, output: str | Path, fmt: str = "onnx", rows: str | None = None
+) -> ExportResult:
     """Export `model` (a bundle directory, s3:// version URI or REGISTRY/MODEL@ALIAS or
-    @VERSION) to `output` in `fmt`."""
+    @VERSION) to `output` in `fmt`, checked on `rows` (a CSV or Parquet file, local or
+    s3://) or else on the reference sample kept with the model."""
+    from kfp_lifecycle.components.ingest import read_table
     from kfp_lifecycle.registry import load_version, resolve_reference
 
     if fmt not in FORMATS:
@@ -509,4 +511,7 @@ def export_model(model: str, output: str | Path, fmt: str = "onnx") -> ExportRes
     uri = resolve_reference(model)
     with tempfile.TemporaryDirectory(prefix="lifecycle-export-") as workdir:
         bundle = load_version(uri, workdir)
-        return export_bundle(bundle, output, model=uri)
+        if rows is None:
+            return export_bundle(bundle, output, model=uri)
+        table = read_table(rows).drop(columns=[bundle.metadata["target"]], errors="ignore")
+        return export_bundle(bundle, output, uri, table, f"rows of {rows}")

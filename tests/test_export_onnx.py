@@ -428,3 +428,21 @@ def test_the_calibration_kept_with_a_bundle_is_applied_and_labels_follow_it(tabl
         wanted = [classes[i] for i in expected.argmax(axis=1)]
     assert labels.tolist() == wanted
     assert not np.allclose(got, bundle.pipeline.predict_proba(bundle.schema.coerce(test_rows)))
+
+
+def test_a_bundle_without_kept_rows_is_checked_on_the_rows_given(linear_bundle, tmp_path, capsys):
+    bundle, test_rows = linear_bundle
+    metadata = {k: v for k, v in bundle.metadata.items() if k != "reference"}
+    write_bundle(tmp_path / "bundle", bundle.pipeline, metadata)
+    command = ["export", "--model", str(tmp_path / "bundle"), "--output", str(tmp_path / "o")]
+    assert main(command) == 2
+    assert capsys.readouterr().err == (
+        "error: the bundle keeps no rows to check the ONNX model against (no reference "
+        "sample: it was not registered by the training pipeline); give some with --rows FILE\n"
+    )
+    rows = tmp_path / "rows.csv"
+    test_rows.assign(churned="no").to_csv(rows, index=False)  # the target is left out
+    assert main([*command, "--rows", str(rows)]) == 0
+    report = json.loads((tmp_path / "o" / REPORT_JSON).read_text())
+    assert report["rows_source"] == f"rows of {rows}"
+    assert report["parity"]["rows"] == len(test_rows) and report["parity"]["passed"]

@@ -75,11 +75,12 @@ def logged_inputs(log: pd.DataFrame) -> pd.DataFrame:
 
 
 def replay(bundle: Any, inputs: pd.DataFrame) -> tuple[np.ndarray, float]:
-    """The bundle's predictions for the inputs, and its seconds per row (batched)."""
+    """The bundle's predictions for the inputs, as served (Bundle.predict_rows: the server's
+    checks and compiled path), and its seconds per row (batched)."""
     labels: list[Any] = []
     started = time.perf_counter()
     for begin in range(0, len(inputs), BATCH_ROWS):
-        labels += list(bundle.predict(inputs.iloc[begin : begin + BATCH_ROWS]).labels)
+        labels += list(bundle.predict_rows(inputs.iloc[begin : begin + BATCH_ROWS]).labels)
     elapsed = time.perf_counter() - started
     return np.asarray(labels, dtype=object), elapsed / max(len(inputs), 1)
 

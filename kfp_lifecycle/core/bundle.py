@@ -104,6 +104,18 @@ class Bundle:
             return Prediction(compiled.predict(columns).tolist(), None, None)
         return self._classified(compiled.predict_proba(columns))
 
+    def predict_rows(self, rows: pd.DataFrame) -> Prediction:
+        """Predict a batch of rows as the server predicts requests: checked and coerced
+        (InputSchema.check_rows), then through the compiled path. Batch scoring and shadow
+        replay call this, so all three give the served answers."""
+        checked, _ = self.schema.check_rows(rows)
+        return self.predict_checked(checked)
+
+    def predict_checked(self, checked: pd.DataFrame) -> Prediction:
+        """predict_rows for rows InputSchema.check_rows already coerced (batch scoring checks
+        them once, to quarantine the bad ones first)."""
+        return self.predict_columns({name: checked[name].to_numpy() for name in self.schema.names})
+
     def _classified(self, probabilities: np.ndarray) -> Prediction:
         """Labels from the model's class probabilities, after the calibration kept with it:
         the decision threshold for two classes."""

@@ -220,7 +220,7 @@ def _relations(sample, features, kinds, target, task, options):
 def render_html(profile: Profile, frame: pd.DataFrame, options: ProfileOptions) -> str:
     import matplotlib.pyplot as plt
 
-    from kfp_lifecycle.html_report import Section, figure_to_img, render_page, table
+    from kfp_lifecycle.html_report import Section, figure_to_img, fragment, render_page, table
 
     infinite = infinite_counts(frame)  # counted, then missing like any unmeasured value
     frame = frame.assign(**{name: infinite_as_missing(frame[name]) for name in infinite})
@@ -267,7 +267,7 @@ def render_html(profile: Profile, frame: pd.DataFrame, options: ProfileOptions) 
             axis.barh(counts.index[::-1], counts.to_numpy()[::-1], color="#3e7cb1")
         axis.set_title(column.name, fontsize=9)
         axis.tick_params(labelsize=7)
-        columns.add(f"<figure>{figure_to_img(figure, f'distribution of {column.name}')}</figure>")
+        columns.add(fragment("figure", figure_to_img(figure, f"distribution of {column.name}")))
     missing = Section("missing", "Missing values").add(
         table(
             ["column", "missing share"],

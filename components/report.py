@@ -9,7 +9,6 @@ bundle as metadata["model_card"]: a bundle directory holds only model.joblib and
 metadata.json, because KServe loads one model file per directory.
 """
 
-import html
 import math
 import shutil
 import warnings
@@ -38,6 +37,10 @@ from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC
 from kfp_lifecycle.html_report import (
     Section,
     figure_to_img,
+    metric_cell,
+    metric_columns_table,
+    metric_rows,
+    metrics_table,
     readable_feature,
     render_page,
     table,
@@ -151,11 +154,6 @@ def _number(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _cell(value: Any) -> float | str:
-    """A table cell: finite numbers as floats (right-aligned by `table`), the rest as n/a."""
-    return float(value) if _finite(value) else "n/a"
-
-
 def _threshold_choice(selection: dict[str, Any] | None) -> str:
     """How the decision threshold was chosen, from calibrate_threshold's summary."""
     if not selection:
@@ -176,14 +174,6 @@ def _threshold_choice(selection: dict[str, Any] | None) -> str:
             f"{costs['false_positive']:g}, false negative {costs['false_negative']:g})"
         )
     return "fixed by configuration"
-
-
-def _escape(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _bullets(items: list[str]) -> str:
-    return "<ul>" + "".join(f"<li>{_escape(item)}</li>" for item in items) + "</ul>"
 
 
 def _binary_operating_point(evaluation: dict[str, Any]) -> dict[str, float] | None:
@@ -227,25 +217,16 @@ def _metrics_section(
         facts.append("probabilities calibrated (Platt scaling fitted on the validation rows)")
     section.text("; ".join(facts) + ".")
     baseline = (blessing or {}).get("baseline") or {}
-    champion = baseline.get("metrics") or {}
-    headers = ["metric", "value", "better", "what it measures"]
-    if champion:
-        headers.insert(2, f"champion v{baseline.get('version')}")
-    rows = []
-    for name, value in evaluation.get("metrics", {}).items():
-        spec = METRICS.get(name)
-        row = [
-            f"{name} (primary)" if name == primary else name,
-            _cell(value),
-            "higher" if spec and spec.greater_is_better else "lower",
-            spec.description if spec else "",
-        ]
-        if champion:
-            row.insert(2, _cell(champion.get(name)))
-        rows.append(row)
-    section.add(table(headers, rows, css_id="metric-table"))
+    section.add(
+        metrics_table(
+            evaluation.get("metrics", {}),
+            primary,
+            champion=baseline.get("metrics"),
+            champion_label=f"champion v{baseline.get('version')}",
+        )
+    )
     if evaluation.get("notes"):
-        section.add(_bullets(evaluation["notes"]))
+        section.bullets(evaluation["notes"])
     scatter = evaluation.get("predicted_vs_actual")
     if scatter:
         figure, axes = plt.subplots(figsize=(5.5, 4.5))
@@ -285,12 +266,17 @@ def _gate_section(blessing: dict[str, Any] | None) -> Section:
         verdict, css = "BLESSED: every check passed.", "ok"
     else:
         verdict, css = "NOT BLESSED: do not deploy this version without a review.", "error"
-    section.add(f'<p class="{css}"><strong>{_escape(verdict)}</strong></p>')
-    section.add(_bullets(blessing.get("reasons", [])))
+    section.text(verdict, css, strong=True)
+    section.bullets(blessing.get("reasons", []))
     checks = blessing.get("checks", [])
     if checks:
         rows = [
-            [c["name"], _cell(c["value"]), _cell(c["bound"]), "pass" if c["passed"] else "FAIL"]
+            [
+                c["name"],
+                metric_cell(c["value"]),
+                metric_cell(c["bound"]),
+                "pass" if c["passed"] else "FAIL",
+            ]
             for c in checks
         ]
         section.add(table(["check", "value", "bound", "result"], rows))
@@ -413,9 +399,9 @@ def _learning_section(diagnosis: dict[str, Any] | None) -> Section:
         return section.text("No fit diagnosis was produced for this run.", "muted")
     verdict = diagnosis.get("verdict", "unknown")
     css = "ok" if verdict == "good fit" else "warn"
-    section.add(f'<p class="{css}"><strong>Verdict: {_escape(verdict)}</strong></p>')
+    section.text(f"Verdict: {verdict}", css, strong=True)
     if diagnosis.get("evidence"):
-        section.add(_bullets(diagnosis["evidence"]))
+        section.bullets(diagnosis["evidence"])
     if diagnosis.get("suggestion"):
         section.text(f"Suggestion: {diagnosis['suggestion']}")
     metric = diagnosis.get("metric", "score")
@@ -600,7 +586,7 @@ def _features_section(
             f"Feature selection ({methods}): {len(kept)} feature(s) kept, {len(dropped)} dropped."
         )
         scores = selection.get("scores", {})
-        rows = [[named[name], *[_cell(scores[m].get(name)) for m in scores]] for name in kept]
+        rows = [[named[name], *[metric_cell(scores[m].get(name)) for m in scores]] for name in kept]
         section.add(table(["kept feature", *scores], rows, css_id="kept-features"))
         if dropped:
             rows = [
@@ -637,11 +623,12 @@ def _slices_section(slices: dict[str, Any] | None, task: str) -> Section:
         "ROC-AUC when the slice holds one class)."
     )
     everything = sum(part["rows"] for part in slices["slices"])
-    rows = [["all rows", everything, "", *_cells(slices["overall"], shown)]]
+    rows = [(["all rows", everything, ""], slices["overall"])]
     for part in slices["slices"]:
         flag = "few rows" if part["few_rows"] else ""
-        rows.append([part["value"], part["rows"], flag, *_cells(part["metrics"], shown)])
-    section.add(table([slices["column"], "rows", "", *shown], rows, css_id="slice-table"))
+        rows.append(([part["value"], part["rows"], flag], part["metrics"]))
+    leading = [slices["column"], "rows", ""]
+    section.add(metric_columns_table(leading, shown, rows, css_id="slice-table"))
     values = [p["metrics"].get(primary, float("nan")) for p in slices["slices"]]
     figure, axes = plt.subplots(figsize=(6.5, 0.9 + 0.35 * len(values)))
     axes.barh([p["value"] for p in slices["slices"]][::-1], values[::-1], color="#3b82c4")
@@ -650,10 +637,6 @@ def _slices_section(slices: dict[str, Any] | None, task: str) -> Section:
     axes.legend(fontsize="small")
     section.add(figure_to_img(figure, f"{primary} per slice"))
     return section
-
-
-def _cells(metrics: dict[str, float], names: list[str]) -> list[float | str]:
-    return [_cell(metrics.get(name)) for name in names]
 
 
 def render_evaluation_report(
@@ -779,12 +762,9 @@ def render_model_card(
     if champion:
         headers.append(f"champion v{baseline.get('version')} on the same rows")
     rows = []
-    for metric, value in evaluation.get("metrics", {}).items():
-        spec = METRICS.get(metric)
-        row = [metric, _number(value), "higher" if spec and spec.greater_is_better else "lower"]
-        if champion:
-            row.append(_number(champion.get(metric)))
-        rows.append(row)
+    for row in metric_rows(evaluation.get("metrics", {}), champion=champion):
+        cells = [row.name, _number(row.value), row.better]
+        rows.append([*cells, _number(row.champion)] if champion else cells)
     lines += _md_table(headers, rows)
     board = metadata.get("leaderboard")
     if board:

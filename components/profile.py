@@ -6,6 +6,7 @@ relates to it, outliers, duplicates, and the columns that look too good to be tr
 or that are only identifiers.
 """
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ from kfp_lifecycle.core.schema import (
     unusable_column,
 )
 from kfp_lifecycle.core.tasks import CLASSIFICATION
+
+logger = logging.getLogger(__name__)
 
 SECTIONS = (
     "overview", "columns", "missing", "correlations", "target", "relations", "outliers",
@@ -378,6 +381,7 @@ def profile(
 
     from kfp_lifecycle.components.profile import (
         ProfileOptions,
+        logger,
         profile_table,
         render_html,
         render_markdown,
@@ -393,4 +397,4 @@ def profile(
     with open(findings.path, "w") as handle:
         json.dump(result.findings(), handle, indent=2)
     for warning in result.warnings:
-        print(f"WARNING: {warning}")
+        logger.warning(warning)

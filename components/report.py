@@ -9,6 +9,7 @@ bundle as metadata["model_card"]: a bundle directory holds only model.joblib and
 metadata.json, because KServe loads one model file per directory.
 """
 
+import logging
 import math
 import shutil
 import warnings
@@ -45,6 +46,8 @@ from kfp_lifecycle.html_report import (
     render_page,
     table,
 )
+
+logger = logging.getLogger(__name__)
 
 MISSING = "(missing)"
 OTHER = "(other)"
@@ -921,7 +924,7 @@ def report(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.report import ReportOptions, build_report, card_bundle
+    from kfp_lifecycle.components.report import ReportOptions, build_report, card_bundle, logger
     from kfp_lifecycle.core.bundle import load_bundle
 
     def read(path):
@@ -946,4 +949,4 @@ def report(
     with open(model_card.path, "w") as handle:
         handle.write(card)
     card_bundle(model.path, card, carded.path)
-    print(f"evaluation report: {len(page) // 1024} KiB; model card: {len(card)} characters")
+    logger.info(f"evaluation report: {len(page) // 1024} KiB; model card: {len(card)} characters")

@@ -624,6 +624,7 @@ def score(
 
     from kfp_lifecycle.components.score import (
         ScoreOptions,
+        logger,
         run_output,
         score_batch,
         scored_metrics,
@@ -639,8 +640,8 @@ def score(
         json.dump(result, handle, indent=2)
     drift = result["drift"]
     if drift.get("checked"):
-        print(f"drifted features: {', '.join(drift['drifted_features']) or 'none'}")
+        logger.info(f"drifted features: {', '.join(drift['drifted_features']) or 'none'}")
     for finding in result["contract_breaches"]:
-        print(f"contract {finding['severity']}: '{finding['column']}' {finding['check']}: "
+        logger.info(f"contract {finding['severity']}: '{finding['column']}' {finding['check']}: "
               f"{finding['message']}")  # fmt: skip
     return result["output"]

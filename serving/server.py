@@ -88,7 +88,8 @@ ERROR_CHARACTERS = 300
 # KServe's unauthenticated model repository routes (load, unload), closed unless enabled.
 REPOSITORY_ROUTES = "/v2/repository/"
 
-logger = logging.getLogger(__name__)
+# Named, not __name__: run as `python -m kfp_lifecycle.serving.server` this module is __main__.
+logger = logging.getLogger("kfp_lifecycle.serving.server")
 
 
 def serve(

@@ -37,6 +37,7 @@ from kfp_lifecycle.core.schema import CATEGORICAL, InputSchema
 from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC
 from kfp_lifecycle.html_report import (
     Section,
+    environment,
     figure_to_img,
     metric_cell,
     metric_columns_table,
@@ -687,17 +688,6 @@ def render_evaluation_report(
 # --- the model card -------------------------------------------------------------------------
 
 
-def _md(value: Any) -> str:
-    """A value safe inside a Markdown table cell."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(map(_md, headers)) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(map(_md, row)) + " |" for row in rows]
-    return [*lines, ""]
-
-
 def render_model_card(
     metadata: dict[str, Any],
     evaluation: dict[str, Any],
@@ -705,96 +695,82 @@ def render_model_card(
     diagnosis: dict[str, Any] | None = None,
     slices: dict[str, Any] | None = None,
 ) -> str:
-    """Intended use, training data, metrics, gate decision and limitations, in Markdown."""
+    """Intended use, training data, metrics, gate decision and limitations, in Markdown
+    (the layout is kfp_lifecycle/templates/model_card.md.j2)."""
     task, target = metadata["task"], metadata["target"]
     schema = InputSchema.from_dict(metadata["input_schema"])
     classes = metadata.get("classes") or []
     primary = evaluation.get("primary_metric", metadata.get("primary_metric", ""))
-    name = metadata.get("model_name") or target
-    lines = [f"# Model card: {name}", ""]
-
-    lines += ["## Intended use", ""]
     if task == CLASSIFICATION:
         output = f"the class of `{target}` ({', '.join(f'`{c}`' for c in classes)}) and the "
         output += "probability of each class"
     else:
         output = f"a number, `{target}`"
-    lines.append(
-        f"Predicts {output} for rows with the {len(schema.columns)} input columns below, "
-        "drawn from the same population as the training table. It was validated only as "
-        "this card describes: any other population, period or purpose needs its own "
-        "evaluation first."
-    )
-    lines.append("")
+    threshold_rule = None
     if "decision_threshold" in metadata and len(classes) == 2:
-        lines.append(
+        threshold_rule = (
             f"A row is labelled `{classes[1]}` when its probability is at least "
             f"{metadata['decision_threshold']:.4f}, "
             f"{_threshold_choice(metadata.get('threshold_selection'))}."
         )
-    lines += ["", "Inputs:", ""]
-    lines += _md_table(
-        ["column", "kind", "categories seen in training"],
-        [
-            [c.name, c.kind, ", ".join(c.categories[:10]) + (" ..." * (len(c.categories) > 10))]
-            for c in schema.columns
-        ],
-    )
-
-    lines += ["## Training data", ""]
-    lines.append(f"- Target: `{target}` ({task})")
-    lines.append(f"- Training rows: {metadata.get('training_rows', 'unknown')}")
+    facts = [
+        f"Target: `{target}` ({task})",
+        f"Training rows: {metadata.get('training_rows', 'unknown')}",
+    ]
     lineage = metadata.get("lineage", {})
     if lineage.get("data_source"):
-        lines.append(f"- Source: {lineage['data_source']} (sha256 {lineage.get('data_sha256')})")
-    lines.append(f"- Model family: {metadata.get('family', 'unknown')}")
+        facts.append(f"Source: {lineage['data_source']} (sha256 {lineage.get('data_sha256')})")
+    facts.append(f"Model family: {metadata.get('family', 'unknown')}")
     libraries = metadata.get("libraries", {})
     if libraries:
-        lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in libraries.items()))
-    lines.append("")
-
-    lines += ["## Metrics", ""]
-    lines.append(
-        f"On {evaluation.get('rows', '?')} held-out test rows that no training or selection "
-        f"step saw (primary metric: {primary}):"
-    )
-    lines.append("")
+        facts.append("Libraries: " + ", ".join(f"{k} {v}" for k, v in libraries.items()))
     baseline = (blessing or {}).get("baseline") or {}
     champion = baseline.get("metrics") or {}
     headers = ["metric", "value", "better"]
     if champion:
         headers.append(f"champion v{baseline.get('version')} on the same rows")
-    rows = []
+    cells = []
     for row in metric_rows(evaluation.get("metrics", {}), champion=champion):
-        cells = [row.name, _number(row.value), row.better]
-        rows.append([*cells, _number(row.champion)] if champion else cells)
-    lines += _md_table(headers, rows)
+        shown = [row.name, _number(row.value), row.better]
+        cells.append([*shown, _number(row.champion)] if champion else shown)
     board = metadata.get("leaderboard")
+    leaderboard = None
     if board:
-        lines.append(
-            f"Validation {primary} of the families trained: "
-            + ", ".join(f"{family} {_number(score)}" for family, score in board.items())
-            + "."
+        scores = ", ".join(f"{family} {_number(score)}" for family, score in board.items())
+        leaderboard = f"Validation {primary} of the families trained: {scores}."
+    decision = None
+    if blessing and blessing.get("overridden"):
+        decision = f"**Blessed by operator override**: {blessing.get('override_reason')}"
+    elif blessing:
+        decision = "**Blessed**" if blessing.get("blessed") else "**Not blessed**"
+    card = (
+        environment()
+        .get_template("model_card.md.j2")
+        .render(
+            name=metadata.get("model_name") or target,
+            intended_use=(
+                f"Predicts {output} for rows with the {len(schema.columns)} input columns below, "
+                "drawn from the same population as the training table. It was validated only as "
+                "this card describes: any other population, period or purpose needs its own "
+                "evaluation first."
+            ),
+            threshold_rule=threshold_rule,
+            inputs=[
+                [c.name, c.kind, ", ".join(c.categories[:10]) + (" ..." * (len(c.categories) > 10))]
+                for c in schema.columns
+            ],
+            training_facts=facts,
+            rows=evaluation.get("rows", "?"),
+            primary=primary,
+            metric_headers=headers,
+            metric_cells=cells,
+            leaderboard=leaderboard,
+            decision=decision,
+            reasons=(blessing or {}).get("reasons", []),
+            limitations=_limitations(metadata, evaluation, blessing, diagnosis, slices),
         )
-        lines.append("")
-
-    lines += ["## Gate decision", ""]
-    if not blessing:
-        lines.append("No gate decision recorded.")
-    else:
-        if blessing.get("overridden"):
-            lines.append(f"**Blessed by operator override**: {blessing.get('override_reason')}")
-        else:
-            lines.append("**Blessed**" if blessing.get("blessed") else "**Not blessed**")
-        lines.append("")
-        lines += [f"- {reason}" for reason in blessing.get("reasons", [])]
-    lines.append("")
-
-    lines += ["## Limitations", ""]
-    lines += [
-        f"- {item}" for item in _limitations(metadata, evaluation, blessing, diagnosis, slices)
-    ]
-    return "\n".join(lines).rstrip() + "\n"
+    )
+    return card.rstrip() + "\n"
 
 
 def _limitations(

@@ -64,6 +64,11 @@ def readable_feature(name: str, columns: Iterable[str] = ()) -> str:
     return rest
 
 
+def markdown_cell(value: Any) -> str:
+    """A value safe inside a Markdown table cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
 def is_numeric(value: Any) -> bool:
     """Shown right-aligned as a number: ints and floats (numpy's too), not booleans."""
     return isinstance(value, Number) and not isinstance(value, bool)
@@ -82,6 +87,7 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=False,
     )
     env.filters["readable"] = readable_number
+    env.filters["md_cell"] = markdown_cell
     env.tests["numeric"] = is_numeric
     return env
 

@@ -337,20 +337,19 @@ def render_html(profile: Profile, frame: pd.DataFrame, options: ProfileOptions) 
 
 
 def render_markdown(profile: Profile) -> str:
-    lines = [
-        f"# Data profile: {profile.rows} rows x {profile.columns} columns",
-        "",
-        f"Target `{profile.target}` ({profile.task}).",
-    ]
-    if profile.target_balance:
-        shares = ", ".join(f"{k}: {v:.1%}" for k, v in profile.target_balance.items())
-        lines.append(f"Class shares: {shares}.")
+    """The short Markdown summary (kfp_lifecycle/templates/profile_summary.md.j2)."""
+    from kfp_lifecycle.html_report import environment
+
     top = sorted(profile.relations.items(), key=lambda item: -item[1])[:5]
-    if top:
-        lines.append("Most related to the target: " + ", ".join(f"`{n}`" for n, _ in top) + ".")
-    lines += ["", "## Findings", ""]
-    lines += [f"- {w}" for w in profile.warnings] or ["- none"]
-    return "\n".join(lines) + "\n"
+    return (
+        environment()
+        .get_template("profile_summary.md.j2")
+        .render(
+            profile=profile,
+            shares=", ".join(f"{k}: {v:.1%}" for k, v in profile.target_balance.items()),
+            top=[name for name, _ in top],
+        )
+    )
 
 
 @component

@@ -577,7 +577,9 @@ def drift(
     with open(verdict.path, "w") as handle:
         json.dump(result.to_dict(), handle, indent=2)
     for finding in result.contract:
-        logger.info(f"contract {finding['severity']}: '{finding['column']}' {finding['check']}: "
-              f"{finding['message']}")  # fmt: skip
+        logger.info(
+            "contract %s: '%s' %s: %s",
+            finding["severity"], finding["column"], finding["check"], finding["message"],
+        )  # fmt: skip
     logger.info(f"drifted features: {', '.join(result.drifted) or 'none'}")
     return result.dataset_drift

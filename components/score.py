@@ -642,6 +642,8 @@ def score(
     if drift.get("checked"):
         logger.info(f"drifted features: {', '.join(drift['drifted_features']) or 'none'}")
     for finding in result["contract_breaches"]:
-        logger.info(f"contract {finding['severity']}: '{finding['column']}' {finding['check']}: "
-              f"{finding['message']}")  # fmt: skip
+        logger.info(
+            "contract %s: '%s' %s: %s",
+            finding["severity"], finding["column"], finding["check"], finding["message"],
+        )  # fmt: skip
     return result["output"]

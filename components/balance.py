@@ -7,6 +7,7 @@ encoded, standardised copy and turned back into raw rows of the same column type
 rows are kept exactly as they were.
 """
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,8 @@ from kfp_lifecycle.component import component
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.schema import BOOLEAN, CATEGORICAL, DATETIME, infer_kind
 from kfp_lifecycle.core.tasks import CLASSIFICATION
+
+logger = logging.getLogger(__name__)
 
 # The training step passes this column as `sample_weight` and never as a feature.
 SAMPLE_WEIGHT_COLUMN = "__sample_weight__"
@@ -338,7 +341,7 @@ def balance(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows
+    from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows, logger
     from kfp_lifecycle.components.ingest import to_parquet
 
     rows, result = balance_training_rows(
@@ -348,7 +351,7 @@ def balance(
     with open(report.path, "w") as handle:
         json.dump(result.to_dict(), handle, indent=2)
     balanced.metadata.update({"rows": result.rows_after, "balancing": result.applied})
-    print(
+    logger.info(
         f"balance ({result.applied}): {result.rows_before} -> {result.rows_after} training rows, "
         f"classes {result.class_counts_after or 'n/a'}"
     )

@@ -4,6 +4,7 @@ A duplicate that lands on both sides of the split lets the model be graded on ro
 trained on; removing duplicates here is what keeps the split step's leak guard quiet.
 """
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from kfp_lifecycle.component import component
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.schema import infinite_as_missing, infinite_counts
+
+logger = logging.getLogger(__name__)
 
 # Enough row numbers for a user to find the pattern in their file, few enough to read.
 MAX_EXAMPLES = 5
@@ -127,7 +130,7 @@ def clean(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.clean import CleanOptions, clean_table
+    from kfp_lifecycle.components.clean import CleanOptions, clean_table, logger
     from kfp_lifecycle.components.ingest import to_parquet
 
     kept, result = clean_table(
@@ -137,7 +140,7 @@ def clean(
     with open(report.path, "w") as handle:
         json.dump(result.to_dict(), handle, indent=2)
     cleaned.metadata.update({"rows": result.rows_out})
-    print(
+    logger.info(
         f"clean: {result.rows_in} rows in, {result.duplicate_rows} duplicate(s) and "
         f"{result.missing_target_rows} without '{target}' removed, {result.rows_out} kept"
         + "".join(

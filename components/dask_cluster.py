@@ -1,6 +1,10 @@
 """Dask cluster: the run's own DaskCluster on Kubernetes, deleted in an exit handler."""
 
+import logging
+
 from kfp_lifecycle.component import component
+
+logger = logging.getLogger(__name__)
 
 
 @component
@@ -36,6 +40,7 @@ def create_dask_cluster(
     """
     import logging
 
+    from kfp_lifecycle.components.dask_cluster import logger
     from kfp_lifecycle.dask_cluster import (
         EPHEMERAL,
         ClusterSpec,
@@ -48,7 +53,9 @@ def create_dask_cluster(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     choice = parse_choice(dask_cluster)
     if choice.mode != EPHEMERAL:
-        print(f"no DaskCluster created: {choice.address or 'each step starts a local cluster'}")
+        logger.info(
+            f"no DaskCluster created: {choice.address or 'each step starts a local cluster'}"
+        )
         return choice.address
     spec = ClusterSpec(
         name=cluster_name(run_id),
@@ -75,10 +82,11 @@ def delete_dask_cluster(dask_cluster: str, run_id: str, namespace: str = "kfp-li
     """
     import logging
 
+    from kfp_lifecycle.components.dask_cluster import logger
     from kfp_lifecycle.dask_cluster import EPHEMERAL, DaskClusterApi, cluster_name, stop_cluster
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if dask_cluster.strip() != EPHEMERAL:  # an address, a local cluster, or a refused value
-        print("no DaskCluster was created for this run: nothing to delete")
+        logger.info("no DaskCluster was created for this run: nothing to delete")
         return
     stop_cluster(DaskClusterApi(), cluster_name(run_id), namespace)

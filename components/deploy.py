@@ -1,5 +1,6 @@
 """Deploy: serve the registry's blessed version with KServe, as a canary when one is live."""
 
+import logging
 from typing import NamedTuple
 
 from kfp_lifecycle.component import component
@@ -19,6 +20,8 @@ from kfp_lifecycle.registry import (
     require_blessed,
     resolve_reference,
 )
+
+logger = logging.getLogger(__name__)
 
 CREATED, CANARY, UNCHANGED = "created", "canary", "unchanged"
 
@@ -52,16 +55,16 @@ def deploy_blessed(
     cluster = api.cluster_default_mode() if existing is None and not mode else None
     spec.deployment_mode = choose_mode(mode, existing, cluster)
     if existing is not None and canary_in_progress(existing) and uri in canary_uris(existing):
-        print(f"{uri} is already the canary, not yet judged: nothing sent, judging it")
+        logger.info(f"{uri} is already the canary, not yet judged: nothing sent, judging it")
         stable = model_version_of(bundle_metadata(stable_storage_uri(existing)))
         return DeployResult(CANARY, uri, version, stable)
     settled = existing is not None and not canary_in_progress(existing)
     if settled and storage_uri_of(existing) == uri:
-        print(f"{spec.namespace}/{spec.name} already serves {uri}: nothing to deploy")
+        logger.info(f"{spec.namespace}/{spec.name} already serves {uri}: nothing to deploy")
         return DeployResult(UNCHANGED, uri, version, "")
     for request in plan_deploy(spec, existing):
-        print(request.note or f"{request.verb} {spec.namespace}/{spec.name}")
-        print(request.kubectl())
+        logger.info(request.note or f"{request.verb} {spec.namespace}/{spec.name}")
+        logger.info(request.kubectl())
         api.apply(request)
     if existing is None:
         return DeployResult(CREATED, uri, version, "")
@@ -134,11 +137,11 @@ def wait_ready(
         timeout_seconds: How long to wait before failing.
         action: The deploy step's action; "unchanged" means there is nothing to wait for.
     """
-    from kfp_lifecycle.components.deploy import UNCHANGED
+    from kfp_lifecycle.components.deploy import UNCHANGED, logger
     from kfp_lifecycle.deploy import KServeApi, wait_ready_or_roll_back
 
     if action == UNCHANGED:
-        print(f"{namespace}/{service_name}: nothing was deployed, nothing to wait for")
+        logger.info(f"{namespace}/{service_name}: nothing was deployed, nothing to wait for")
         return
     wait_ready_or_roll_back(KServeApi(), service_name, namespace, timeout_seconds)
-    print(f"{namespace}/{service_name} is ready")
+    logger.info(f"{namespace}/{service_name} is ready")

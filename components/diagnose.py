@@ -31,6 +31,7 @@ balance step come instead, its weight column is honoured as `sample_weight`, its
 rows and repeated copies are dropped (each real row once, in its original order).
 """
 
+import logging
 import time
 from typing import Any
 
@@ -49,6 +50,8 @@ from kfp_lifecycle.core.bundle import Bundle
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC, REGRESSION
 from kfp_lifecycle.families import FAMILIES, Diagnosis
+
+logger = logging.getLogger(__name__)
 
 OVERFITTING, UNDERFITTING, GOOD_FIT = "overfitting", "underfitting", "good fit"
 UNDERCONFIDENT = "under-confident"
@@ -635,7 +638,7 @@ def diagnose(
     import pandas as pd
 
     from kfp_lifecycle.budget import share
-    from kfp_lifecycle.components.diagnose import DiagnoseOptions, diagnose_fit
+    from kfp_lifecycle.components.diagnose import DiagnoseOptions, diagnose_fit, logger
     from kfp_lifecycle.core.bundle import load_bundle
 
     settings = DiagnoseOptions.model_validate(options)
@@ -656,5 +659,5 @@ def diagnose(
     with open(diagnosis.path, "w") as handle:
         json.dump(result, handle, indent=2, default=str)
     diagnosis.metadata["verdict"] = result["verdict"]
-    print(f"fit: {result['verdict']}\n  " + "\n  ".join(result["evidence"]))
-    print(f"suggestion: {result['suggestion']}")
+    logger.info(f"fit: {result['verdict']}\n  " + "\n  ".join(result["evidence"]))
+    logger.info(f"suggestion: {result['suggestion']}")

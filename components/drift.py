@@ -26,6 +26,7 @@ from a few hundred rows a side up.
 """
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,6 +48,8 @@ from kfp_lifecycle.core.schema import (
     InputSchema,
     infer_schema,
 )
+
+logger = logging.getLogger(__name__)
 
 MISSING = "__missing__"
 # The reference kept in the bundle's metadata: a seeded sample of the raw training rows
@@ -555,7 +558,7 @@ def drift(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.drift import DriftOptions, detect_drift, render_report
+    from kfp_lifecycle.components.drift import DriftOptions, detect_drift, logger, render_report
 
     reference_rows, current_rows = pd.read_parquet(reference.path), pd.read_parquet(current.path)
     kept_contract = None
@@ -586,7 +589,9 @@ def drift(
     with open(verdict.path, "w") as handle:
         json.dump(result.to_dict(), handle, indent=2)
     for finding in result.contract:
-        print(f"contract {finding['severity']}: '{finding['column']}' {finding['check']}: "
-              f"{finding['message']}")  # fmt: skip
-    print(f"drifted features: {', '.join(result.drifted) or 'none'}")
+        logger.info(
+            "contract %s: '%s' %s: %s",
+            finding["severity"], finding["column"], finding["check"], finding["message"],
+        )  # fmt: skip
+    logger.info(f"drifted features: {', '.join(result.drifted) or 'none'}")
     return result.dataset_drift

@@ -4,6 +4,7 @@ Also home of the binary decision threshold: it is chosen on validation rows (nev
 and saved in the bundle's metadata, where Bundle.predict and so serving read it.
 """
 
+import logging
 import shutil
 from typing import Any, Literal
 
@@ -25,6 +26,8 @@ from kfp_lifecycle.core.bundle import (
 )
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, PRIMARY_METRIC
+
+logger = logging.getLogger(__name__)
 
 ROC_POINTS = 200  # the dashboard draws a curve; thousands of points only slow it down
 CALIBRATION_BINS = 10
@@ -573,7 +576,11 @@ def calibrate_threshold(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.evaluate import ThresholdOptions, calibrate_bundle_threshold
+    from kfp_lifecycle.components.evaluate import (
+        ThresholdOptions,
+        calibrate_bundle_threshold,
+        logger,
+    )
 
     result = calibrate_bundle_threshold(
         model.path,
@@ -584,15 +591,15 @@ def calibrate_threshold(
     with open(report.path, "w") as handle:
         json.dump(result, handle, indent=2)
     if "calibration" in result:
-        print(f"probabilities: {result['calibration']['reason']}")
+        logger.info(f"probabilities: {result['calibration']['reason']}")
     if not result["applied"]:
-        print(result["reason"])
+        logger.info(result["reason"])
         return
     tuned.metadata["decision_threshold"] = result["threshold"]
     chosen, default = result["at_threshold"], result["at_default"]
     if "reason" in result:
-        print(result["reason"])
-    print(
+        logger.info(result["reason"])
+    logger.info(
         f"decision threshold {result['threshold']:.4f} ({result['strategy']}): validation F1 "
         f"{chosen['f1']:.4f}, cost {chosen['cost']:.4g} (at 0.5: F1 {default['f1']:.4f}, "
         f"cost {default['cost']:.4g})"
@@ -625,7 +632,7 @@ def evaluate(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.evaluate import evaluate_bundle
+    from kfp_lifecycle.components.evaluate import evaluate_bundle, logger
     from kfp_lifecycle.core.bundle import load_bundle
 
     result = evaluate_bundle(load_bundle(model.path), pd.read_parquet(test.path))
@@ -640,6 +647,6 @@ def evaluate(
         classification_metrics.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
     with open(evaluation.path, "w") as handle:
         json.dump(result, handle, indent=2)
-    print("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items()))
+    logger.info("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items()))
     for note in result["notes"]:
-        print(f"note: {note}")
+        logger.info(f"note: {note}")

@@ -11,6 +11,7 @@ The result goes into the bundle's metadata["explanation"]; the model server retu
 its per-row `:explain` answers.
 """
 
+import logging
 import shutil
 import time
 from typing import Any
@@ -27,6 +28,8 @@ from kfp_lifecycle.core.bundle import Bundle, read_metadata, verify_bundle, writ
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC
 from kfp_lifecycle.families import get_family
+
+logger = logging.getLogger(__name__)
 
 # Rows an explanation keeps at least, whatever the time budget.
 EXPLAIN_MIN_ROWS = 200
@@ -189,7 +192,12 @@ def explain(
     import pandas as pd
 
     from kfp_lifecycle.budget import share
-    from kfp_lifecycle.components.explain import ExplainOptions, explain_bundle, explained_bundle
+    from kfp_lifecycle.components.explain import (
+        ExplainOptions,
+        explain_bundle,
+        explained_bundle,
+        logger,
+    )
     from kfp_lifecycle.core.bundle import load_bundle
 
     result = explain_bundle(
@@ -202,4 +210,4 @@ def explain(
         json.dump(result, handle, indent=2)
     explained_bundle(model.path, result, explained.path)
     ranked = sorted(result["permutation_importance"].items(), key=lambda kv: -kv[1])
-    print("importance: " + ", ".join(f"{name} {value:.4f}" for name, value in ranked[:10]))
+    logger.info("importance: " + ", ".join(f"{name} {value:.4f}" for name, value in ranked[:10]))

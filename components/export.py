@@ -83,13 +83,15 @@ def export_onnx(
     """
     import json
 
-    from kfp_lifecycle.components.export import export_registered
+    from kfp_lifecycle.components.export import export_registered, logger
 
     with open(summary.path) as handle:
         registered = json.load(handle)
     outcome = export_registered(champion.path, test.path, registered, onnx.path)
     onnx.metadata.update(outcome)
     if outcome["exported"]:
-        print(f"ONNX model of version {outcome['model_version']}: {outcome['max_difference']:.3g}")
+        logger.info(
+            f"ONNX model of version {outcome['model_version']}: {outcome['max_difference']:.3g}"
+        )
     else:
-        print(f"no ONNX model for version {outcome['model_version']}: {outcome['reason']}")
+        logger.info(f"no ONNX model for version {outcome['model_version']}: {outcome['reason']}")

@@ -6,6 +6,7 @@ information and model-based importance (keep the most informative). The decision
 step appended to the preprocessing Pipeline, so serving applies exactly the same subset.
 """
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal
@@ -24,6 +25,8 @@ from kfp_lifecycle.components.preprocess import check_training_rows
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION
 from kfp_lifecycle.core.transformers import KeepFeatures
+
+logger = logging.getLogger(__name__)
 
 METHODS = ("variance", "correlation", "mutual_information", "importance")
 # Correlation, mutual information and importance are estimated on at most this many
@@ -275,7 +278,7 @@ def select_features(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.features import FeaturesOptions, fit_feature_selector
+    from kfp_lifecycle.components.features import FeaturesOptions, fit_feature_selector, logger
     from kfp_lifecycle.components.preprocess import load_preprocessor, save_preprocessor
 
     settings = FeaturesOptions.model_validate(options)
@@ -288,7 +291,7 @@ def select_features(
         json.dump(found.to_dict(), handle, indent=2)
     selected.metadata.update({"inputs": schema.names, "features": len(found.kept)})
     report.metadata.update({"kept": len(found.kept), "dropped": len(found.dropped)})
-    print(
+    logger.info(
         f"features: kept {len(found.kept)}, dropped {len(found.dropped)} "
         f"({', '.join(found.methods) or 'no methods'})"
     )

@@ -9,6 +9,7 @@ or not the model passes. An operator may override a refusal: the model is then b
 every failed check kept, `overridden` set and the operator's reason recorded.
 """
 
+import logging
 import math
 import statistics
 import time
@@ -26,6 +27,8 @@ from kfp_lifecycle.core.bundle import MODEL_FILE, Bundle, load_bundle
 from kfp_lifecycle.core.errors import DataError, LifecycleError
 from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC, metrics_for
 from kfp_lifecycle.registry import CHAMPION, load_version, open_registry
+
+logger = logging.getLogger(__name__)
 
 LATENCY = "latency_ms_per_row"
 MODEL_SIZE = "model_size_mb"
@@ -347,7 +350,7 @@ def gate(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.gate import GateOptions, assess
+    from kfp_lifecycle.components.gate import GateOptions, assess, logger
 
     settings = GateOptions.model_validate(options)
     with open(evaluation.path) as handle:
@@ -367,5 +370,7 @@ def gate(
         json.dump(decision.to_dict(), handle, indent=2)
     blessing.metadata.update({"blessed": decision.blessed, "overridden": decision.overridden})
     verdict = "BLESSED (OVERRIDDEN)" if decision.overridden else "BLESSED"
-    print((verdict if decision.blessed else "NOT BLESSED") + "\n  " + "\n  ".join(decision.reasons))
+    logger.info(
+        (verdict if decision.blessed else "NOT BLESSED") + "\n  " + "\n  ".join(decision.reasons)
+    )
     return decision.blessed

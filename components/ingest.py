@@ -3,6 +3,7 @@ every later step reads. Database sources (a URL such as postgresql://host/db?tab
 are read by kfp_lifecycle.sources.sql, in bounded chunks, optionally in incremental windows."""
 
 import csv
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ from kfp.dsl import Dataset, Output
 from kfp_lifecycle.component import component
 from kfp_lifecycle.core.bundle import sha256_file
 from kfp_lifecycle.core.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -288,7 +291,7 @@ def ingest(
         The sha256 of the source file (of the stored Parquet, for a database), kept in the
         model's lineage; the dataset's metadata records the window read.
     """
-    from kfp_lifecycle.components.ingest import ingest_table
+    from kfp_lifecycle.components.ingest import ingest_table, logger
     from kfp_lifecycle.sources.sql import mask_url, state_location
 
     state = sql_options.get("state") or (
@@ -300,5 +303,5 @@ def ingest(
     if "window" in stored:
         metadata["window"] = stored["window"]
     dataset.metadata.update(metadata)
-    print(f"ingested {stored['rows']} rows x {stored['columns']} columns from {shown}")
+    logger.info(f"ingested {stored['rows']} rows x {stored['columns']} columns from {shown}")
     return stored["sha256"]

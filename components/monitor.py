@@ -7,6 +7,7 @@ against what the same model said about its training data. Labels that arrived la
 joined by request id into the table a retraining run trains on.
 """
 
+import logging
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -16,6 +17,8 @@ from kfp.dsl import Artifact, Dataset, Output
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.core.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 PREDICTION_COLUMN = "prediction"
 
@@ -157,6 +160,7 @@ def collect_window(
     from kfp_lifecycle.components.ingest import read_table
     from kfp_lifecycle.components.monitor import (
         labelled_rows,
+        logger,
         positive_class_of,
         window_bounds,
         window_frames,
@@ -175,7 +179,7 @@ def collect_window(
     version = model_version_of(bundle.metadata)
     log = read_payload_log(log_uri, model_name, start, end)
     ref, cur, note = window_frames(log, bundle, version)
-    print(f"window {start} .. {end}: {note}; reference {len(ref)} training rows")
+    logger.info(f"window {start} .. {end}: {note}; reference {len(ref)} training rows")
     ref.to_parquet(reference.path)
     cur.to_parquet(current.path)
     log.to_parquet(predictions.path)
@@ -195,7 +199,7 @@ def collect_window(
         training_data = training_data_uri or kept
         if training_data_uri:
             write_table(rows, training_data_uri)
-        print(f"{len(rows)} labelled row(s) for retraining: {training_data}")
+        logger.info(f"{len(rows)} labelled row(s) for retraining: {training_data}")
     return (
         bundle.metadata["task"],
         target,

@@ -7,6 +7,7 @@ decided on training rows and written to the step's report.
 """
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,8 @@ from kfp_lifecycle.core.schema import (
 )
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION, TASKS
 from kfp_lifecycle.core.transformers import DatetimeFeatures, IQRClipper, SchemaCoercer
+
+logger = logging.getLogger(__name__)
 
 PREPROCESSOR_FILE = "preprocessor.joblib"
 SCHEMA_FILE = "schema.json"
@@ -438,6 +441,7 @@ def preprocess(
         PreprocessOptions,
         drop_outlier_rows,
         fit_preprocessor,
+        logger,
         save_preprocessor,
     )
 
@@ -453,7 +457,7 @@ def preprocess(
     report.metadata.update(
         {"dropped_columns": len(found.dropped_columns), "outlier_rows": len(found.outlier_rows)}
     )
-    print(
+    logger.info(
         f"preprocessor: {len(schema.names)} input columns -> {len(found.features)} features; "
         f"dropped {sorted(found.dropped_columns) or 'none'}; "
         f"{len(found.outlier_rows)} outlier row(s) removed"

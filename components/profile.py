@@ -6,6 +6,7 @@ relates to it, outliers, duplicates, and the columns that look too good to be tr
 or that are only identifiers.
 """
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ from kfp_lifecycle.core.schema import (
     unusable_column,
 )
 from kfp_lifecycle.core.tasks import CLASSIFICATION
+
+logger = logging.getLogger(__name__)
 
 SECTIONS = (
     "overview", "columns", "missing", "correlations", "target", "relations", "outliers",
@@ -220,7 +223,7 @@ def _relations(sample, features, kinds, target, task, options):
 def render_html(profile: Profile, frame: pd.DataFrame, options: ProfileOptions) -> str:
     import matplotlib.pyplot as plt
 
-    from kfp_lifecycle.html_report import Section, figure_to_img, render_page, table
+    from kfp_lifecycle.html_report import Section, figure_to_img, fragment, render_page, table
 
     infinite = infinite_counts(frame)  # counted, then missing like any unmeasured value
     frame = frame.assign(**{name: infinite_as_missing(frame[name]) for name in infinite})
@@ -267,7 +270,7 @@ def render_html(profile: Profile, frame: pd.DataFrame, options: ProfileOptions) 
             axis.barh(counts.index[::-1], counts.to_numpy()[::-1], color="#3e7cb1")
         axis.set_title(column.name, fontsize=9)
         axis.tick_params(labelsize=7)
-        columns.add(f"<figure>{figure_to_img(figure, f'distribution of {column.name}')}</figure>")
+        columns.add(fragment("figure", figure_to_img(figure, f"distribution of {column.name}")))
     missing = Section("missing", "Missing values").add(
         table(
             ["column", "missing share"],
@@ -334,20 +337,19 @@ def render_html(profile: Profile, frame: pd.DataFrame, options: ProfileOptions) 
 
 
 def render_markdown(profile: Profile) -> str:
-    lines = [
-        f"# Data profile: {profile.rows} rows x {profile.columns} columns",
-        "",
-        f"Target `{profile.target}` ({profile.task}).",
-    ]
-    if profile.target_balance:
-        shares = ", ".join(f"{k}: {v:.1%}" for k, v in profile.target_balance.items())
-        lines.append(f"Class shares: {shares}.")
+    """The short Markdown summary (kfp_lifecycle/templates/profile_summary.md.j2)."""
+    from kfp_lifecycle.html_report import environment
+
     top = sorted(profile.relations.items(), key=lambda item: -item[1])[:5]
-    if top:
-        lines.append("Most related to the target: " + ", ".join(f"`{n}`" for n, _ in top) + ".")
-    lines += ["", "## Findings", ""]
-    lines += [f"- {w}" for w in profile.warnings] or ["- none"]
-    return "\n".join(lines) + "\n"
+    return (
+        environment()
+        .get_template("profile_summary.md.j2")
+        .render(
+            profile=profile,
+            shares=", ".join(f"{k}: {v:.1%}" for k, v in profile.target_balance.items()),
+            top=[name for name, _ in top],
+        )
+    )
 
 
 @component
@@ -378,6 +380,7 @@ def profile(
 
     from kfp_lifecycle.components.profile import (
         ProfileOptions,
+        logger,
         profile_table,
         render_html,
         render_markdown,
@@ -393,4 +396,4 @@ def profile(
     with open(findings.path, "w") as handle:
         json.dump(result.findings(), handle, indent=2)
     for warning in result.warnings:
-        print(f"WARNING: {warning}")
+        logger.warning(warning)

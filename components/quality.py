@@ -8,6 +8,7 @@ model's metadata. A window whose metric falls short of the test figure by more t
 tolerance is a quality drop.
 """
 
+import logging
 import math
 from typing import Any
 
@@ -28,6 +29,8 @@ from kfp_lifecycle.serving.payload_log import (
     ROW,
     TIMESTAMP,
 )
+
+logger = logging.getLogger(__name__)
 
 LABEL = "label"  # the joined table's ground-truth column
 SHOWN_IDS = 5  # an error names at most this many ids
@@ -299,7 +302,7 @@ def quality(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.quality import QualityOptions, assess_quality
+    from kfp_lifecycle.components.quality import QualityOptions, assess_quality, logger
 
     settings = QualityOptions.model_validate(options)
     result = assess_quality(
@@ -313,13 +316,13 @@ def quality(
     with open(quality.path, "w") as handle:
         json.dump(result, handle, indent=2)
     if not result:
-        print("no labels yet: live quality not measured")
+        logger.info("no labels yet: live quality not measured")
         return
     judged = [w for w in result["windows"] if w["rows"] >= settings.min_rows_per_window]
     for name, value in (judged[-1]["metrics"] if judged else {}).items():
         if value is not None:
             metrics.log_metric(name, value)
-    print(
+    logger.info(
         f"labelled {result['matched']} row(s), {result['waiting']} waiting, "
         f"{result['orphans']} label(s) without a logged prediction; "
         + ("QUALITY DROP: " + "; ".join(result["drop_reasons"]) if result["dropped"] else "holds")

@@ -1,5 +1,6 @@
 """Register: store the champion as a new immutable version; move `champion` only if blessed."""
 
+import logging
 from typing import Any
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
@@ -9,6 +10,8 @@ from kfp_lifecycle.components.validate import model_contract
 from kfp_lifecycle.core.bundle import read_metadata
 from kfp_lifecycle.core.schema import InputSchema
 from kfp_lifecycle.registry import CHAMPION, offer_champion, open_registry
+
+logger = logging.getLogger(__name__)
 
 
 def register_bundle(
@@ -97,7 +100,7 @@ def register(
     import pandas as pd
 
     from kfp_lifecycle.components.drift import reference_sample
-    from kfp_lifecycle.components.register import register_bundle
+    from kfp_lifecycle.components.register import logger, register_bundle
 
     with open(evaluation.path) as handle:
         test_evaluation = json.load(handle)
@@ -121,4 +124,6 @@ def register(
         json.dump(result, handle, indent=2)
     summary.metadata.update({"model_uri": result["model_uri"], "blessed": result["blessed"]})
     moved = "moved to it" if result["blessed"] else "left where it was (not blessed)"
-    print(f"registered {model_name} version {result['model_version']}; champion alias {moved}")
+    logger.info(
+        f"registered {model_name} version {result['model_version']}; champion alias {moved}"
+    )

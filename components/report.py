@@ -9,7 +9,7 @@ bundle as metadata["model_card"]: a bundle directory holds only model.joblib and
 metadata.json, because KServe loads one model file per directory.
 """
 
-import html
+import logging
 import math
 import shutil
 import warnings
@@ -37,11 +37,18 @@ from kfp_lifecycle.core.schema import CATEGORICAL, InputSchema
 from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC
 from kfp_lifecycle.html_report import (
     Section,
+    environment,
     figure_to_img,
+    metric_cell,
+    metric_columns_table,
+    metric_rows,
+    metrics_table,
     readable_feature,
     render_page,
     table,
 )
+
+logger = logging.getLogger(__name__)
 
 MISSING = "(missing)"
 OTHER = "(other)"
@@ -151,11 +158,6 @@ def _number(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _cell(value: Any) -> float | str:
-    """A table cell: finite numbers as floats (right-aligned by `table`), the rest as n/a."""
-    return float(value) if _finite(value) else "n/a"
-
-
 def _threshold_choice(selection: dict[str, Any] | None) -> str:
     """How the decision threshold was chosen, from calibrate_threshold's summary."""
     if not selection:
@@ -176,14 +178,6 @@ def _threshold_choice(selection: dict[str, Any] | None) -> str:
             f"{costs['false_positive']:g}, false negative {costs['false_negative']:g})"
         )
     return "fixed by configuration"
-
-
-def _escape(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _bullets(items: list[str]) -> str:
-    return "<ul>" + "".join(f"<li>{_escape(item)}</li>" for item in items) + "</ul>"
 
 
 def _binary_operating_point(evaluation: dict[str, Any]) -> dict[str, float] | None:
@@ -227,25 +221,16 @@ def _metrics_section(
         facts.append("probabilities calibrated (Platt scaling fitted on the validation rows)")
     section.text("; ".join(facts) + ".")
     baseline = (blessing or {}).get("baseline") or {}
-    champion = baseline.get("metrics") or {}
-    headers = ["metric", "value", "better", "what it measures"]
-    if champion:
-        headers.insert(2, f"champion v{baseline.get('version')}")
-    rows = []
-    for name, value in evaluation.get("metrics", {}).items():
-        spec = METRICS.get(name)
-        row = [
-            f"{name} (primary)" if name == primary else name,
-            _cell(value),
-            "higher" if spec and spec.greater_is_better else "lower",
-            spec.description if spec else "",
-        ]
-        if champion:
-            row.insert(2, _cell(champion.get(name)))
-        rows.append(row)
-    section.add(table(headers, rows, css_id="metric-table"))
+    section.add(
+        metrics_table(
+            evaluation.get("metrics", {}),
+            primary,
+            champion=baseline.get("metrics"),
+            champion_label=f"champion v{baseline.get('version')}",
+        )
+    )
     if evaluation.get("notes"):
-        section.add(_bullets(evaluation["notes"]))
+        section.bullets(evaluation["notes"])
     scatter = evaluation.get("predicted_vs_actual")
     if scatter:
         figure, axes = plt.subplots(figsize=(5.5, 4.5))
@@ -285,12 +270,17 @@ def _gate_section(blessing: dict[str, Any] | None) -> Section:
         verdict, css = "BLESSED: every check passed.", "ok"
     else:
         verdict, css = "NOT BLESSED: do not deploy this version without a review.", "error"
-    section.add(f'<p class="{css}"><strong>{_escape(verdict)}</strong></p>')
-    section.add(_bullets(blessing.get("reasons", [])))
+    section.text(verdict, css, strong=True)
+    section.bullets(blessing.get("reasons", []))
     checks = blessing.get("checks", [])
     if checks:
         rows = [
-            [c["name"], _cell(c["value"]), _cell(c["bound"]), "pass" if c["passed"] else "FAIL"]
+            [
+                c["name"],
+                metric_cell(c["value"]),
+                metric_cell(c["bound"]),
+                "pass" if c["passed"] else "FAIL",
+            ]
             for c in checks
         ]
         section.add(table(["check", "value", "bound", "result"], rows))
@@ -413,9 +403,9 @@ def _learning_section(diagnosis: dict[str, Any] | None) -> Section:
         return section.text("No fit diagnosis was produced for this run.", "muted")
     verdict = diagnosis.get("verdict", "unknown")
     css = "ok" if verdict == "good fit" else "warn"
-    section.add(f'<p class="{css}"><strong>Verdict: {_escape(verdict)}</strong></p>')
+    section.text(f"Verdict: {verdict}", css, strong=True)
     if diagnosis.get("evidence"):
-        section.add(_bullets(diagnosis["evidence"]))
+        section.bullets(diagnosis["evidence"])
     if diagnosis.get("suggestion"):
         section.text(f"Suggestion: {diagnosis['suggestion']}")
     metric = diagnosis.get("metric", "score")
@@ -600,7 +590,7 @@ def _features_section(
             f"Feature selection ({methods}): {len(kept)} feature(s) kept, {len(dropped)} dropped."
         )
         scores = selection.get("scores", {})
-        rows = [[named[name], *[_cell(scores[m].get(name)) for m in scores]] for name in kept]
+        rows = [[named[name], *[metric_cell(scores[m].get(name)) for m in scores]] for name in kept]
         section.add(table(["kept feature", *scores], rows, css_id="kept-features"))
         if dropped:
             rows = [
@@ -637,11 +627,12 @@ def _slices_section(slices: dict[str, Any] | None, task: str) -> Section:
         "ROC-AUC when the slice holds one class)."
     )
     everything = sum(part["rows"] for part in slices["slices"])
-    rows = [["all rows", everything, "", *_cells(slices["overall"], shown)]]
+    rows = [(["all rows", everything, ""], slices["overall"])]
     for part in slices["slices"]:
         flag = "few rows" if part["few_rows"] else ""
-        rows.append([part["value"], part["rows"], flag, *_cells(part["metrics"], shown)])
-    section.add(table([slices["column"], "rows", "", *shown], rows, css_id="slice-table"))
+        rows.append(([part["value"], part["rows"], flag], part["metrics"]))
+    leading = [slices["column"], "rows", ""]
+    section.add(metric_columns_table(leading, shown, rows, css_id="slice-table"))
     values = [p["metrics"].get(primary, float("nan")) for p in slices["slices"]]
     figure, axes = plt.subplots(figsize=(6.5, 0.9 + 0.35 * len(values)))
     axes.barh([p["value"] for p in slices["slices"]][::-1], values[::-1], color="#3b82c4")
@@ -650,10 +641,6 @@ def _slices_section(slices: dict[str, Any] | None, task: str) -> Section:
     axes.legend(fontsize="small")
     section.add(figure_to_img(figure, f"{primary} per slice"))
     return section
-
-
-def _cells(metrics: dict[str, float], names: list[str]) -> list[float | str]:
-    return [_cell(metrics.get(name)) for name in names]
 
 
 def render_evaluation_report(
@@ -701,17 +688,6 @@ def render_evaluation_report(
 # --- the model card -------------------------------------------------------------------------
 
 
-def _md(value: Any) -> str:
-    """A value safe inside a Markdown table cell."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(map(_md, headers)) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(map(_md, row)) + " |" for row in rows]
-    return [*lines, ""]
-
-
 def render_model_card(
     metadata: dict[str, Any],
     evaluation: dict[str, Any],
@@ -719,99 +695,82 @@ def render_model_card(
     diagnosis: dict[str, Any] | None = None,
     slices: dict[str, Any] | None = None,
 ) -> str:
-    """Intended use, training data, metrics, gate decision and limitations, in Markdown."""
+    """Intended use, training data, metrics, gate decision and limitations, in Markdown
+    (the layout is kfp_lifecycle/templates/model_card.md.j2)."""
     task, target = metadata["task"], metadata["target"]
     schema = InputSchema.from_dict(metadata["input_schema"])
     classes = metadata.get("classes") or []
     primary = evaluation.get("primary_metric", metadata.get("primary_metric", ""))
-    name = metadata.get("model_name") or target
-    lines = [f"# Model card: {name}", ""]
-
-    lines += ["## Intended use", ""]
     if task == CLASSIFICATION:
         output = f"the class of `{target}` ({', '.join(f'`{c}`' for c in classes)}) and the "
         output += "probability of each class"
     else:
         output = f"a number, `{target}`"
-    lines.append(
-        f"Predicts {output} for rows with the {len(schema.columns)} input columns below, "
-        "drawn from the same population as the training table. It was validated only as "
-        "this card describes: any other population, period or purpose needs its own "
-        "evaluation first."
-    )
-    lines.append("")
+    threshold_rule = None
     if "decision_threshold" in metadata and len(classes) == 2:
-        lines.append(
+        threshold_rule = (
             f"A row is labelled `{classes[1]}` when its probability is at least "
             f"{metadata['decision_threshold']:.4f}, "
             f"{_threshold_choice(metadata.get('threshold_selection'))}."
         )
-    lines += ["", "Inputs:", ""]
-    lines += _md_table(
-        ["column", "kind", "categories seen in training"],
-        [
-            [c.name, c.kind, ", ".join(c.categories[:10]) + (" ..." * (len(c.categories) > 10))]
-            for c in schema.columns
-        ],
-    )
-
-    lines += ["## Training data", ""]
-    lines.append(f"- Target: `{target}` ({task})")
-    lines.append(f"- Training rows: {metadata.get('training_rows', 'unknown')}")
+    facts = [
+        f"Target: `{target}` ({task})",
+        f"Training rows: {metadata.get('training_rows', 'unknown')}",
+    ]
     lineage = metadata.get("lineage", {})
     if lineage.get("data_source"):
-        lines.append(f"- Source: {lineage['data_source']} (sha256 {lineage.get('data_sha256')})")
-    lines.append(f"- Model family: {metadata.get('family', 'unknown')}")
+        facts.append(f"Source: {lineage['data_source']} (sha256 {lineage.get('data_sha256')})")
+    facts.append(f"Model family: {metadata.get('family', 'unknown')}")
     libraries = metadata.get("libraries", {})
     if libraries:
-        lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in libraries.items()))
-    lines.append("")
-
-    lines += ["## Metrics", ""]
-    lines.append(
-        f"On {evaluation.get('rows', '?')} held-out test rows that no training or selection "
-        f"step saw (primary metric: {primary}):"
-    )
-    lines.append("")
+        facts.append("Libraries: " + ", ".join(f"{k} {v}" for k, v in libraries.items()))
     baseline = (blessing or {}).get("baseline") or {}
     champion = baseline.get("metrics") or {}
     headers = ["metric", "value", "better"]
     if champion:
         headers.append(f"champion v{baseline.get('version')} on the same rows")
-    rows = []
-    for metric, value in evaluation.get("metrics", {}).items():
-        spec = METRICS.get(metric)
-        row = [metric, _number(value), "higher" if spec and spec.greater_is_better else "lower"]
-        if champion:
-            row.append(_number(champion.get(metric)))
-        rows.append(row)
-    lines += _md_table(headers, rows)
+    cells = []
+    for row in metric_rows(evaluation.get("metrics", {}), champion=champion):
+        shown = [row.name, _number(row.value), row.better]
+        cells.append([*shown, _number(row.champion)] if champion else shown)
     board = metadata.get("leaderboard")
+    leaderboard = None
     if board:
-        lines.append(
-            f"Validation {primary} of the families trained: "
-            + ", ".join(f"{family} {_number(score)}" for family, score in board.items())
-            + "."
+        scores = ", ".join(f"{family} {_number(score)}" for family, score in board.items())
+        leaderboard = f"Validation {primary} of the families trained: {scores}."
+    decision = None
+    if blessing and blessing.get("overridden"):
+        decision = f"**Blessed by operator override**: {blessing.get('override_reason')}"
+    elif blessing:
+        decision = "**Blessed**" if blessing.get("blessed") else "**Not blessed**"
+    card = (
+        environment()
+        .get_template("model_card.md.j2")
+        .render(
+            name=metadata.get("model_name") or target,
+            intended_use=(
+                f"Predicts {output} for rows with the {len(schema.columns)} input columns below, "
+                "drawn from the same population as the training table. It was validated only as "
+                "this card describes: any other population, period or purpose needs its own "
+                "evaluation first."
+            ),
+            threshold_rule=threshold_rule,
+            inputs=[
+                [c.name, c.kind, ", ".join(c.categories[:10]) + (" ..." * (len(c.categories) > 10))]
+                for c in schema.columns
+            ],
+            training_facts=facts,
+            rows=evaluation.get("rows", "?"),
+            primary=primary,
+            metric_headers=headers,
+            metric_cells=cells,
+            leaderboard=leaderboard,
+            decision=decision,
+            reasons=(blessing or {}).get("reasons", []),
+            limitations=_limitations(metadata, evaluation, blessing, diagnosis, slices),
         )
-        lines.append("")
-
-    lines += ["## Gate decision", ""]
-    if not blessing:
-        lines.append("No gate decision recorded.")
-    else:
-        if blessing.get("overridden"):
-            lines.append(f"**Blessed by operator override**: {blessing.get('override_reason')}")
-        else:
-            lines.append("**Blessed**" if blessing.get("blessed") else "**Not blessed**")
-        lines.append("")
-        lines += [f"- {reason}" for reason in blessing.get("reasons", [])]
-    lines.append("")
-
-    lines += ["## Limitations", ""]
-    lines += [
-        f"- {item}" for item in _limitations(metadata, evaluation, blessing, diagnosis, slices)
-    ]
-    return "\n".join(lines).rstrip() + "\n"
+    )
+    return card.rstrip() + "\n"
 
 
 def _limitations(
@@ -941,7 +900,7 @@ def report(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.report import ReportOptions, build_report, card_bundle
+    from kfp_lifecycle.components.report import ReportOptions, build_report, card_bundle, logger
     from kfp_lifecycle.core.bundle import load_bundle
 
     def read(path):
@@ -966,4 +925,4 @@ def report(
     with open(model_card.path, "w") as handle:
         handle.write(card)
     card_bundle(model.path, card, carded.path)
-    print(f"evaluation report: {len(page) // 1024} KiB; model card: {len(card)} characters")
+    logger.info(f"evaluation report: {len(page) // 1024} KiB; model card: {len(card)} characters")

@@ -6,6 +6,7 @@ The decision is an artifact with every reason, whether or not it says retrain, s
 person reading the run sees why a retraining started or why none did.
 """
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -13,6 +14,8 @@ from kfp.dsl import Artifact, Input, Output
 from pydantic import BaseModel, ConfigDict, Field
 
 from kfp_lifecycle.component import component
+
+logger = logging.getLogger(__name__)
 
 
 class RetrainRule(BaseModel):
@@ -129,7 +132,7 @@ def decide(
     """
     import json
 
-    from kfp_lifecycle.components.retrain import RetrainRule, decide_retraining
+    from kfp_lifecycle.components.retrain import RetrainRule, decide_retraining, logger
     from kfp_lifecycle.monitoring_metrics import push_monitoring_metrics
 
     with open(drift_verdict.path) as handle:
@@ -141,5 +144,5 @@ def decide(
     with open(decision.path, "w") as handle:
         json.dump(result.to_dict(), handle, indent=2)
     decision.metadata["retrain"] = result.retrain
-    print(("RETRAIN" if result.retrain else "KEEP") + "\n  " + "\n  ".join(result.reasons))
+    logger.info(("RETRAIN" if result.retrain else "KEEP") + "\n  " + "\n  ".join(result.reasons))
     return result.retrain

@@ -626,6 +626,7 @@ def score(
 
     from kfp_lifecycle.components.score import (
         ScoreOptions,
+        logger,
         run_output,
         score_batch,
         scored_metrics,
@@ -641,8 +642,10 @@ def score(
         json.dump(result, handle, indent=2)
     drift = result["drift"]
     if drift.get("checked"):
-        print(f"drifted features: {', '.join(drift['drifted_features']) or 'none'}")
+        logger.info(f"drifted features: {', '.join(drift['drifted_features']) or 'none'}")
     for finding in result["contract_breaches"]:
-        print(f"contract {finding['severity']}: '{finding['column']}' {finding['check']}: "
-              f"{finding['message']}")  # fmt: skip
+        logger.info(
+            "contract %s: '%s' %s: %s",
+            finding["severity"], finding["column"], finding["check"], finding["message"],
+        )  # fmt: skip
     return result["output"]

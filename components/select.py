@@ -1,5 +1,6 @@
 """Select: the champion is the candidate with the best validation score on the primary metric."""
 
+import logging
 import math
 from typing import Any
 
@@ -8,6 +9,8 @@ from kfp.dsl import Input, Model, Output
 from kfp_lifecycle.component import component
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, REGRESSION
+
+logger = logging.getLogger(__name__)
 
 # Validation scores this close (absolute for metrics in [0, 1], relative to the best
 # otherwise) are a tie on small data: a few rows decide them. Ties go to the better proper
@@ -63,7 +66,7 @@ def select(candidates: Input[list[Model]], primary_metric: str, champion: Output
     """
     import shutil
 
-    from kfp_lifecycle.components.select import leaderboard, rank_candidates
+    from kfp_lifecycle.components.select import leaderboard, logger, rank_candidates
     from kfp_lifecycle.core.bundle import read_metadata, write_metadata
 
     paths = {read_metadata(c.path)["family"]: c.path for c in candidates}
@@ -74,4 +77,4 @@ def select(candidates: Input[list[Model]], primary_metric: str, champion: Output
     write_metadata(champion.path, {**best, "leaderboard": board})
     champion.metadata.update({"family": best["family"], "leaderboard": board})
     for rank, (family, score) in enumerate(board.items(), start=1):  # best first
-        print(f"{rank}. {family:<24} validation {primary_metric} = {score:.4f}")
+        logger.info(f"{rank}. {family:<24} validation {primary_metric} = {score:.4f}")

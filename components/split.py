@@ -6,6 +6,7 @@ After every split a guard hashes each row (features and target) and fails when t
 sits in two partitions, which would grade the model on rows it was trained on.
 """
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +26,8 @@ from sklearn.model_selection import (
 from kfp_lifecycle.component import component
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION
+
+logger = logging.getLogger(__name__)
 
 STRATIFIED, RANDOM, GROUP, TIME = "stratified", "random", "group", "time"
 PARTITIONS = ("train", "validation", "test")
@@ -414,7 +417,7 @@ def split(
     import pandas as pd
 
     from kfp_lifecycle.components.ingest import to_parquet
-    from kfp_lifecycle.components.split import SplitOptions, split_table
+    from kfp_lifecycle.components.split import SplitOptions, logger, split_table
 
     parts = split_table(
         pd.read_parquet(dataset.path), target, task, SplitOptions.model_validate(options)
@@ -426,9 +429,9 @@ def split(
     with open(report.path, "w") as handle:
         json.dump(parts.report.to_dict(), handle, indent=2)
     for warning in parts.report.warnings:
-        print(f"WARNING: {warning}")
+        logger.warning(warning)
     rows = parts.report.rows
-    print(
+    logger.info(
         f"split ({parts.report.strategy}): {rows['train']} train, {rows['validation']} "
         f"validation, {rows['test']} test"
     )

@@ -5,6 +5,7 @@ cross-validation folds are built here (`cross_validation_matrices`): the rules t
 are in components/tune.py's docstring.
 """
 
+import logging
 import time
 from typing import Any
 
@@ -34,6 +35,8 @@ from kfp_lifecycle.core.schema import InputSchema
 from kfp_lifecycle.core.tasks import CLASSIFICATION
 from kfp_lifecycle.core.transformers import KeepFeatures
 from kfp_lifecycle.families import get_family
+
+logger = logging.getLogger(__name__)
 
 
 def make_estimator(family: str, task: str, seed: int = 42) -> Any:
@@ -401,7 +404,7 @@ def train(
     from kfp_lifecycle.components.balance import BalanceOptions
     from kfp_lifecycle.components.preprocess import load_preprocessor
     from kfp_lifecycle.components.split import SplitOptions
-    from kfp_lifecycle.components.train import train_model, tune_family
+    from kfp_lifecycle.components.train import logger, train_model, tune_family
     from kfp_lifecycle.components.tune import TuningOptions, chosen_params, within_budget
     from kfp_lifecycle.core.bundle import write_bundle
 
@@ -437,7 +440,7 @@ def train(
     score = bundle.metadata["metrics"]["validation"][primary_metric]
     model.metadata.update({"family": family, f"validation_{primary_metric}": score})
     default = study["default_score"]
-    print(
+    logger.info(
         f"{family}: validation {primary_metric} = {score:.4f} (defaults: "
         f"{'failed' if default is None else f'{default:.4f}'}; {len(study['trials'])} "
         f"trial(s), stopped by {study['stopped_by']})"

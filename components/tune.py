@@ -29,6 +29,7 @@ three rules, so a fold's score is what the pipeline would measure on rows it nev
   feature a fold's rows cannot produce (a category absent from them) is left out of that fold.
 """
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from kfp_lifecycle.components.select import TIE_BREAKER, near_tie
 from kfp_lifecycle.core.bundle import Prediction
 from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS
 from kfp_lifecycle.families import EARLY_STOPPING_ROUNDS, get_family
+
+logger = logging.getLogger(__name__)
 
 
 class TuningOptions(BaseModel):
@@ -288,10 +291,9 @@ def tune(
         else:
             shown = trial.state.name.lower()
         best = study.best_value if _completed(study) else math.nan
-        print(
+        logger.info(
             f"{family}: trial {trial.number + 1}/{trials_budget} {shown} "
-            f"(best {best:.4f}, {time.monotonic() - started:.0f}s of {options.timeout_seconds:g}s)",
-            flush=True,
+            f"(best {best:.4f}, {time.monotonic() - started:.0f}s of {options.timeout_seconds:g}s)"
         )
         # Optuna only stops starting trials once the timeout has passed, and the running one
         # finishes: a trial that would end past it (as long as the slowest so far) is not begun.
@@ -309,7 +311,7 @@ def tune(
     elapsed = time.monotonic() - started
     stopped_by = "trials" if len(study.trials) >= trials_budget else "timeout"
     if stopped_by == "timeout":
-        print(
+        logger.info(
             f"{family}: the time budget ({options.timeout_seconds:g}s) stopped the search after "
             f"{len(study.trials)} of {trials_budget} trials"
         )

@@ -1,5 +1,6 @@
 """Validate: refuse data that cannot train a model, and settle the task and primary metric."""
 
+import logging
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -25,6 +26,8 @@ from kfp_lifecycle.core.tasks import (
     resolve_metric,
     resolve_task,
 )
+
+logger = logging.getLogger(__name__)
 
 # Stratified train/validation/test needs every class on each side.
 MIN_ROWS_PER_CLASS = 3
@@ -382,6 +385,7 @@ def validate(
         champion_contract,
         enforce_contract,
         infer_contract,
+        logger,
         validate_table,
     )
 
@@ -393,6 +397,6 @@ def validate(
     with open(contract.path, "w") as handle:
         json.dump(infer_contract(frame, target), handle, indent=2)
     for warning in [*result.warnings, *map(str, findings)]:
-        print(f"WARNING: {warning}")
-    print(f"task: {result.task}, primary metric: {result.primary_metric}")
+        logger.warning(warning)
+    logger.info(f"task: {result.task}, primary metric: {result.primary_metric}")
     return (result.task, result.primary_metric)

@@ -415,7 +415,13 @@ def report_html(plan: AbTestPlan, verdict: AbVerdict, service: str) -> str:
     """The verdict, the plan and each arm, self-contained (html_report)."""
     import matplotlib.pyplot as plt
 
-    from kfp_lifecycle.html_report import Section, figure_to_img, render_page, table
+    from kfp_lifecycle.html_report import (
+        Section,
+        figure_to_img,
+        metric_columns_table,
+        render_page,
+        table,
+    )
 
     css = {WINNER: "ok", CONTINUE: "muted", STOP: "warn"}[verdict.decision]
     decision = Section("verdict", "Verdict").text(
@@ -439,16 +445,19 @@ def report_html(plan: AbTestPlan, verdict: AbVerdict, service: str) -> str:
         )
     )
     arms = Section("arms", "Arms").add(
-        table(
-            ["version", "role", "labelled rows", "still needed", plan.metric],
+        metric_columns_table(
+            ["version", "role", "labelled rows", "still needed"],
+            [plan.metric],
             [
-                [
-                    a.version,
-                    "control" if a.version == plan.control else "challenger",
-                    a.rows,
-                    verdict.rows_needed.get(a.version, 0),
-                    "-" if a.value is None else a.value,
-                ]
+                (
+                    [
+                        a.version,
+                        "control" if a.version == plan.control else "challenger",
+                        a.rows,
+                        verdict.rows_needed.get(a.version, 0),
+                    ],
+                    {plan.metric: a.value},
+                )
                 for a in verdict.arms
             ],
         )

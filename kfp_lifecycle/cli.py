@@ -202,12 +202,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    import logging
-
     from kfp_lifecycle.drift_run import drift_options
     from kfp_lifecycle.score_run import print_summary, run_scoring, score_options
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     options = score_options(
         key_columns=args.key or [],
         chunk_rows=args.chunk_rows,
@@ -387,7 +384,10 @@ def _alias_version(registry: Any, model: str, alias: str) -> int:
     return found.version
 
 
-VERBOSE_HELP = "show KFP's own output (every step's log) instead of one line per step"
+VERBOSE_HELP = (
+    "show KFP's own output (every step's log) and the frameworks' log lines instead of "
+    "one line per step"
+)
 
 
 def _rollout_parsers(commands: Any, deploy: argparse.ArgumentParser) -> None:
@@ -618,7 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kfp_lifecycle.console import show_logs
+
     args = build_parser().parse_args(argv)
+    show_logs(verbose=getattr(args, "verbose", False))  # the library logs; this decides who sees
     try:
         return args.handler(args)
     except LifecycleError as error:

@@ -2,37 +2,33 @@
 
 The Kubeflow dashboard shows an `HTML` artifact in a sandboxed frame, and users open the same
 file from a bucket in a browser: neither may need anything beyond the file itself.
+
+All markup lives in Jinja2 templates (kfp_lifecycle/templates/), rendered by one environment
+with autoescape on: a value from the data (a category named `<script>`) is shown, never run.
+Python builds the content (numbers, figures, sentences); the templates say how it looks.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from numbers import Number
 from typing import Any
 
+import jinja2
 import matplotlib
+from markupsafe import Markup
 
 matplotlib.use("Agg")  # no display on servers or in pipeline pods
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-STYLE = """
-body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 2rem;
-       color: #1f2933; max-width: 1200px; }
-h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.25rem; margin-top: 2rem;
-     border-bottom: 1px solid #d9e2ec; padding-bottom: .3rem; }
-table { border-collapse: collapse; margin: .5rem 0 1rem; font-size: .9rem; }
-th, td { border: 1px solid #d9e2ec; padding: .3rem .6rem; text-align: left; }
-th { background: #f0f4f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.muted { color: #616e7c; } .warn { color: #b44d12; } .error { color: #ba2525; }
-.ok { color: #18794e; } figure { display: inline-block; margin: .5rem 1rem .5rem 0; }
-nav a { margin-right: 1rem; }
-"""
-
+from kfp_lifecycle.core.tasks import METRICS, MetricSpec
 
 # scikit-learn's names for its own output columns, said for people.
 _CATEGORY_WORDS = {"infrequent_sklearn": "(rare values)", "__missing__": "(missing)"}
@@ -68,32 +64,125 @@ def readable_feature(name: str, columns: Iterable[str] = ()) -> str:
     return rest
 
 
-def figure_to_img(figure: Figure, alt: str) -> str:
+def markdown_cell(value: Any) -> str:
+    """A value safe inside a Markdown table cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def is_numeric(value: Any) -> bool:
+    """Shown right-aligned as a number: ints and floats (numpy's too), not booleans."""
+    return isinstance(value, Number) and not isinstance(value, bool)
+
+
+@cache
+def environment() -> jinja2.Environment:
+    """The one Jinja2 environment of every report: templates from the package, autoescape on
+    for HTML, unknown names an error rather than an empty string."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("kfp_lifecycle", "templates"),
+        autoescape=jinja2.select_autoescape(("html", "html.j2"), default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters["readable"] = readable_number
+    env.filters["md_cell"] = markdown_cell
+    env.tests["numeric"] = is_numeric
+    return env
+
+
+def fragment(macro: str, *args: Any, **kwargs: Any) -> Markup:
+    """One macro of macros.html.j2, rendered (safe to add to a Section as it is)."""
+    module = environment().get_template("macros.html.j2").module
+    return Markup(getattr(module, macro)(*args, **kwargs))
+
+
+def figure_to_img(figure: Figure, alt: str) -> Markup:
     """An <img> holding the figure as an inline PNG; the figure is closed."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(figure)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+    return fragment("image", base64.b64encode(buffer.getvalue()).decode("ascii"), alt)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], css_id: str = "") -> str:
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], css_id: str = "") -> Markup:
     """An HTML table; numbers are right-aligned and floats shown with 4 significant digits."""
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = []
-    for row in rows:
-        cells = []
-        for value in row:
-            if isinstance(value, float):
-                cells.append(f'<td class="num">{readable_number(value)}</td>')
-            elif isinstance(value, int) and not isinstance(value, bool):
-                cells.append(f'<td class="num">{value}</td>')
-            else:
-                cells.append(f"<td>{html.escape(str(value))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    identifier = f' id="{css_id}"' if css_id else ""
-    rows_html = "".join(body)
-    return f"<table{identifier}><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table>"
+    return fragment("table", list(headers), [list(row) for row in rows], css_id)
+
+
+def metric_cell(value: Any) -> float | str:
+    """A metric as a table cell: finite numbers as floats (right-aligned, 4 significant
+    digits), anything else (missing, NaN, infinite) as n/a."""
+    if is_numeric(value) and math.isfinite(value):
+        return float(value)
+    return "n/a"
+
+
+def better(spec: MetricSpec | None) -> str:
+    return "higher" if spec is not None and spec.greater_is_better else "lower"
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One line of the shared metrics table; name, direction and meaning from METRICS."""
+
+    name: str
+    label: str
+    value: float | str
+    champion: float | str
+    better: str
+    description: str
+
+
+def metric_rows(
+    metrics: Mapping[str, Any],
+    primary: str = "",
+    champion: Mapping[str, Any] | None = None,
+) -> list[MetricRow]:
+    """The rows of the metrics table, in `metrics`' order: the one place a metric's label,
+    direction and description are chosen, for the HTML report and the model card alike."""
+    rows = []
+    for name, value in metrics.items():
+        spec = METRICS.get(name)
+        rows.append(
+            MetricRow(
+                name=name,
+                label=f"{name} (primary)" if name == primary else name,
+                value=metric_cell(value),
+                champion=metric_cell((champion or {}).get(name)),
+                better=better(spec),
+                description=spec.description if spec else "",
+            )
+        )
+    return rows
+
+
+def metrics_table(
+    metrics: Mapping[str, Any],
+    primary: str = "",
+    champion: Mapping[str, Any] | None = None,
+    champion_label: str = "",
+    css_id: str = "metric-table",
+) -> Markup:
+    """The shared metrics table: metric, value, (champion's value,) better, what it measures."""
+    rows = metric_rows(metrics, primary, champion)
+    return fragment("metrics_table", rows, champion_label if champion else "", css_id)
+
+
+def metric_columns_table(
+    leading: Sequence[str],
+    metrics: Sequence[str],
+    rows: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
+    css_id: str = "",
+) -> Markup:
+    """Metrics as columns (one row per slice, window, arm): each row is its leading cells and
+    its metrics by name; headers carry METRICS' description as a tooltip."""
+    specs = [METRICS.get(name) or MetricSpec(name, "", True) for name in metrics]
+    body = [
+        [*cells, *(metric_cell(values.get(name)) for name in metrics)] for cells, values in rows
+    ]
+    return fragment("metric_columns", list(leading), specs, body, css_id)
 
 
 @dataclass
@@ -102,26 +191,21 @@ class Section:
 
     key: str
     title: str
-    parts: list[str] = field(default_factory=list)
+    parts: list[Markup] = field(default_factory=list)
 
-    def add(self, fragment: str) -> Section:
-        self.parts.append(fragment)
+    def add(self, part: Markup) -> Section:
+        """Add rendered markup (from `fragment`, `table`, `figure_to_img`); a plain str is
+        text and is escaped."""
+        self.parts.append(part if isinstance(part, Markup) else Markup.escape(part))
         return self
 
-    def text(self, text: str, css_class: str = "") -> Section:
-        attribute = f' class="{css_class}"' if css_class else ""
-        return self.add(f"<p{attribute}>{html.escape(text)}</p>")
+    def text(self, text: str, css_class: str = "", strong: bool = False) -> Section:
+        return self.add(fragment("paragraph", text, css_class, strong))
+
+    def bullets(self, items: Iterable[str]) -> Section:
+        return self.add(fragment("bullets", list(items)))
 
 
 def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
-    nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
-    body = "".join(
-        f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>{"".join(s.parts)}</section>'
-        for s in sections
-    )
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p class='muted'>{html.escape(subtitle)}</p>"
-        f"<nav>{nav}</nav>{body}</body></html>"
-    )
+    page = environment().get_template("page.html.j2")
+    return page.render(title=title, subtitle=subtitle, sections=sections)

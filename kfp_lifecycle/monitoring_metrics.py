@@ -14,6 +14,7 @@ analysis (kfp_lifecycle/canary.py) may name only the series listed here
 from __future__ import annotations
 
 import http.client
+import logging
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -22,6 +23,8 @@ from typing import Any
 import prometheus_client
 
 from kfp_lifecycle.core.tasks import METRICS
+
+log = logging.getLogger(__name__)
 
 PUSH_JOB = "kfp-lifecycle-monitoring"
 IDS = ("model_name", "model_version")
@@ -209,7 +212,7 @@ def push_monitoring_metrics(
 
     The group is (job kfp-lifecycle-monitoring, model_name): a push replaces the model's
     previous gauges, so a version no longer monitored disappears. No gateway_url: nothing
-    is pushed. An unreachable or failing gateway is a printed warning, never an error: the
+    is pushed. An unreachable or failing gateway is a logged warning, never an error: the
     monitoring run's decision stands without its dashboard."""
     if not gateway_url:
         return False
@@ -220,7 +223,9 @@ def push_monitoring_metrics(
             grouping_key={"model_name": model_name}, timeout=timeout,
         )  # fmt: skip
     except (OSError, ValueError, http.client.HTTPException) as error:
-        print(f"WARNING: could not push monitoring metrics to {gateway_url}: {error}")
+        log.warning("could not push monitoring metrics to %s: %s", gateway_url, error)
         return False
-    print(f"pushed monitoring metrics of {model_name} version {model_version} to {gateway_url}")
+    log.info(
+        "pushed monitoring metrics of %s version %s to %s", model_name, model_version, gateway_url
+    )
     return True

@@ -26,6 +26,7 @@ from kserve.errors import InvalidInput, ModelNotFound
 from kserve.model_server import FASTAPI_APP_IMPORT_STRING, app
 from kserve.protocol.rest.server import RESTServer
 
+from kfp_lifecycle.console import show_logs
 from kfp_lifecycle.core.bundle import read_metadata
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.registry import download_version as download_bundle
@@ -87,7 +88,8 @@ ERROR_CHARACTERS = 300
 # KServe's unauthenticated model repository routes (load, unload), closed unless enabled.
 REPOSITORY_ROUTES = "/v2/repository/"
 
-logger = logging.getLogger(__name__)
+# Named, not __name__: run as `python -m kfp_lifecycle.serving.server` this module is __main__.
+logger = logging.getLogger("kfp_lifecycle.serving.server")
 
 
 def serve(
@@ -117,11 +119,11 @@ def serve(
         require_signature=require_signature,
     )
     model.load()
-    print(f"serving model '{model.name}' version {model.version} from {model_dir}")
+    logger.info("serving model '%s' version %s from %s", model.name, model.version, model_dir)
     if fast_path and model.bundle.compiled is None:
-        print("  (fast path off: a step is not compiled, predicting through sklearn)")
+        logger.info("  (fast path off: a step is not compiled, predicting through sklearn)")
     for label, url in endpoints(model.name, port, host).items():
-        print(f"  {label + ':':<13} {url}")
+        logger.info("  %-13s %s", label + ":", url)
     sys.stdout.flush()
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     if not model_repository:
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_server_options(parser)
     args = parser.parse_args(argv)
+    show_logs()
     try:
         serve(args.model, **server_options(args))
     except LifecycleError as error:

@@ -63,3 +63,33 @@ def sections_of(page: str) -> Sections:
     sections = Sections()
     sections.feed(page)
     return sections
+
+
+class Tables(HTMLParser):
+    """The body rows (cell texts) of each <table id=...> of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[str, list[list[str]]] = {}
+        self._table = self._row = None
+        self._in_body = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._table = dict(attrs).get("id")
+            self.rows[self._table] = []
+        elif tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self._row = []
+            self.rows[self._table].append(self._row)
+        elif tag == "td" and self._row is not None:
+            self._row.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_body, self._row = False, None
+
+    def handle_data(self, data):
+        if self._row:
+            self._row[-1] += data

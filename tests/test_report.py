@@ -1,12 +1,11 @@
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 from bundles import build_bundle
-from html_pages import CHROMIUM, NO_CHROMIUM, chromium, sections_of
+from html_pages import CHROMIUM, NO_CHROMIUM, Tables, chromium, sections_of
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Model
 from pydantic import ValidationError
 
@@ -228,36 +227,6 @@ def test_feature_names_are_said_in_the_inputs_terms(name, shown):
     assert readable_feature(name, columns) == shown
 
 
-class _Tables(HTMLParser):
-    """The body rows (cell texts) of each <table id=...> of a page."""
-
-    def __init__(self):
-        super().__init__()
-        self.rows: dict[str, list[list[str]]] = {}
-        self._table = self._row = None
-        self._in_body = False
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self._table = dict(attrs).get("id")
-            self.rows[self._table] = []
-        elif tag == "tbody":
-            self._in_body = True
-        elif tag == "tr" and self._in_body:
-            self._row = []
-            self.rows[self._table].append(self._row)
-        elif tag == "td" and self._row is not None:
-            self._row.append("")
-
-    def handle_endtag(self, tag):
-        if tag == "tbody":
-            self._in_body, self._row = False, None
-
-    def handle_data(self, data):
-        if self._row:
-            self._row[-1] += data
-
-
 def test_features_section_lists_kept_and_dropped_features_with_reasons(evaluated, feature_reports):
     _, bundle, _, evaluation, _ = evaluated
     preprocessing, selection = feature_reports
@@ -265,7 +234,7 @@ def test_features_section_lists_kept_and_dropped_features_with_reasons(evaluated
     page = render_evaluation_report(
         evaluation, None, None, [], None, bundle.metadata, None, preprocessing, selection
     )
-    tables = _Tables()
+    tables = Tables()
     tables.feed(page)
     assert {r[0]: r[1] for r in tables.rows["dropped-columns"]} == preprocessing["dropped_columns"]
     columns = preprocessing["input_columns"]

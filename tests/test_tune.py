@@ -1,6 +1,7 @@
 """Tuning: seeded, within its budgets, defaults first and never beaten by the best it keeps."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -133,11 +134,12 @@ def test_the_same_seed_gives_the_same_search(prepared):
     assert [t["params"] for t in other["trials"]] != [t["params"] for t in first["trials"]]
 
 
-def test_the_time_budget_stops_the_search_and_says_so(prepared, capsys):
-    study = _study(prepared, "random_forest", trials=500, timeout_seconds=1)
+def test_the_time_budget_stops_the_search_and_says_so(prepared, caplog):
+    with caplog.at_level(logging.INFO, logger="kfp_lifecycle.components.tune"):
+        study = _study(prepared, "random_forest", trials=500, timeout_seconds=1)
     assert study["stopped_by"] == "timeout" and 1 <= len(study["trials"]) < 500
     assert study["elapsed_seconds"] < 30  # the running trial finishes, then it stops
-    assert "the time budget (1s) stopped the search" in capsys.readouterr().out
+    assert "the time budget (1s) stopped the search" in caplog.text
 
 
 def test_a_growing_forest_is_the_forest_a_single_fit_gives(prepared):

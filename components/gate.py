@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.evaluate import evaluate_bundle
-from kfp_lifecycle.core.bundle import MODEL_FILE, Bundle
+from kfp_lifecycle.core.bundle import DEFAULT_DECISION_THRESHOLD, MODEL_FILE, Bundle
 from kfp_lifecycle.core.documents import Baseline, Blessing, Check, Evaluation
 from kfp_lifecycle.core.errors import DataError, LifecycleError
 from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC, metrics_for
@@ -261,6 +261,12 @@ def assess(
         raise DataError(
             f"the evaluation was made on {evaluation.rows} rows but the test set has "
             f"{len(test)}: the gate must see the evaluation's own test rows"
+        )
+    served_threshold = candidate.metadata.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)
+    if evaluation.decision_threshold not in (None, served_threshold):
+        raise LifecycleError(
+            f"the evaluation was made at decision threshold {evaluation.decision_threshold}, "
+            f"but the model is served at {served_threshold}: the gate judges what is served"
         )
     features = test.drop(columns=[candidate.metadata["target"]])
     measured = {

@@ -499,6 +499,11 @@ def reference_sample(frame: pd.DataFrame, target: str, rows: int = REFERENCE_ROW
     }
 
 
+def importance_of(metadata: dict[str, Any]) -> dict[str, float] | None:
+    """The permutation importance kept with a bundle (explain step), for top_features."""
+    return (metadata.get("explanation") or {}).get("permutation_importance")
+
+
 def reference_frame(metadata: dict[str, Any]) -> pd.DataFrame:
     """The reference sample kept with a bundle, typed by the bundle's input schema."""
     kept = metadata.get("reference")
@@ -522,6 +527,7 @@ def drift(
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
     prediction_column: str = "",
     contract: Input[Artifact] = None,
+    importance: Input[Artifact] = None,
 ) -> bool:
     """Compare current data with the training reference, feature by feature.
 
@@ -533,13 +539,14 @@ def drift(
         verdict: JSON: dataset_drift, drifted_features, and every feature's finding.
         options: DriftOptions: small_sample, p_value, wasserstein_threshold,
             jensen_shannon_threshold, psi, psi_threshold, new_category_share,
-            null_rate_change, and the dataset rules drift_share, top_features (needs the
-            model's importance, which this step is not given), max_psi,
-            max_new_category_rows.
+            null_rate_change, and the dataset rules drift_share, top_features (needs
+            `importance`), max_psi, max_new_category_rows.
         prediction_column: The model's output column, present on both sides: its drift
             (prediction drift) is reported on its own. Empty: inputs only.
         contract: JSON data contract kept with the model at training time; the current
             inputs are checked against it too (findings in the report and the verdict).
+        importance: JSON {column: importance} of the model (its permutation importance),
+            for the top_features rule; absent or null: that rule has nothing to rank.
 
     Returns:
         Whether the dataset drifted.
@@ -555,12 +562,17 @@ def drift(
     if contract is not None:
         with open(contract.path) as handle:
             kept_contract = json.load(handle)
+    ranked = None
+    if importance is not None:
+        with open(importance.path) as handle:
+            ranked = json.load(handle)
     result = detect_drift(
         reference_rows,
         current_rows,
         DriftOptions.model_validate(options),
         prediction_column=prediction_column,
         contract=kept_contract,
+        importance=ranked,
     )
     metrics.log_metric("drifted_share", result.drifted_share)
     if result.prediction is not None:

@@ -95,6 +95,7 @@ def collect_window(
     labels: Output[Dataset],
     contract: Output[Artifact],
     training_rows: Output[Dataset],
+    importance: Output[Artifact],
     start: str = "",
     end: str = "",
     window_days: int = 1,
@@ -129,6 +130,9 @@ def collect_window(
         training_rows: Directory holding the window's labelled rows as
             <model>-<start>--<end>.parquet (the model's input columns and the target: what
             the champion's contract requires); empty without labels.
+        importance: JSON {column: permutation importance} kept with the champion (null
+            when it was registered without an explanation): the drift step's top_features
+            rule reads it.
         labels_uri: CSV or Parquet of labels that arrived later; empty: none yet.
         training_data_uri: Where a retraining run reads the labelled rows from (a path or
             s3:// URI ending in .parquet; they are written there too); empty: the
@@ -149,6 +153,7 @@ def collect_window(
 
     import pandas as pd
 
+    from kfp_lifecycle.components.drift import importance_of
     from kfp_lifecycle.components.ingest import read_table
     from kfp_lifecycle.components.monitor import (
         labelled_rows,
@@ -176,6 +181,8 @@ def collect_window(
     log.to_parquet(predictions.path)
     with open(contract.path, "w") as handle:
         json.dump(bundle.metadata.get("contract"), handle)
+    with open(importance.path, "w") as handle:
+        json.dump(importance_of(bundle.metadata), handle)
     target = bundle.metadata["target"]
     truth = read_table(labels_uri) if labels_uri else pd.DataFrame()
     truth.to_parquet(labels.path)

@@ -29,6 +29,7 @@ from kfp_lifecycle.components.drift import (
     DriftOptions,
     DriftResult,
     detect_drift,
+    importance_of,
     reference_frame,
     render_report,
 )
@@ -84,14 +85,13 @@ def run_drift(model: str, current: str, output: str | Path, options: DriftOption
     reference = reference_frame(metadata)
     sources = table_sources(current)
     rows = read_current(sources, schema)
-    importance = metadata.get("explanation", {}).get("permutation_importance")
     result = detect_drift(
         reference,
         rows,
         options,
         schema=schema,
         contract=metadata.get("contract"),
-        importance=importance,
+        importance=importance_of(metadata),
     )
     verdict = {
         "model": uri,

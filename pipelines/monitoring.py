@@ -60,6 +60,7 @@ def monitoring_pipeline(
         options=drift_options,
         prediction_column=PREDICTION_COLUMN,
         contract=window.outputs["contract"],
+        importance=window.outputs["importance"],
     )
     live = quality(
         predictions=window.outputs["predictions"],

@@ -133,6 +133,13 @@ def _artifact_edges(name: str) -> dict[tuple[str, str], set[str]]:
     return edges
 
 
+def test_monitoring_drift_ranks_features_by_the_champions_importance():
+    """The drift step's top_features rule gets the champion's permutation importance."""
+    edges = _artifact_edges("monitoring")
+    assert edges[("collect-window", "importance")] == {"drift"}
+    assert edges[("collect-window", "contract")] == {"drift"}
+
+
 def test_the_wiring_keeps_held_out_rows_out_of_every_fitted_step():
     """No leak by construction: what fits (preprocess, select-features, balance, train) reads
     only training rows; resampled rows reach training alone; test rows reach only the steps

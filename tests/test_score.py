@@ -27,6 +27,7 @@ from kfp_lifecycle.components.score import (
     SUMMARY_FILE,
     ScoreOptions,
     ScoringFailed,
+    predict_chunk,
     score_batch,
 )
 from kfp_lifecycle.core.bundle import load_bundle
@@ -469,3 +470,21 @@ def test_submit_and_schedule_scoring(monkeypatch, capsys):
     )
     assert cli.main(["submit", "scoring", "--host", "http://kfp", "--param", "target=x"]) == 2
     assert "the scoring pipeline has no parameter(s) target" in capsys.readouterr().err
+
+
+def test_batches_take_the_compiled_path_and_match_the_sklearn_pipeline(bundle, monkeypatch):
+    """predict_chunk predicts checked rows through the compiled pipeline (the server's fast
+    path), with the sklearn pipeline's answers: missing values and unseen categories too."""
+    assert bundle.compiled is not None
+    raw = batch(rows=500, seed=9)
+    raw.loc[::7, "plan"] = None
+    raw.loc[::11, "plan"] = "a plan nobody sold"
+    raw.loc[::5, "tenure_months"] = np.nan
+    features, _ = bundle.schema.check_rows(raw)
+    calls = []
+    compiled = type(bundle.compiled)
+    real = compiled.predict_proba
+    monkeypatch.setattr(compiled, "predict_proba", lambda self, c: calls.append(1) or real(self, c))
+    scored = predict_chunk(bundle, features)
+    assert calls == [1]
+    assert_predictions_equal(bundle, features, scored)

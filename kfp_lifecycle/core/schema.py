@@ -110,6 +110,34 @@ class InputSchema:
                 unseen += _unseen_categories(raw, column, strict)
         return columns, sorted(unseen, key=lambda u: u.row)
 
+    def check_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+        """Coerce a batch of rows and say, per row, why it breaks the schema ("" if it does
+        not): the batch counterpart of records_to_frame, column by column rather than value
+        by value. A value is bad when it is present but cannot be read as its column's kind
+        (a number, true/false, an ISO 8601 date-time), or is a category training never saw.
+        Bad values are missing in the coerced frame; a missing column is a SchemaError."""
+        missing = [name for name in self.names if name not in frame.columns]
+        if missing:
+            raise SchemaError(f"missing column(s): {', '.join(missing)}")
+        reasons = np.full(len(frame), "", dtype=object)
+        coerced = {}
+        for column in self.columns:
+            raw = frame[column.name]
+            if column.kind == BOOLEAN and not pd.api.types.is_bool_dtype(raw):
+                readable = raw.map(lambda v: _is_missing(v) or isinstance(v, bool | int | float))
+                _note(reasons, ~readable, raw, column.name, "expected true or false, got {!r}")
+                raw = raw.where(readable)
+            values = _coerce_column(raw, column.kind)
+            if column.kind in (NUMERIC, DATETIME) and values.dtype != raw.dtype:
+                unread = (values.isna() & raw.notna()).to_numpy()
+                what = "a number" if column.kind == NUMERIC else "an ISO 8601 date-time string"
+                _note(reasons, unread, raw, column.name, f"expected {what}, got {{!r}}")
+            elif column.kind == CATEGORICAL and column.categories:
+                unseen = (values.notna() & ~values.isin(set(column.categories))).to_numpy()
+                _note(reasons, unseen, raw, column.name, "category {!r} was never seen in training")
+            coerced[column.name] = values
+        return pd.DataFrame(coerced, index=frame.index), pd.Series(reasons, index=frame.index)
+
 
 Columns = dict[str, np.ndarray]
 
@@ -149,34 +177,6 @@ def _column_array(raw: list[Any], column: ColumnSpec) -> np.ndarray:
             f"got {shown(raw[row])}"
         )
     return parsed.to_numpy(dtype="datetime64[ns]")
-
-    def check_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-        """Coerce a batch of rows and say, per row, why it breaks the schema ("" if it does
-        not): the batch counterpart of records_to_frame, column by column rather than value
-        by value. A value is bad when it is present but cannot be read as its column's kind
-        (a number, true/false, an ISO 8601 date-time), or is a category training never saw.
-        Bad values are missing in the coerced frame; a missing column is a SchemaError."""
-        missing = [name for name in self.names if name not in frame.columns]
-        if missing:
-            raise SchemaError(f"missing column(s): {', '.join(missing)}")
-        reasons = np.full(len(frame), "", dtype=object)
-        coerced = {}
-        for column in self.columns:
-            raw = frame[column.name]
-            if column.kind == BOOLEAN and not pd.api.types.is_bool_dtype(raw):
-                readable = raw.map(lambda v: _is_missing(v) or isinstance(v, bool | int | float))
-                _note(reasons, ~readable, raw, column.name, "expected true or false, got {!r}")
-                raw = raw.where(readable)
-            values = _coerce_column(raw, column.kind)
-            if column.kind in (NUMERIC, DATETIME) and values.dtype != raw.dtype:
-                unread = (values.isna() & raw.notna()).to_numpy()
-                what = "a number" if column.kind == NUMERIC else "an ISO 8601 date-time string"
-                _note(reasons, unread, raw, column.name, f"expected {what}, got {{!r}}")
-            elif column.kind == CATEGORICAL and column.categories:
-                unseen = (values.notna() & ~values.isin(set(column.categories))).to_numpy()
-                _note(reasons, unseen, raw, column.name, "category {!r} was never seen in training")
-            coerced[column.name] = values
-        return pd.DataFrame(coerced, index=frame.index), pd.Series(reasons, index=frame.index)
 
 
 def _note(reasons: np.ndarray, bad: Any, raw: pd.Series, name: str, problem: str) -> None:

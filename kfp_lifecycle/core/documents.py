@@ -195,7 +195,7 @@ def assembled_metadata(
         merged[EXPLANATION_KEY] = as_dict(explanation)
     if model_card is not None:
         merged[MODEL_CARD_KEY] = model_card
-    BundleMetadata.model_validate(merged)
+    parse_document(merged, BundleMetadata, "the assembled bundle metadata")
     return merged
 
 

@@ -237,12 +237,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from kfp_lifecycle.export import REPORT_MD, export_model
+    from kfp_lifecycle.export import PLURALS, REPORT_MD, export_model
 
-    result = export_model(args.model, args.output, args.format)
+    result = export_model(args.model, args.output, args.format, args.rows)
     parity = result.parity
     print(
-        f"wrote {Path(args.output) / result.onnx_file}: {parity.measure}s agree with the "
+        f"wrote {Path(args.output) / result.onnx_file}: {PLURALS[parity.measure]} agree with the "
         f"bundle within {parity.max_scaled_diff:.3g} on {parity.rows} rows "
         f"({result.rows_source}), tolerance {parity.tolerance:g}; report "
         f"{Path(args.output) / REPORT_MD}"
@@ -560,6 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--format", default="onnx", choices=["onnx"], help="(default: onnx)")
     export.add_argument("--output", required=True, help="directory for model.onnx and its report")
+    export.add_argument(
+        "--rows",
+        help="CSV or Parquet file of rows to check the export on (default: the reference "
+        "sample kept with a registered version)",
+    )
     export.set_defaults(handler=cmd_export)
 
     deploy = commands.add_parser("deploy", help="deploy a registered model as a KServe service")

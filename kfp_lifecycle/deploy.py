@@ -23,19 +23,15 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kserve import (
-    V1beta1CanarySpec,
-    V1beta1InferenceService,
-    V1beta1InferenceServiceSpec,
-    V1beta1ModelFormat,
-    V1beta1ModelSpec,
-    V1beta1PredictorSpec,
-)
 from kubernetes.client import ApiClient, V1ObjectMeta, V1ResourceRequirements
 
 from kfp_lifecycle.core.errors import LifecycleError
+
+if TYPE_CHECKING:  # imported where used: importing kserve parses sys.argv (its server's
+    # flags, abbreviations included), which must not happen while the CLI builds its parser
+    from kserve import V1beta1ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +186,8 @@ def check_percent(percent: int) -> int:
 
 
 def _model(spec: ServiceSpec, storage_uri: str, name: str | None = None) -> V1beta1ModelSpec:
+    from kserve import V1beta1ModelFormat, V1beta1ModelSpec
+
     return V1beta1ModelSpec(
         name=name,  # None on the stable predictor: the SDK's default "" names no container
         model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
@@ -210,6 +208,8 @@ def build_variant(spec: ServiceSpec, storage_uri: str, percent: int) -> dict[str
     name on a canary's model (the stable predictor's schema drops it): "" is what KServe's
     own e2e test sends through the SDK's default, and the container keeps KServe's name.
     """
+    from kserve import V1beta1CanarySpec, V1beta1PredictorSpec
+
     variant = V1beta1CanarySpec(
         traffic_percent=check_percent(percent),
         predictor=V1beta1PredictorSpec(
@@ -227,6 +227,8 @@ def build_inference_service(spec: ServiceSpec) -> dict[str, Any]:
     Standard mode names the predictor after its version (promotion renames it, as KServe
     documents) and has no canaryTrafficPercent; scale to zero exists in Knative mode only.
     """
+    from kserve import V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1PredictorSpec
+
     standard = is_standard(spec.deployment_mode)
     if spec.canary_percent is not None:
         check_percent(spec.canary_percent)

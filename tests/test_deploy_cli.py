@@ -192,3 +192,18 @@ def test_wait_until_ready_needs_the_newest_revision_ready():
     service["status"]["conditions"] = [{"type": "Ready", "status": "False", "message": "pull"}]
     with pytest.raises(LifecycleError, match="not ready after 20s: Ready=False pull"):
         deploy.wait_until_ready(api, "churn", "kfp-lifecycle", 20, 5, Clock())
+
+
+def test_building_the_cli_parser_does_not_import_kserve():
+    """Importing kserve parses sys.argv with its server's flags (abbreviations included:
+    `--config` reads as its `--configure_logging`), so the CLI imports it only to deploy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from kfp_lifecycle import cli; cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kserve'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ categories, extremes, dates before 1970 and leap days).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from kfp_lifecycle.cli import main
 from kfp_lifecycle.components.drift import reference_sample
@@ -39,15 +41,14 @@ from kfp_lifecycle.export import (
     check_parity,
     convert_bundle,
     export_bundle,
-    infinite_as_missing,
     onnx_feed,
-    register_converters,
 )
+from kfp_lifecycle.onnx_steps import infinite_as_missing, register_converters
 
 SMALL = {
     "random_forest": {"n_estimators": 15, "max_depth": 6, "n_jobs": 1},
     "hist_gradient_boosting": {"max_iter": 30},
-    "xgboost": {"n_estimators": 40, "early_stopping_rounds": 5},
+    "xgboost": {"n_estimators": 40, "early_stopping_rounds": 5, "n_jobs": 1},
     "linear": {},
     "lightgbm": {"n_estimators": 30, "verbose": -1, "n_jobs": 1},
 }
@@ -107,16 +108,24 @@ CASES = {
 
 
 def _with_gaps(frame: pd.DataFrame, target: str) -> pd.DataFrame:
-    """Missing values in every feature column (rows made identical by them dropped)."""
-    frame = frame.copy()
+    """A yes/no column, and missing values in every feature column (rows made identical by
+    them dropped)."""
     rng = np.random.default_rng(4)
+    frame = frame.copy()
+    frame.insert(0, "flag", pd.array(rng.random(len(frame)) < 0.3, dtype="boolean"))
     for name in frame.columns.drop(target):
         frame.loc[rng.random(len(frame)) < 0.06, name] = None
     return frame.drop_duplicates(ignore_index=True)
 
 
 def _trained(frame: pd.DataFrame, table: str, family: str, options: PreprocessOptions):
-    """A bundle trained as the training step trains it, and its held-out rows."""
+    """A bundle trained as the training step trains it, and its held-out rows (one thread:
+    OpenMP's spinning threads crawl on a machine that other work shares)."""
+    with threadpool_limits(1):
+        return _train(frame, table, family, options)
+
+
+def _train(frame: pd.DataFrame, table: str, family: str, options: PreprocessOptions):
     target, task = TARGETS[table]
     parts = split_table(frame, target, task, seed=0)
     fitted, schema, _ = fit_preprocessor(parts.train, target, task, options)
@@ -252,6 +261,9 @@ def test_a_step_without_converter_fails_in_one_line_naming_it(linear_bundle, tmp
         "cannot export step 'double' (Doubler) to ONNX: no converter is registered for it"
     )
     assert not (tmp_path / "out" / ONNX_FILE).exists()
+    report = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
+    assert (report["exported"], report["reason"]) == (False, message)
+    assert message in (tmp_path / "out" / REPORT_MD).read_text()
 
 
 def test_a_model_that_disagrees_is_not_written_and_the_report_says_why(
@@ -260,6 +272,8 @@ def test_a_model_that_disagrees_is_not_written_and_the_report_says_why(
     bundle, _ = linear_bundle
     other, _ = _trained(churn, "churn", "linear", PreprocessOptions(scaling="none"))
     wrong = convert_bundle(other)  # a converter's mistake: another model's graph
+    export_bundle(bundle, tmp_path)  # a good export first: its model.onnx must not stay
+    assert (tmp_path / ONNX_FILE).exists()
     monkeypatch.setattr("kfp_lifecycle.export.convert_bundle", lambda _: wrong)
     with pytest.raises(ExportError, match=r"differs from the bundle by .* tolerance 0.0001"):
         export_bundle(bundle, tmp_path)
@@ -339,3 +353,96 @@ def test_the_pipeline_step_exports_or_records_why_not(linear_bundle, tmp_path):
         "registered for it"
     )
     assert not (tmp_path / "none" / ONNX_FILE).exists()
+
+
+def test_forests_read_features_rounded_to_float32_as_sklearn_does():
+    """sklearn's trees compare float32(x) with double thresholds: a row whose value is a
+    threshold itself rounds to a float32 on one side of it, and must go that way."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from kfp_lifecycle.onnx_trees import tree_model
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 3))
+    forest = RandomForestClassifier(n_estimators=20, random_state=0)
+    forest.fit(x, (x[:, 0] + x[:, 1] > 0).astype(int))
+    rows = []
+    for tree in forest.estimators_:
+        split = np.flatnonzero(tree.tree_.children_left != -1)
+        for node in split[:5]:
+            row = rng.normal(size=3)
+            row[tree.tree_.feature[node]] = tree.tree_.threshold[node]
+            rows.append(row)
+    rows = np.asarray(rows)
+    session = onnxruntime.InferenceSession(
+        tree_model(forest, CLASSIFICATION, 3).SerializeToString()
+    )
+    (got,) = session.run(["probabilities"], {"features": rows})
+    np.testing.assert_allclose(got, forest.predict_proba(rows), atol=1e-12, rtol=0)
+
+
+def test_without_the_onnx_extra_the_cli_says_what_to_install(
+    linear_bundle, tmp_path, capsys, monkeypatch
+):
+    bundle, _ = linear_bundle
+    write_bundle(tmp_path / "bundle", bundle.pipeline, bundle.metadata)
+    monkeypatch.setitem(sys.modules, "skl2onnx", None)  # an import of it now fails
+    code = main(["export", "--model", str(tmp_path / "bundle"), "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "error: ONNX export needs skl2onnx: pip install 'kfp-lifecycle[onnx]'\n"
+    )
+    assert not (tmp_path / "o" / ONNX_FILE).exists()
+
+
+def platt(probabilities: np.ndarray, calibration: dict) -> np.ndarray:
+    """The bundle's calibration as main's kfp_lifecycle.core.bundle.calibrated defines it."""
+    slopes = np.asarray(calibration["slopes"], dtype=float)
+    intercepts = np.asarray(calibration["intercepts"], dtype=float)
+    p = np.clip(probabilities, 1e-12, 1 - 1e-12)
+    if p.shape[1] == 2:
+        positive = 1 / (1 + np.exp(-(slopes[0] * np.log(p[:, 1] / p[:, 0]) + intercepts[0])))
+        return np.column_stack([1 - positive, positive])
+    scaled = 1 / (1 + np.exp(-(slopes * np.log(p / (1 - p)) + intercepts)))
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("table", ["churn", "multiclass"])
+def test_the_calibration_kept_with_a_bundle_is_applied_and_labels_follow_it(table, request):
+    bundle, test_rows = _trained(
+        request.getfixturevalue(table), table, "linear", PreprocessOptions()
+    )
+    classes = bundle.metadata["classes"]
+    slopes = [0.6, 1.3, 0.9][: 1 if len(classes) == 2 else len(classes)]
+    calibration = {"slopes": slopes, "intercepts": [-0.4, 0.2, 0.1][: len(slopes)]}
+    metadata = {**bundle.metadata, "calibration": calibration, "decision_threshold": 0.3}
+    session = onnxruntime.InferenceSession(
+        convert_bundle(Bundle(bundle.path, bundle.pipeline, metadata)).SerializeToString()
+    )
+    labels, got = session.run(["label", "probabilities"], onnx_feed(test_rows, bundle.schema))
+    expected = platt(bundle.pipeline.predict_proba(bundle.schema.coerce(test_rows)), calibration)
+    np.testing.assert_allclose(got, expected, atol=1e-12, rtol=0)
+    if len(classes) == 2:
+        wanted = [classes[int(p >= 0.3)] for p in expected[:, 1]]
+    else:
+        wanted = [classes[i] for i in expected.argmax(axis=1)]
+    assert labels.tolist() == wanted
+    assert not np.allclose(got, bundle.pipeline.predict_proba(bundle.schema.coerce(test_rows)))
+
+
+def test_a_bundle_without_kept_rows_is_checked_on_the_rows_given(linear_bundle, tmp_path, capsys):
+    bundle, test_rows = linear_bundle
+    metadata = {k: v for k, v in bundle.metadata.items() if k != "reference"}
+    write_bundle(tmp_path / "bundle", bundle.pipeline, metadata)
+    command = ["export", "--model", str(tmp_path / "bundle"), "--output", str(tmp_path / "o")]
+    assert main(command) == 2
+    assert capsys.readouterr().err == (
+        "error: the bundle keeps no rows to check the ONNX model against (no reference "
+        "sample: it was not registered by the training pipeline); give some with --rows FILE\n"
+    )
+    rows = tmp_path / "rows.csv"
+    test_rows.assign(churned="no").to_csv(rows, index=False)  # the target is left out
+    assert main([*command, "--rows", str(rows)]) == 0
+    report = json.loads((tmp_path / "o" / REPORT_JSON).read_text())
+    assert report["rows_source"] == f"rows of {rows}"
+    assert report["parity"]["rows"] == len(test_rows) and report["parity"]["passed"]

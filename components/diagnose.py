@@ -605,6 +605,7 @@ def _curve_hints(
 @component
 def diagnose(
     model: Input[Model],
+    calibration: Input[Artifact],
     train: Input[Dataset],
     validation: Input[Dataset],
     diagnosis: Output[Artifact],
@@ -617,14 +618,17 @@ def diagnose(
     Args:
         model: The selected bundle: its estimator is refitted (same hyperparameters) on
             shares of the training rows and over its family's regularisation grid.
+        calibration: Its calibration (core.documents.Calibration): the confidence check
+            judges the probabilities as they will be served.
         train: The training rows the bundle's preprocessing was fitted on (the preprocess
             step's train_clean, raw columns and the target). Rows from the balance step also
             work: synthetic and repeated rows are left out, sample weights honoured.
         validation: Validation rows with the target (the test rows stay untouched).
-        diagnosis: JSON: verdict (underfitting, overfitting or good fit), evidence (sentences
-            with the numbers), suggestion, metric, baseline_score, skill, learning_curve
-            (train_sizes, train_scores, validation_scores) and validation_curve (param,
-            values, train_scores, validation_scores, current).
+        diagnosis: JSON (core.documents.Diagnosis): verdict (underfitting, overfitting or
+            good fit), evidence (sentences with the numbers), suggestion, metric,
+            baseline_score, skill, learning_curve (train_sizes, train_scores,
+            validation_scores) and validation_curve (param, values, train_scores,
+            validation_scores, current).
         trials: The tuning studies of every family (the train steps' trials): the
             champion's is the validation curve's fallback when refits do not fit the time.
         options: DiagnoseOptions (empty: defaults): gap_tolerance, min_skill, sizes,
@@ -640,9 +644,16 @@ def diagnose(
     from kfp_lifecycle.budget import share
     from kfp_lifecycle.components.diagnose import DiagnoseOptions, diagnose_fit, logger
     from kfp_lifecycle.core.bundle import load_bundle
+    from kfp_lifecycle.core.documents import (
+        Calibration,
+        Diagnosis,
+        read_document,
+        served,
+        write_document,
+    )
 
     settings = DiagnoseOptions.model_validate(options)
-    bundle = load_bundle(model.path)
+    bundle = served(load_bundle(model.path), read_document(calibration.path, Calibration))
     studies = []
     for study in trials:
         with open(study.path) as handle:
@@ -656,8 +667,7 @@ def diagnose(
         share(time_budget, "diagnosis"),
         history,
     )
-    with open(diagnosis.path, "w") as handle:
-        json.dump(result, handle, indent=2, default=str)
+    write_document(diagnosis.path, Diagnosis.model_validate(result))
     diagnosis.metadata["verdict"] = result["verdict"]
     logger.info(f"fit: {result['verdict']}\n  " + "\n  ".join(result["evidence"]))
     logger.info(f"suggestion: {result['suggestion']}")

@@ -1,11 +1,12 @@
 """Evaluate: the task's metrics on held-out rows, logged where the Kubeflow dashboard draws them.
 
-Also home of the binary decision threshold: it is chosen on validation rows (never test rows)
-and saved in the bundle's metadata, where Bundle.predict and so serving read it.
+Also home of the calibration: Platt scaling and the binary decision threshold, chosen on
+validation rows (never test rows) and handed on as a document of their own
+(core.documents.Calibration); register puts them into the bundle's metadata, where
+Bundle.predict and so serving read them.
 """
 
 import logging
-import shutil
 from typing import Any, Literal
 
 import numpy as np
@@ -15,15 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn import metrics as skm
 
 from kfp_lifecycle.component import component
-from kfp_lifecycle.core.bundle import (
-    DEFAULT_DECISION_THRESHOLD,
-    Bundle,
-    Prediction,
-    calibrated,
-    load_bundle,
-    verify_bundle,
-    write_metadata,
-)
+from kfp_lifecycle.core.bundle import DEFAULT_DECISION_THRESHOLD, Bundle, Prediction, calibrated
+from kfp_lifecycle.core.documents import Calibration, PlattScaling
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, PRIMARY_METRIC
 
@@ -467,24 +461,20 @@ def _calibration_scores(
     }
 
 
-def calibrate_bundle_threshold(
-    bundle_dir: str, validation: pd.DataFrame, output_dir: str, options: ThresholdOptions
-) -> dict[str, Any]:
-    """Copy the bundle to `output_dir`, a classifier's probabilities calibrated when that
-    helps (metadata["calibration"]) and a binary classifier's decision threshold chosen
-    (metadata["decision_threshold"]), both on the validation rows; other tasks are copied
-    unchanged. Returns the report (evidence).
-
-    Only metadata.json changes, so the recorded sha256 of model.joblib stays valid.
-    """
-    bundle = load_bundle(bundle_dir)
+def calibrate_bundle(
+    bundle: Bundle, validation: pd.DataFrame, options: ThresholdOptions
+) -> tuple[Calibration, dict[str, Any]]:
+    """(the calibration, its evidence): a classifier's probabilities calibrated when that
+    helps, a binary classifier's decision threshold chosen, both on the validation rows;
+    other tasks get an empty calibration. The bundle is not changed: `register` puts the
+    calibration into the registered bundle's metadata, and the steps that judge the served
+    model apply it in memory (core.documents.served)."""
     task, target, classes = bundle.metadata["task"], bundle.metadata["target"], bundle.classes
     if task != CLASSIFICATION:
-        shutil.copytree(bundle_dir, output_dir, dirs_exist_ok=True)
-        return {
+        return Calibration(), {
             "applied": False,
             "reason": f"a decision threshold applies to binary classification only; this is "
-            f"{task}: the bundle is passed on unchanged",
+            f"{task}: nothing to calibrate",
         }
     if target not in validation.columns:
         raise DataError(f"target column '{target}' not found in the validation rows")
@@ -496,18 +486,13 @@ def calibrate_bundle_threshold(
         )
     y = validation[target].to_numpy()
     raw = bundle.pipeline.predict_proba(validation.drop(columns=[target]))
-    metadata = {k: v for k, v in bundle.metadata.items() if k != "calibration"}
-    result: dict[str, Any] = {}
+    scaling, result = None, {}
     if options.calibrate:
         fitted, result["calibration"] = choose_calibration(y, raw, classes)
-        if fitted is not None:
-            metadata["calibration"] = fitted
-    probabilities = calibrated(raw, metadata.get("calibration"))
-    shutil.copytree(bundle_dir, output_dir, dirs_exist_ok=True)
+        scaling = PlattScaling.model_validate(fitted) if fitted is not None else None
+    probabilities = calibrated(raw, scaling.model_dump() if scaling else None)
     if len(classes) != 2:
-        write_metadata(output_dir, metadata)
-        verify_bundle(output_dir)
-        return {
+        return Calibration(scaling=scaling), {
             **result,
             "applied": False,
             "reason": f"a decision threshold applies to binary classification only; this is "
@@ -515,11 +500,8 @@ def calibrate_bundle_threshold(
         }
     threshold, evidence = threshold_for(y, probabilities[:, 1], classes[1], options)
     summary = {k: v for k, v in evidence.items() if k != "curve"}
-    write_metadata(
-        output_dir, {**metadata, "decision_threshold": threshold, "threshold_selection": summary}
-    )
-    verify_bundle(output_dir)
-    return {**result, "applied": True, **evidence}
+    chosen = Calibration(scaling=scaling, decision_threshold=threshold, threshold_selection=summary)
+    return chosen, {**result, "applied": True, **evidence}
 
 
 def threshold_for(
@@ -552,19 +534,22 @@ def threshold_for(
 def calibrate_threshold(
     model: Input[Model],
     validation: Input[Dataset],
-    tuned: Output[Model],
+    calibration: Output[Artifact],
     report: Output[Artifact],
     options: dict = {},  # noqa: B006
 ):
     """Calibrate a classifier's probabilities and choose a binary classifier's decision
-    threshold on validation rows; save both in the bundle.
+    threshold on validation rows; the model itself is left as it is.
 
     Args:
-        model: The selected bundle.
+        model: The selected bundle (read, never rewritten).
         validation: Validation rows (the test rows stay untouched for evaluation).
-        tuned: The same bundle, metadata["calibration"] set when calibrating helps
-            (classifiers) and metadata["decision_threshold"] (binary classification); a
-            regression's bundle is passed on unchanged. Serving uses both.
+        calibration: JSON (core.documents.Calibration): scaling (Platt slopes and
+            intercepts, when calibrating helps), decision_threshold (binary
+            classification) and threshold_selection (the evidence without the curve).
+            Evaluate, gate, diagnose, explain and report apply it to judge the model as it
+            will be served; register puts it into the registered bundle, where serving
+            applies it.
         report: JSON: calibration (applied, log loss and calibration error before and
             after), strategy (prior when too few rows to choose), threshold,
             precision/recall/F1/cost at it and at 0.5, and the curve the choice was made on.
@@ -576,18 +561,16 @@ def calibrate_threshold(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.evaluate import (
-        ThresholdOptions,
-        calibrate_bundle_threshold,
-        logger,
-    )
+    from kfp_lifecycle.components.evaluate import ThresholdOptions, calibrate_bundle, logger
+    from kfp_lifecycle.core.bundle import load_bundle
+    from kfp_lifecycle.core.documents import write_document
 
-    result = calibrate_bundle_threshold(
-        model.path,
+    chosen, result = calibrate_bundle(
+        load_bundle(model.path),
         pd.read_parquet(validation.path),
-        tuned.path,
         ThresholdOptions.model_validate(options),
     )
+    write_document(calibration.path, chosen)
     with open(report.path, "w") as handle:
         json.dump(result, handle, indent=2)
     if "calibration" in result:
@@ -595,7 +578,7 @@ def calibrate_threshold(
     if not result["applied"]:
         logger.info(result["reason"])
         return
-    tuned.metadata["decision_threshold"] = result["threshold"]
+    calibration.metadata["decision_threshold"] = result["threshold"]
     chosen, default = result["at_threshold"], result["at_default"]
     if "reason" in result:
         logger.info(result["reason"])
@@ -609,6 +592,7 @@ def calibrate_threshold(
 @component
 def evaluate(
     model: Input[Model],
+    calibration: Input[Artifact],
     test: Input[Dataset],
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
@@ -617,7 +601,8 @@ def evaluate(
     """Score the champion on the held-out test rows.
 
     Args:
-        model: The champion's bundle directory (with its decision threshold, if any).
+        model: The selected bundle.
+        calibration: The calibrate step's Calibration, applied as serving will apply it.
         test: Held-out rows that no earlier step has looked at.
         metrics: Scalar test metrics (shown in the run's dashboard).
         classification_metrics: Confusion matrix (classifiers) and ROC curve (binary only:
@@ -625,17 +610,25 @@ def evaluate(
         evaluation: JSON read by the gate, the report and the registry: rows, task, target,
             primary_metric, metrics, notes; for classifiers confusion_matrix and
             calibration (reliability curve); binary: decision_threshold, roc_curve,
-            pr_curve; multiclass: roc_curves and pr_curves per class (one-vs-rest).
+            pr_curve; multiclass: roc_curves and pr_curves per class (one-vs-rest)
+            (core.documents.Evaluation).
     """
-    import json
     import math
 
     import pandas as pd
 
     from kfp_lifecycle.components.evaluate import evaluate_bundle, logger
     from kfp_lifecycle.core.bundle import load_bundle
+    from kfp_lifecycle.core.documents import (
+        Calibration,
+        Evaluation,
+        read_document,
+        served,
+        write_document,
+    )
 
-    result = evaluate_bundle(load_bundle(model.path), pd.read_parquet(test.path))
+    bundle = served(load_bundle(model.path), read_document(calibration.path, Calibration))
+    result = evaluate_bundle(bundle, pd.read_parquet(test.path))
     for name, value in result["metrics"].items():
         if math.isfinite(value):  # the dashboard's metadata store refuses NaN
             metrics.log_metric(name, value)
@@ -645,8 +638,7 @@ def evaluate(
     if "roc_curve" in result:
         curve = result["roc_curve"]
         classification_metrics.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
-    with open(evaluation.path, "w") as handle:
-        json.dump(result, handle, indent=2)
+    write_document(evaluation.path, Evaluation.model_validate(result))
     logger.info("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items()))
     for note in result["notes"]:
         logger.info(f"note: {note}")

@@ -1,4 +1,4 @@
-"""Explain: which input columns the model relies on, kept in the bundle for serving.
+"""Explain: which input columns the model relies on, a document kept for serving.
 
 Permutation importance on the test rows, over the raw input columns (the bundle's pipeline
 takes raw rows, so a column's encoding and its derived features are shuffled together):
@@ -7,12 +7,12 @@ roc_auc, a rise for rmse: positive always means the model relies on the column),
 bundle's decision threshold applied as serving applies it. For a family whose explainer is
 "shap" (XGBoost, LightGBM), also the model's own exact SHAP contributions (over the trees its
 predictions use), mean |value| per transformed feature.
-The result goes into the bundle's metadata["explanation"]; the model server returns it with
-its per-row `:explain` answers.
+The result (core.documents.Explanation) is an artifact of its own; register puts it into the
+registered bundle's metadata["explanation"], and the model server returns it with its
+per-row `:explain` answers.
 """
 
 import logging
-import shutil
 import time
 from typing import Any
 
@@ -24,7 +24,7 @@ from sklearn.inspection import permutation_importance
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.evaluate import compute_metrics
-from kfp_lifecycle.core.bundle import Bundle, read_metadata, verify_bundle, write_metadata
+from kfp_lifecycle.core.bundle import Bundle
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC
 from kfp_lifecycle.families import get_family
@@ -154,60 +154,51 @@ def shap_mean_abs(bundle: Bundle, rows: pd.DataFrame) -> dict[str, float]:
     return dict(zip(names, map(float, magnitude), strict=True))
 
 
-def explained_bundle(bundle_dir: str, explanation: dict[str, Any], output_dir: str) -> None:
-    """Copy the bundle with the explanation in its metadata; model.joblib is untouched, so
-    its recorded sha256 stays valid."""
-    shutil.copytree(bundle_dir, output_dir, dirs_exist_ok=True)
-    write_metadata(output_dir, {**read_metadata(bundle_dir), "explanation": explanation})
-    verify_bundle(output_dir)
-
-
 @component
 def explain(
     model: Input[Model],
+    calibration: Input[Artifact],
     test: Input[Dataset],
     explanation: Output[Artifact],
-    explained: Output[Model],
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
     time_budget: float = 0.0,
 ):
-    """Global feature importance of the champion, kept in its bundle for serving.
+    """Global feature importance of the selected model, as it will be served.
 
     Args:
-        model: The calibrated champion bundle (its pipeline takes raw input rows).
+        model: The selected bundle (its pipeline takes raw input rows).
+        calibration: Its calibration (core.documents.Calibration): the metric is scored
+            with it applied, as serving will.
         test: Held-out test rows: every input column of the model's schema and the target.
-        explanation: JSON: method, metric, permutation_importance and
+        explanation: JSON (core.documents.Explanation): method, metric, permutation_importance and
             permutation_importance_std per raw input column (how much the metric worsens
             when the column is shuffled); shap_mean_abs per transformed feature (families
-            explained by SHAP: XGBoost, LightGBM).
-        explained: The same bundle (model.joblib untouched, its sha256 still valid) with the
-            explanation in metadata["explanation"]; the model server's :explain answer
-            carries it as global_importance.
+            explained by SHAP: XGBoost, LightGBM). Register keeps it in the bundle's
+            metadata["explanation"]; the model server's :explain answer carries it as
+            global_importance.
         options: ExplainOptions (empty: defaults): repeats, max_rows, seed.
         time_budget: The run's total time budget in seconds (0: none); the explanation's
             share of it (kfp_lifecycle/budget.py) bounds the shuffles (budget_cut says how).
     """
-    import json
-
     import pandas as pd
 
     from kfp_lifecycle.budget import share
-    from kfp_lifecycle.components.explain import (
-        ExplainOptions,
-        explain_bundle,
-        explained_bundle,
-        logger,
-    )
+    from kfp_lifecycle.components.explain import ExplainOptions, explain_bundle, logger
     from kfp_lifecycle.core.bundle import load_bundle
+    from kfp_lifecycle.core.documents import (
+        Calibration,
+        Explanation,
+        read_document,
+        served,
+        write_document,
+    )
 
     result = explain_bundle(
-        load_bundle(model.path),
+        served(load_bundle(model.path), read_document(calibration.path, Calibration)),
         pd.read_parquet(test.path),
         ExplainOptions.model_validate(options),
         share(time_budget, "explanation"),
     )
-    with open(explanation.path, "w") as handle:
-        json.dump(result, handle, indent=2)
-    explained_bundle(model.path, result, explained.path)
+    write_document(explanation.path, Explanation.model_validate(result))
     ranked = sorted(result["permutation_importance"].items(), key=lambda kv: -kv[1])
     logger.info("importance: " + ", ".join(f"{name} {value:.4f}" for name, value in ranked[:10]))

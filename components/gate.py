@@ -13,9 +13,7 @@ import logging
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
@@ -23,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.evaluate import evaluate_bundle
-from kfp_lifecycle.core.bundle import MODEL_FILE, Bundle, load_bundle
+from kfp_lifecycle.core.bundle import DEFAULT_DECISION_THRESHOLD, MODEL_FILE, Bundle
+from kfp_lifecycle.core.documents import Baseline, Blessing, Check, Evaluation
 from kfp_lifecycle.core.errors import DataError, LifecycleError
 from kfp_lifecycle.core.tasks import METRICS, PRIMARY_METRIC, metrics_for
 from kfp_lifecycle.registry import CHAMPION, load_version, open_registry
@@ -97,41 +96,6 @@ class GateOptions(BaseModel):
         return self
 
 
-@dataclass
-class Check:
-    name: str
-    value: float | None
-    bound: float | None
-    passed: bool
-
-
-@dataclass
-class Baseline:
-    """The champion as scored on the candidate's test rows; `problem` when it could not be."""
-
-    version: int | None
-    uri: str
-    metrics: dict[str, float] | None
-    problem: str = ""
-
-
-@dataclass
-class Blessing:
-    blessed: bool
-    reasons: list[str]
-    checks: list[Check] = field(default_factory=list)
-    thresholds: dict[str, float] = field(default_factory=dict)
-    baseline: Baseline | None = None
-    margin: float | None = None
-    primary_metric: str = ""
-    measured: dict[str, float] = field(default_factory=dict)
-    overridden: bool = False
-    override_reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def check_thresholds(thresholds: dict[str, float], task: str) -> None:
     unknown = [name for name in thresholds if name not in metrics_for(task)]
     if unknown:
@@ -147,7 +111,7 @@ def _bound_check(name: str, value: float, bound: float, at_most: bool) -> tuple[
     relation = "<=" if at_most else ">="
     shown = f"{value:.4f}" if finite else "undefined"
     reason = f"{'pass' if passed else 'FAIL'}: {name} = {shown} (required {relation} {bound})"
-    return Check(name, value if finite else None, bound, passed), reason
+    return Check(name=name, value=value if finite else None, bound=bound, passed=passed), reason
 
 
 def decide(
@@ -227,7 +191,7 @@ def _champion_check(
     name = f"{metric}_vs_champion"
     champion = f"champion version {baseline.version}"
     if baseline.problem:
-        return Check(name, None, None, False), (
+        return Check(name=name, value=None, bound=None, passed=False), (
             f"FAIL: cannot compare with {champion} ({baseline.uri}): {baseline.problem}"
         )
     greater = METRICS[metric].greater_is_better
@@ -274,48 +238,57 @@ def champion_baseline(
     except (LifecycleError, ValueError) as error:  # ValueError: scikit-learn, unknown labels
         number = version.version if version else None
         uri = version.uri if version else registry_uri
-        return Baseline(number, uri, None, f"{type(error).__name__}: {error}")
-    return Baseline(version.version, version.uri, metrics)
+        return Baseline(
+            version=number, uri=uri, metrics=None, problem=f"{type(error).__name__}: {error}"
+        )
+    return Baseline(version=version.version, uri=version.uri, metrics=metrics)
 
 
 def assess(
-    bundle_dir: str,
+    candidate: Bundle,
     test: pd.DataFrame,
-    evaluation: dict[str, Any],
+    evaluation: Evaluation,
     task: str,
     registry_uri: str,
     model_name: str,
     options: GateOptions,
     workdir: str,
 ) -> Blessing:
-    """Measure the candidate, score the champion on the same test rows, then decide."""
+    """Measure the candidate as it will be served (core.documents.served: its calibration
+    applied), score the champion on the same test rows, then decide."""
     if test.empty:
         raise DataError("the test set has no rows: nothing to gate on")
-    candidate = load_bundle(bundle_dir)
     if candidate.metadata["task"] != task:
         raise LifecycleError(f"the model is a {candidate.metadata['task']} model, not {task}")
-    if evaluation["rows"] != len(test):
+    if evaluation.rows != len(test):
         raise DataError(
-            f"the evaluation was made on {evaluation['rows']} rows but the test set has "
+            f"the evaluation was made on {evaluation.rows} rows but the test set has "
             f"{len(test)}: the gate must see the evaluation's own test rows"
+        )
+    served_threshold = candidate.metadata.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)
+    if evaluation.decision_threshold not in (None, served_threshold):
+        raise LifecycleError(
+            f"the evaluation was made at decision threshold {evaluation.decision_threshold}, "
+            f"but the model is served at {served_threshold}: the gate judges what is served"
         )
     features = test.drop(columns=[candidate.metadata["target"]])
     measured = {
         LATENCY: measure_latency(
             candidate, features, options.latency_batch_rows, options.latency_repeats
         ),
-        MODEL_SIZE: (Path(bundle_dir) / MODEL_FILE).stat().st_size / BYTES_PER_MB,
+        MODEL_SIZE: (Path(candidate.path) / MODEL_FILE).stat().st_size / BYTES_PER_MB,
     }
     baseline = None
     if options.compare_with_champion:
         baseline = champion_baseline(registry_uri, model_name, test, candidate, workdir)
     primary_metric = candidate.metadata.get("primary_metric", PRIMARY_METRIC[task])
-    return decide(evaluation["metrics"], task, options, primary_metric, measured, baseline)
+    return decide(evaluation.metrics, task, options, primary_metric, measured, baseline)
 
 
 @component
 def gate(
     model: Input[Model],
+    calibration: Input[Artifact],
     test: Input[Dataset],
     evaluation: Input[Artifact],
     task: str,
@@ -329,14 +302,17 @@ def gate(
 
     Args:
         model: The candidate bundle (the one evaluated).
+        calibration: Its calibration (core.documents.Calibration): the gate measures the
+            model with it applied, as it will be served.
         test: The test rows it was evaluated on; the champion is scored on them too.
         evaluation: The candidate's test-set evaluation (its metrics are checked).
         task: classification or regression (decides which metrics a threshold may name).
         registry: Registry location (a directory, file:// or s3:// URI) holding the champion.
         model_name: Registered model name whose `champion` alias is the baseline.
-        blessing: JSON decision, written whether or not the model passes: blessed,
-            overridden, reasons, checks (name, value, bound, passed), thresholds, baseline
-            (the champion's version, uri and metrics on these rows, or null), margin.
+        blessing: JSON decision (core.documents.Blessing), written whether or not the
+            model passes: blessed, overridden, reasons, checks (name, value, bound,
+            passed), thresholds, baseline (the champion's version, uri and metrics on
+            these rows, or null), margin.
         options: GateOptions: thresholds, primary_threshold, max_latency_ms_per_row,
             max_model_size_mb, compare_with_champion, champion_margin, latency_batch_rows,
             latency_repeats, override, override_reason. With no metric threshold nothing
@@ -345,29 +321,34 @@ def gate(
     Returns:
         Whether the model is blessed (overridden refusals included).
     """
-    import json
     import tempfile
 
     import pandas as pd
 
     from kfp_lifecycle.components.gate import GateOptions, assess, logger
+    from kfp_lifecycle.core.bundle import load_bundle
+    from kfp_lifecycle.core.documents import (
+        Calibration,
+        Evaluation,
+        read_document,
+        served,
+        write_document,
+    )
 
     settings = GateOptions.model_validate(options)
-    with open(evaluation.path) as handle:
-        result = json.load(handle)
+    candidate = served(load_bundle(model.path), read_document(calibration.path, Calibration))
     with tempfile.TemporaryDirectory() as workdir:
         decision = assess(
-            model.path,
+            candidate,
             pd.read_parquet(test.path),
-            result,
+            read_document(evaluation.path, Evaluation),
             task,
             registry,
             model_name,
             settings,
             workdir,
         )
-    with open(blessing.path, "w") as handle:
-        json.dump(decision.to_dict(), handle, indent=2)
+    write_document(blessing.path, decision)
     blessing.metadata.update({"blessed": decision.blessed, "overridden": decision.overridden})
     verdict = "BLESSED (OVERRIDDEN)" if decision.overridden else "BLESSED"
     logger.info(

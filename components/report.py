@@ -4,14 +4,14 @@ The report gathers what the model stage measured: test metrics, ROC and precisio
 curves, the confusion matrix, calibration, learning curves with the fit verdict, the
 features kept and dropped (with the reasons), feature importance, the tuning history and
 metrics per slice of a categorical column. Every section
-is always present; one without data says why. The model card (Markdown) travels inside the
-bundle as metadata["model_card"]: a bundle directory holds only model.joblib and
-metadata.json, because KServe loads one model file per directory.
+is always present; one without data says why. The model card (Markdown) is an artifact of its
+own; register puts it into the registered bundle as metadata["model_card"] (a bundle
+directory holds only model.joblib and metadata.json, because KServe loads one model file per
+directory).
 """
 
 import logging
 import math
-import shutil
 import warnings
 from typing import Any
 
@@ -25,13 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.components.evaluate import compute_metrics
-from kfp_lifecycle.core.bundle import (
-    Bundle,
-    Prediction,
-    read_metadata,
-    verify_bundle,
-    write_metadata,
-)
+from kfp_lifecycle.core.bundle import Bundle, Prediction
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.schema import CATEGORICAL, InputSchema
 from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC
@@ -852,18 +846,11 @@ def build_report(
     return page, card
 
 
-def card_bundle(bundle_dir: str, card: str, output_dir: str) -> None:
-    """Copy the bundle with the card in metadata["model_card"]; model.joblib is untouched,
-    so its recorded sha256 stays valid."""
-    metadata = read_metadata(bundle_dir)
-    shutil.copytree(bundle_dir, output_dir, dirs_exist_ok=True)
-    write_metadata(output_dir, {**metadata, "model_card": card})
-    verify_bundle(output_dir)
-
-
 @component
 def report(
     model: Input[Model],
+    calibration: Input[Artifact],
+    leaderboard: Input[Artifact],
     test: Input[Dataset],
     evaluation: Input[Artifact],
     blessing: Input[Artifact],
@@ -874,13 +861,15 @@ def report(
     features: Input[Artifact],
     report: Output[HTML],
     model_card: Output[Markdown],
-    carded: Output[Model],
     options: dict = {},  # noqa: B006
 ):
-    """Write the evaluation report and the model card; put the card into the bundle.
+    """Write the evaluation report and the model card (register puts the card into the
+    registered bundle).
 
     Args:
-        model: The evaluated (and gated) bundle.
+        model: The evaluated (and gated) bundle, read as it will be served.
+        calibration: Its calibration (core.documents.Calibration).
+        leaderboard: select's ranking of the families (core.documents.Leaderboard).
         test: The test rows it was evaluated on (for metrics per slice).
         evaluation: The evaluate step's JSON (metrics, curves, confusion matrix, calibration).
         blessing: The gate's decision JSON.
@@ -891,8 +880,7 @@ def report(
         features: The select_features step's report JSON (features kept, dropped and why).
         report: Self-contained HTML page (no network needed to view it).
         model_card: The model card as Markdown: intended use, training data, metrics, gate
-            decision, limitations.
-        carded: The bundle with the card in metadata["model_card"] (register this one).
+            decision, limitations; register keeps it as metadata["model_card"].
         options: ReportOptions: slice_column (empty: the categorical input column with the
             fewest categories), max_slices.
     """
@@ -900,21 +888,40 @@ def report(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.report import ReportOptions, build_report, card_bundle, logger
+    from kfp_lifecycle.components.report import ReportOptions, build_report, logger
     from kfp_lifecycle.core.bundle import load_bundle
+    from kfp_lifecycle.core.documents import (
+        Blessing,
+        Calibration,
+        Diagnosis,
+        Evaluation,
+        Explanation,
+        Leaderboard,
+        as_dict,
+        parse_document,
+        read_document,
+        served,
+    )
 
-    def read(path):
+    def read(path, kind=None):
+        """The JSON at `path`, checked against `kind` when given; empty: not produced."""
         with open(path) as handle:
-            return json.load(handle) or None  # an empty document means "not produced"
+            data = json.load(handle) or None
+        return as_dict(parse_document(data, kind, path)) if data and kind else data
 
     settings = ReportOptions.model_validate(options)
-    page, card = build_report(
+    bundle = served(
         load_bundle(model.path),
+        read_document(calibration.path, Calibration),
+        read_document(leaderboard.path, Leaderboard),
+    )
+    page, card = build_report(
+        bundle,
         pd.read_parquet(test.path),
-        read(evaluation.path),
-        read(blessing.path),
-        read(diagnosis.path),
-        read(explanation.path),
+        read(evaluation.path, Evaluation),
+        read(blessing.path, Blessing),
+        read(diagnosis.path, Diagnosis),
+        read(explanation.path, Explanation),
         [study for study in (read(t.path) for t in trials) if study],
         settings,
         read(preprocessing.path),
@@ -924,5 +931,4 @@ def report(
         handle.write(page)
     with open(model_card.path, "w") as handle:
         handle.write(card)
-    card_bundle(model.path, card, carded.path)
     logger.info(f"evaluation report: {len(page) // 1024} KiB; model card: {len(card)} characters")

@@ -4,7 +4,7 @@ import logging
 import math
 from typing import Any
 
-from kfp.dsl import Input, Model, Output
+from kfp.dsl import Artifact, Input, Model, Output
 
 from kfp_lifecycle.component import component
 from kfp_lifecycle.core.errors import LifecycleError
@@ -56,25 +56,35 @@ def leaderboard(ranked: list[dict[str, Any]], primary_metric: str) -> dict[str, 
 
 
 @component
-def select(candidates: Input[list[Model]], primary_metric: str, champion: Output[Model]):
-    """Pick the best candidate on validation data and copy its bundle.
+def select(
+    candidates: Input[list[Model]],
+    primary_metric: str,
+    champion: Output[Model],
+    leaderboard: Output[Artifact],
+):
+    """Pick the best candidate on validation data and pass its bundle on untouched.
 
     Args:
         candidates: One bundle per model family.
         primary_metric: Metric to rank by (direction comes from the metric).
-        champion: The winning bundle, its metadata extended with the leaderboard.
+        champion: The winning candidate's bundle, byte for byte (this run's best family,
+            not yet the registry's champion).
+        leaderboard: JSON (core.documents.Leaderboard): every family's validation score,
+            best first; register keeps it in the registered bundle's metadata.
     """
     import shutil
 
-    from kfp_lifecycle.components.select import leaderboard, logger, rank_candidates
-    from kfp_lifecycle.core.bundle import read_metadata, write_metadata
+    from kfp_lifecycle.components.select import leaderboard as rank_board
+    from kfp_lifecycle.components.select import logger, rank_candidates
+    from kfp_lifecycle.core.bundle import read_metadata
+    from kfp_lifecycle.core.documents import Leaderboard, write_document
 
     paths = {read_metadata(c.path)["family"]: c.path for c in candidates}
     ranked = rank_candidates([read_metadata(p) for p in paths.values()], primary_metric)
-    board = leaderboard(ranked, primary_metric)
+    board = rank_board(ranked, primary_metric)
     best = ranked[0]
     shutil.copytree(paths[best["family"]], champion.path)
-    write_metadata(champion.path, {**best, "leaderboard": board})
+    write_document(leaderboard.path, Leaderboard(primary_metric=primary_metric, scores=board))
     champion.metadata.update({"family": best["family"], "leaderboard": board})
     for rank, (family, score) in enumerate(board.items(), start=1):  # best first
         logger.info(f"{rank}. {family:<24} validation {primary_metric} = {score:.4f}")

@@ -29,10 +29,11 @@ PIPELINE_NAME = "training"
 @dsl.pipeline(
     name=PIPELINE_NAME,
     description="Ingest, validate, profile, clean, split, preprocess, select features, "
-    "balance, tune and train model families in parallel, select the champion, choose its "
-    "decision threshold, evaluate it on held-out data, gate it against business thresholds "
-    "and the current champion, diagnose its fit, explain it, report, register it, and "
-    "export it as one ONNX model.",
+    "balance, tune and train model families in parallel, select the best, calibrate it "
+    "(probabilities and decision threshold), evaluate it on held-out data, gate it against "
+    "business thresholds and the current champion, diagnose its fit, explain it, report, "
+    "assemble and register the bundle from the model and those documents, and export it as "
+    "one ONNX model.",
 )
 def training_pipeline(
     data: str,
@@ -129,15 +130,20 @@ def training_pipeline(
         candidates=dsl.Collected(candidate.outputs["model"]),
         primary_metric=checked.outputs["primary_metric"],
     )
+    # The model stays as select passed it on: what the steps after it decide travels beside
+    # it as documents, and register assembles the registered bundle from them once.
+    model = chosen.outputs["champion"]
     calibrated = calibrate_threshold(
-        model=chosen.outputs["champion"],
+        model=model,
         validation=parts.outputs["validation"],
         options=threshold_options,
     ).set_display_name("calibrate (decision threshold)")
-    evaluated = evaluate(model=calibrated.outputs["tuned"], test=parts.outputs["test"])
+    calibration = calibrated.outputs["calibration"]
+    evaluated = evaluate(model=model, calibration=calibration, test=parts.outputs["test"])
     decided = with_s3_access(
         gate(
-            model=calibrated.outputs["tuned"],
+            model=model,
+            calibration=calibration,
             test=parts.outputs["test"],
             evaluation=evaluated.outputs["evaluation"],
             task=resolved_task,
@@ -147,7 +153,8 @@ def training_pipeline(
         ).set_caching_options(False)  # the registry's champion is an input it cannot see
     )
     diagnosed = diagnose(
-        model=calibrated.outputs["tuned"],
+        model=model,
+        calibration=calibration,
         train=prepared.outputs["train_clean"],
         validation=parts.outputs["validation"],
         options=diagnose_options,
@@ -155,13 +162,16 @@ def training_pipeline(
         time_budget=time_budget,
     ).set_display_name("diagnose (learning curves)")
     explained = explain(
-        model=calibrated.outputs["tuned"],
+        model=model,
+        calibration=calibration,
         test=parts.outputs["test"],
         options=explain_options,
         time_budget=time_budget,
     ).set_display_name("explain (feature importance)")
     reported = report(
-        model=explained.outputs["explained"],
+        model=model,
+        calibration=calibration,
+        leaderboard=chosen.outputs["leaderboard"],
         test=parts.outputs["test"],
         evaluation=evaluated.outputs["evaluation"],
         blessing=decided.outputs["blessing"],
@@ -174,7 +184,11 @@ def training_pipeline(
     ).set_display_name("report (evaluation report, model card)")
     registered = with_s3_access(
         register(
-            champion=reported.outputs["carded"],
+            model=model,
+            leaderboard=chosen.outputs["leaderboard"],
+            calibration=calibration,
+            explanation=explained.outputs["explanation"],
+            model_card=reported.outputs["model_card"],
             evaluation=evaluated.outputs["evaluation"],
             blessing=decided.outputs["blessing"],
             contract=checked.outputs["contract"],
@@ -188,7 +202,7 @@ def training_pipeline(
     )
     with dsl.If(onnx_export == True):  # noqa: E712 (a pipeline condition, not Python's)
         export_onnx(
-            champion=reported.outputs["carded"],
+            champion=registered.outputs["bundle"],
             test=parts.outputs["test"],
             summary=registered.outputs["summary"],
         ).set_display_name("export (ONNX, checked against the bundle)")

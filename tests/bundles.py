@@ -8,6 +8,7 @@ from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
 from kfp_lifecycle.core.bundle import write_bundle
+from kfp_lifecycle.core.documents import Blessing, Evaluation
 from kfp_lifecycle.core.tasks import CLASSIFICATION
 
 
@@ -41,3 +42,16 @@ def register_churn(root: Path, training: pd.DataFrame) -> Path:
     registry.register("churn", bundle, kept)
     set_alias(registry, "churn", CHAMPION, 1)
     return root / "registry"
+
+
+def churn_evaluation(roc_auc: float = 0.8) -> Evaluation:
+    """A churn model's test evaluation, as the evaluate step writes it (metrics only)."""
+    return Evaluation(
+        rows=200, task=CLASSIFICATION, target="churned", primary_metric="roc_auc",
+        metrics={"roc_auc": roc_auc},
+    )  # fmt: skip
+
+
+def gate_decision(blessed: bool, reasons: list[str] | None = None, **more) -> Blessing:
+    """The gate's decision, as the gate step writes it."""
+    return Blessing(blessed=blessed, reasons=reasons or [], **more)

@@ -8,10 +8,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
-from bundles import build_bundle
+from bundles import build_bundle, churn_evaluation, gate_decision
 
 from kfp_lifecycle.components.register import register_bundle
 from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, load_bundle, sha256_file
+from kfp_lifecycle.core.documents import Baseline
 from kfp_lifecycle.core.errors import BundleError, RegistryError
 from kfp_lifecycle.registry import (
     CHAMPION,
@@ -139,16 +140,17 @@ def test_concurrent_registrations_get_distinct_complete_versions(tmp_path, bundl
 
 
 def test_champion_alias_moves_only_for_blessed_models(tmp_path, bundle_dir):
-    evaluation = {"metrics": {"roc_auc": 0.8}}
-    blessed = {"blessed": True, "reasons": ["pass"]}
-    refused = {"blessed": False, "reasons": ["FAIL"]}
+    evaluation = churn_evaluation()
+    blessed = gate_decision(True, ["pass"])
+    refused = gate_decision(False, ["FAIL"])
     lineage = {"run_id": "r"}
     first = register_bundle(str(bundle_dir), str(tmp_path), "churn", evaluation, blessed, lineage)
     second = register_bundle(str(bundle_dir), str(tmp_path), "churn", evaluation, refused, lineage)
     registry = LocalRegistry(tmp_path)
     assert (first["model_version"], second["model_version"]) == (1, 2)
     assert registry.aliases("churn") == {CHAMPION: 1}
-    compared = {**blessed, "baseline": {"version": 1}}  # as the gate records the champion it saw
+    seen = Baseline(version=1, uri=str(tmp_path / "churn/versions/1"), metrics={"roc_auc": 0.7})
+    compared = gate_decision(True, ["pass"], baseline=seen)  # the champion the gate saw
     third = register_bundle(str(bundle_dir), str(tmp_path), "churn", evaluation, compared, lineage)
     assert registry.aliases("churn") == {CHAMPION: 3, PREVIOUS: 1}
     assert third["champion_alias"] == 3
@@ -170,11 +172,11 @@ def test_model_names_are_safe():
 
 
 def test_promote_needs_a_blessing_or_a_stated_override(tmp_path, bundle_dir):
-    evaluation = {"metrics": {"roc_auc": 0.8}}
+    evaluation = churn_evaluation()
     for blessed in (True, False):
         register_bundle(
             str(bundle_dir), str(tmp_path), "churn", evaluation,
-            {"blessed": blessed, "reasons": []}, {"run_id": "r"},
+            gate_decision(blessed), {"run_id": "r"},
         )  # fmt: skip
     registry = LocalRegistry(tmp_path)
     with pytest.raises(RegistryError, match="not blessed by the gate"):
@@ -197,8 +199,8 @@ def test_promote_needs_a_blessing_or_a_stated_override(tmp_path, bundle_dir):
 
 def test_registry_commands(tmp_path, bundle_dir):
     register_bundle(
-        str(bundle_dir), str(tmp_path), "churn", {"metrics": {"roc_auc": 0.8}},
-        {"blessed": True, "reasons": []}, {"run_id": "r"},
+        str(bundle_dir), str(tmp_path), "churn", churn_evaluation(),
+        gate_decision(True), {"run_id": "r"},
     )  # fmt: skip
     run = [sys.executable, "-m", "kfp_lifecycle.cli", "registry"]
     where = ["--registry", str(tmp_path), "--model", "churn"]
@@ -219,3 +221,75 @@ def test_registry_commands(tmp_path, bundle_dir):
     missing = subprocess.run([*run, "list", *nothing], capture_output=True, text=True)
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"error: model 'nosuch' has no version in {tmp_path}"
+
+
+def test_register_assembles_the_bundle_once_from_the_model_and_its_documents(
+    tmp_path, bundle_dir, churn
+):
+    """The registered bundle is the selected model's file, byte for byte, with the documents'
+    keys in its metadata; the selected bundle itself is left as it was."""
+    from kfp.dsl import Artifact, Dataset, Markdown, Model
+
+    from kfp_lifecycle.components.register import register
+    from kfp_lifecycle.components.validate import infer_contract
+    from kfp_lifecycle.core.documents import (
+        Calibration,
+        Explanation,
+        Leaderboard,
+        PlattScaling,
+        write_document,
+    )
+
+    before = {p.name: p.read_bytes() for p in bundle_dir.iterdir()}
+    scaling = PlattScaling(slopes=[0.9], intercepts=[0.1])
+    documents = {
+        "leaderboard": Leaderboard(primary_metric="roc_auc", scores={"linear": 0.8, "knn": 0.7}),
+        "calibration": Calibration(scaling=scaling, decision_threshold=0.35),
+        "explanation": Explanation(
+            method="permutation importance",
+            metric="roc_auc",
+            permutation_importance={"tenure_months": 0.1},
+            permutation_importance_std={"tenure_months": 0.01},
+        ),
+        "evaluation": churn_evaluation(0.81),
+        "blessing": gate_decision(True, ["pass: roc_auc"]),
+    }
+    for name, document in documents.items():
+        write_document(tmp_path / f"{name}.json", document)
+    (tmp_path / "card.md").write_text("# Model card: churn\n")
+    (tmp_path / "contract.json").write_text(json.dumps(infer_contract(churn, "churned")))
+    churn.to_parquet(tmp_path / "train.parquet")
+    bundle, summary = Model(uri=str(tmp_path / "bundle")), Artifact(uri=str(tmp_path / "s.json"))
+    register.python_func(
+        model=Model(uri=str(bundle_dir)),
+        **{name: Artifact(uri=str(tmp_path / f"{name}.json")) for name in documents},
+        model_card=Markdown(uri=str(tmp_path / "card.md")),
+        contract=Artifact(uri=str(tmp_path / "contract.json")),
+        reference=Dataset(uri=str(tmp_path / "train.parquet")),
+        registry=str(tmp_path / "registry"),
+        model_name="churn",
+        data_source="churn.csv",
+        data_sha256="0" * 64,
+        run_id="run-1",
+        bundle=bundle,
+        summary=summary,
+    )
+    assert {p.name: p.read_bytes() for p in bundle_dir.iterdir()} == before
+    assembled = load_bundle(bundle.path)  # verifies the recorded sha256
+    assert (Path(bundle.path) / MODEL_FILE).read_bytes() == before[MODEL_FILE]
+    metadata = assembled.metadata
+    assert metadata["leaderboard"] == {"linear": 0.8, "knn": 0.7}
+    assert metadata["calibration"] == {"method": "sigmoid", "slopes": [0.9], "intercepts": [0.1]}
+    assert metadata["decision_threshold"] == 0.35 and "threshold_selection" not in metadata
+    assert metadata["explanation"]["permutation_importance"] == {"tenure_months": 0.1}
+    assert metadata["model_card"] == "# Model card: churn\n"
+    original = json.loads(before[METADATA_FILE])
+    assert {k: v for k, v in metadata.items() if k in original and k != "leaderboard"} == {
+        k: v for k, v in original.items() if k != "leaderboard"
+    }
+    registered = load_bundle(tmp_path / "registry" / "churn" / "versions" / "1")
+    assert registered.metadata["decision_threshold"] == 0.35
+    assert registered.metadata["metrics_test"] == {"roc_auc": 0.81}
+    assert registered.metadata["gate"]["blessed"] is True
+    written = json.loads(Path(summary.path).read_text())
+    assert written["champion_alias"] == 1 and written["leaderboard"]["knn"] == 0.7

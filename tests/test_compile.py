@@ -212,3 +212,35 @@ def test_the_image_is_a_setting_not_a_source_edit(tmp_path, monkeypatch, capsys)
         assert cli.main(["compile", "--output-dir", str(tmp_path / "bad"), "--image", bad]) == 2
         assert f"--image '{bad}' is not an image reference" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_model_is_immutable_from_select_to_register():
+    """select passes the model on; the steps after it write documents, never a Model; every
+    step that judges the model reads it with its calibration; register alone assembles the
+    bundle, from the model and the documents, and the ONNX export reads what it registered."""
+    spec = _documents("training")[0]
+    edges = _artifact_edges("training")
+    writes_model = {
+        name.removeprefix("comp-")
+        for name, component in spec["components"].items()
+        for output in component.get("outputDefinitions", {}).get("artifacts", {}).values()
+        if output["artifactType"]["schemaTitle"] == "system.Model"
+    }
+    # the candidates, the choice, the assembled bundle and its ONNX form: nothing between
+    assert writes_model == {"train", "for-loop-1", "select", "register", "export-onnx"}
+    judges = {"evaluate", "gate", "diagnose", "explain", "report"}
+    assert edges[("select", "champion")] == judges | {"calibrate-threshold", "register"}
+    assert edges[("calibrate-threshold", "calibration")] == judges | {"register"}
+    assert edges[("select", "leaderboard")] == {"report", "register"}
+    for document in (
+        ("explain", "explanation"),
+        ("report", "model_card"),
+        ("evaluate", "evaluation"),
+        ("gate", "blessing"),
+    ):
+        assert "register" in edges[document], document
+    assert edges[("register", "bundle")] == {"export-onnx"}
+    register_inputs = spec["root"]["dag"]["tasks"]["register"]["inputs"]["artifacts"]
+    assert {source["taskOutputArtifact"]["producerTask"] for source in register_inputs.values()} \
+        == {"select", "calibrate-threshold", "explain", "report", "evaluate", "gate", "validate",
+            "split"}  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows
 from kfp_lifecycle.components.evaluate import (
     ThresholdOptions,
-    calibrate_bundle_threshold,
+    calibrate_bundle,
     evaluate_bundle,
     threshold_for,
 )
@@ -21,6 +21,7 @@ from kfp_lifecycle.components.train import train_model
 from kfp_lifecycle.components.tune import best_of
 from kfp_lifecycle.components.validate import validate_table
 from kfp_lifecycle.core.bundle import load_bundle, write_bundle
+from kfp_lifecycle.core.documents import served
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION
 
@@ -63,11 +64,10 @@ def test_a_95_5_table_gets_minority_recall_and_calibrated_probabilities(tmp_path
         tmp_path / "raw", bundle.pipeline, {**bundle.metadata, "primary_metric": "roc_auc"}
     )
     before = evaluate_bundle(load_bundle(tmp_path / "raw"), parts.test)["metrics"]
-    report = calibrate_bundle_threshold(
-        str(tmp_path / "raw"), parts.validation, str(tmp_path / "tuned"), ThresholdOptions()
-    )
+    raw = load_bundle(tmp_path / "raw")
+    calibration, report = calibrate_bundle(raw, parts.validation, ThresholdOptions())
     assert report["calibration"]["applied"] is True
-    tuned = load_bundle(tmp_path / "tuned")
+    tuned = served(raw, calibration)
     result = evaluate_bundle(tuned, parts.test)
     metrics = result["metrics"]
     labels, counts = result["confusion_matrix"]["labels"], result["confusion_matrix"]["matrix"]
@@ -82,8 +82,8 @@ def test_a_95_5_table_gets_minority_recall_and_calibrated_probabilities(tmp_path
     refused = decide(before, CLASSIFICATION, bound)
     assert not refused.blessed and any("calibration_error" in r for r in refused.reasons)
     # served probabilities are the calibrated ones
-    served = tuned.predict(parts.test.drop(columns=["risk"])).probabilities[:, 1]
-    assert abs(served.mean() - (parts.test["risk"] == "bad").mean()) < 0.02
+    probabilities = tuned.predict(parts.test.drop(columns=["risk"])).probabilities[:, 1]
+    assert abs(probabilities.mean() - (parts.test["risk"] == "bad").mean()) < 0.02
 
 
 def test_too_few_validation_rows_of_a_class_keep_the_prior_default():

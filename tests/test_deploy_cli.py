@@ -5,7 +5,7 @@ import json
 import jsonschema
 import pytest
 import yaml
-from bundles import build_bundle
+from bundles import build_bundle, churn_evaluation, gate_decision
 from s3_server import new_bucket, running_moto
 from test_deploy import CRDS, FakeCustomObjects
 
@@ -26,8 +26,8 @@ def s3_registry(tmp_path_factory, churn):
         registry = f"s3://{new_bucket(moto.client())}/registry"
         for blessed in (True, False, True):
             register_bundle(
-                str(bundle), registry, "churn", {"metrics": {"roc_auc": 0.8}},
-                {"blessed": blessed, "reasons": ["FAIL: roc_auc"] if not blessed else []},
+                str(bundle), registry, "churn", churn_evaluation(),
+                gate_decision(blessed, ["FAIL: roc_auc"] if not blessed else []),
                 {"run_id": "r"},
             )  # fmt: skip
         set_alias(open_registry(registry), "churn", "champion", 1)

@@ -25,6 +25,7 @@ from kfp_lifecycle.components.report import _learning_section
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
 from kfp_lifecycle.core.bundle import write_bundle
+from kfp_lifecycle.core.documents import Calibration, Diagnosis, read_document
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 from kfp_lifecycle.families import FAMILIES
@@ -136,9 +137,11 @@ def test_component_writes_what_the_report_draws(tmp_path, churn):
     write_bundle(tmp_path / "model", bundle.pipeline, bundle.metadata)
     parts.train.to_parquet(tmp_path / "train.parquet")
     parts.validation.to_parquet(tmp_path / "valid.parquet")
+    (tmp_path / "calibration.json").write_text(Calibration().model_dump_json())
     diagnosis = Artifact(uri=str(tmp_path / "diagnosis.json"))
     diagnose.python_func(
         model=Model(uri=str(tmp_path / "model")),
+        calibration=Artifact(uri=str(tmp_path / "calibration.json")),
         train=Dataset(uri=str(tmp_path / "train.parquet")),
         validation=Dataset(uri=str(tmp_path / "valid.parquet")),
         diagnosis=diagnosis,
@@ -146,6 +149,7 @@ def test_component_writes_what_the_report_draws(tmp_path, churn):
         options={"sizes": [0.5, 1.0]},
     )
     written = json.loads(Path(diagnosis.path).read_text())
+    assert read_document(diagnosis.path, Diagnosis).verdict == written["verdict"]
     assert written["verdict"] in ("overfitting", "underfitting", "under-confident", "good fit")
     assert diagnosis.metadata["verdict"] == written["verdict"]
     curve = written["validation_curve"]

@@ -8,7 +8,7 @@ from sklearn import metrics as skm
 
 from kfp_lifecycle.components.evaluate import (
     ThresholdOptions,
-    calibrate_bundle_threshold,
+    calibrate_bundle,
     calibrate_threshold,
     choose_threshold,
     compute_metrics,
@@ -20,7 +20,8 @@ from kfp_lifecycle.components.evaluate import (
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
-from kfp_lifecycle.core.bundle import MODEL_FILE, Prediction, load_bundle, write_bundle
+from kfp_lifecycle.core.bundle import Prediction, load_bundle, write_bundle
+from kfp_lifecycle.core.documents import Calibration, Evaluation, read_document, served
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION, metrics_for
 
@@ -197,57 +198,61 @@ def test_bad_threshold_options_are_named(options, field):
         ThresholdOptions.model_validate(options)
 
 
-def test_tuned_bundle_carries_the_threshold_and_stays_verifiable(tmp_path, binary):
+def test_calibration_sets_the_threshold_that_serving_applies_and_leaves_the_model(binary):
     directory, parts = binary
-    tuned = tmp_path / "tuned"
-    report = calibrate_bundle_threshold(
-        str(directory), parts.validation, str(tuned), ThresholdOptions(strategy="f1")
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+    calibration, report = calibrate_bundle(
+        load_bundle(directory), parts.validation, ThresholdOptions(strategy="f1")
     )
-    assert sorted(p.name for p in tuned.iterdir()) == sorted(p.name for p in directory.iterdir())
-    assert (tuned / MODEL_FILE).read_bytes() == (directory / MODEL_FILE).read_bytes()
-    bundle = load_bundle(tuned)  # verifies the recorded sha256
-    threshold = bundle.metadata["decision_threshold"]
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before  # model untouched
+    threshold = calibration.decision_threshold
     assert threshold == report["threshold"] != 0.5
+    assert calibration.threshold_selection["threshold"] == threshold
+    assert "curve" not in calibration.threshold_selection  # the curve stays in the report
+    bundle = served(load_bundle(directory), calibration)
+    assert bundle.metadata["decision_threshold"] == threshold
     prediction = bundle.predict(parts.test.drop(columns=["churned"]))
     expected = np.where(prediction.probabilities[:, 1] >= threshold, "yes", "no")
     assert prediction.labels == expected.tolist()
     assert evaluate_bundle(bundle, parts.test)["decision_threshold"] == threshold
 
 
-def test_multiclass_bundle_gets_no_threshold_only_a_calibration(tmp_path, three_classes):
+def test_multiclass_bundle_gets_no_threshold_only_a_calibration(three_classes):
     directory, parts = three_classes
-    report = calibrate_bundle_threshold(
-        str(directory), parts.validation, str(tmp_path / "out"), ThresholdOptions(calibrate=False)
+    model = load_bundle(directory)
+    calibration, report = calibrate_bundle(
+        model, parts.validation, ThresholdOptions(calibrate=False)
     )
     assert not report["applied"] and "binary" in report["reason"]
-    assert load_bundle(tmp_path / "out").metadata == load_bundle(directory).metadata
-    report = calibrate_bundle_threshold(
-        str(directory), parts.validation, str(tmp_path / "calibrated"), ThresholdOptions()
-    )
-    calibrated = load_bundle(tmp_path / "calibrated").metadata
-    assert ("calibration" in calibrated) is report["calibration"]["applied"]
-    assert {k: v for k, v in calibrated.items() if k != "calibration"} == load_bundle(
-        directory
-    ).metadata
+    assert calibration == Calibration() and served(model, calibration).metadata == model.metadata
+    calibration, report = calibrate_bundle(model, parts.validation, ThresholdOptions())
+    assert calibration.decision_threshold is None
+    assert (calibration.scaling is not None) is report["calibration"]["applied"]
+    assembled = served(model, calibration).metadata
+    assert ("calibration" in assembled) is report["calibration"]["applied"]
+    assert {k: v for k, v in assembled.items() if k != "calibration"} == model.metadata
 
 
-def test_threshold_component_writes_the_tuned_bundle_and_its_evidence(tmp_path, binary):
+def test_threshold_component_writes_the_calibration_and_its_evidence(tmp_path, binary):
     directory, parts = binary
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
     validation = tmp_path / "validation.parquet"
     parts.validation.to_parquet(validation, index=False)
-    tuned = Model(uri=str(tmp_path / "tuned"))
+    calibration = Artifact(uri=str(tmp_path / "calibration.json"))
     calibrate_threshold.python_func(
         model=Model(uri=str(directory)),
         validation=Dataset(uri=str(validation)),
-        tuned=tuned,
+        calibration=calibration,
         report=Artifact(uri=str(tmp_path / "threshold.json")),
         options={"strategy": "cost", "cost_false_negative": 5.0},
     )
     evidence = json.loads((tmp_path / "threshold.json").read_text())
     assert evidence["strategy"] == "cost" and evidence["costs"]["false_negative"] == 5.0
-    assert load_bundle(tuned.path).metadata["decision_threshold"] == evidence["threshold"]
-    assert tuned.metadata["decision_threshold"] == evidence["threshold"]
+    chosen = read_document(calibration.path, Calibration)
+    assert chosen.decision_threshold == evidence["threshold"]
+    assert calibration.metadata["decision_threshold"] == evidence["threshold"]
     assert evidence["at_threshold"]["cost"] <= evidence["at_default"]["cost"]
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
 
 
 def test_evaluation_refuses_rows_without_the_target(binary):
@@ -256,18 +261,21 @@ def test_evaluation_refuses_rows_without_the_target(binary):
         evaluate_bundle(load_bundle(directory), parts.test.drop(columns=["churned"]))
 
 
-def _run_evaluate(tmp_path, directory, test):
+def _run_evaluate(tmp_path, directory, test, calibration: Calibration | None = None):
     """The evaluate component's own body, with the KFP artifacts the dashboard reads."""
     rows = tmp_path / "test.parquet"
     test.to_parquet(rows, index=False)
+    (tmp_path / "calibration.json").write_text((calibration or Calibration()).model_dump_json())
     metrics, classification = Metrics(uri=str(tmp_path / "m")), ClassificationMetrics(uri="")
     evaluate.python_func(
         model=Model(uri=str(directory)),
+        calibration=Artifact(uri=str(tmp_path / "calibration.json")),
         test=Dataset(uri=str(rows)),
         metrics=metrics,
         classification_metrics=classification,
         evaluation=Artifact(uri=str(tmp_path / "evaluation.json")),
     )
+    read_document(tmp_path / "evaluation.json", Evaluation)  # a valid Evaluation
     return metrics, classification, json.loads((tmp_path / "evaluation.json").read_text())
 
 
@@ -283,6 +291,16 @@ def test_the_dashboard_gets_every_finite_metric_the_confusion_matrix_and_the_roc
     roc = classification.metadata["confidenceMetrics"]
     assert len(roc) == len(written["roc_curve"]["fpr"])
     assert {point["recall"] for point in roc} >= {0.0, 1.0}
+
+
+def test_evaluate_judges_the_model_with_its_calibration_applied(tmp_path, binary):
+    """The evaluation is of the served behaviour: the calibration's threshold decides."""
+    directory, parts = binary
+    everything_positive = Calibration(decision_threshold=0.0)
+    _, _, written = _run_evaluate(tmp_path, directory, parts.test, everything_positive)
+    assert written["decision_threshold"] == 0.0
+    assert written["metrics"]["recall"] == 1.0
+    assert written["confusion_matrix"]["matrix"][0][0] == 0  # no row is predicted "no"
 
 
 def test_multiclass_gets_a_confusion_matrix_and_no_binary_roc(tmp_path, three_classes):

@@ -22,6 +22,7 @@ from kfp_lifecycle.components.report import _importance_section
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
 from kfp_lifecycle.core.bundle import load_bundle, write_bundle
+from kfp_lifecycle.core.documents import Calibration, Explanation, assembled_metadata, read_document
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 from kfp_lifecycle.serving.model import BundleModel
@@ -61,21 +62,25 @@ def test_importance_ranks_the_planted_columns(planted):
     assert by_column["signal"] > by_column["weak"] > by_column["noise"]
 
 
-def test_component_keeps_the_explanation_in_a_bundle_that_verifies(planted, tmp_path):
+def test_component_writes_the_explanation_and_leaves_the_model(planted, tmp_path):
     bundle, test = planted
+    before = {p.name: p.read_bytes() for p in Path(bundle.path).iterdir()}
     test.to_parquet(tmp_path / "test.parquet")
+    (tmp_path / "calibration.json").write_text(Calibration().model_dump_json())
     explanation = Artifact(uri=str(tmp_path / "explanation.json"))
-    explained = Model(uri=str(tmp_path / "explained"))
     explain.python_func(
         model=Model(uri=str(bundle.path)),
+        calibration=Artifact(uri=str(tmp_path / "calibration.json")),
         test=Dataset(uri=str(tmp_path / "test.parquet")),
         explanation=explanation,
-        explained=explained,
         options={"repeats": 2},
     )
+    assert {p.name: p.read_bytes() for p in Path(bundle.path).iterdir()} == before
     written = json.loads(Path(explanation.path).read_text())
-    kept = load_bundle(explained.path)  # verifies model.joblib's sha256
-    assert kept.metadata["explanation"] == written
+    document = read_document(explanation.path, Explanation)
+    assert document.shap_mean_abs and written["metric"] == document.metric
+    # what register keeps in the bundle's metadata for the model server
+    assert assembled_metadata(bundle.metadata, explanation=document)["explanation"] == written
     section = "".join(_importance_section(written).parts)
     assert section.count("data:image/png;base64,") == 2  # permutation and SHAP charts
 

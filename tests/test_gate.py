@@ -18,6 +18,7 @@ from kfp_lifecycle.components.gate import (
 )
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.core.bundle import MODEL_FILE, load_bundle
+from kfp_lifecycle.core.documents import Blessing, Calibration, Evaluation, read_document, served
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
 from kfp_lifecycle.registry import CHAMPION, LocalRegistry, set_alias
@@ -132,7 +133,7 @@ def test_override_blesses_a_refused_model_and_keeps_every_reason():
     assert after.reasons[: len(before.reasons)] == before.reasons
     assert after.override_reason == "INC-42: ship the fix now"
     assert "INC-42" in after.reasons[-1]
-    document = after.to_dict()
+    document = after.model_dump()
     assert document["overridden"] and document["checks"][0]["passed"] is False
 
 
@@ -167,11 +168,11 @@ def _registry_with_champion(root, bundle_dir):
 
 
 def _assess(bundle_dir, test, registry_root, tmp_path, **options):
-    evaluation = evaluate_bundle(load_bundle(bundle_dir), test)
+    candidate = load_bundle(bundle_dir)
     return assess(
-        str(bundle_dir),
+        candidate,
         test,
-        evaluation,
+        Evaluation.model_validate(evaluate_bundle(candidate, test)),
         CLASSIFICATION,
         str(registry_root),
         "churn",
@@ -247,9 +248,11 @@ def test_component_writes_the_decision_even_when_nothing_passes(tmp_path, bundle
     test.to_parquet(test_path, index=False)
     evaluation = tmp_path / "evaluation.json"
     evaluation.write_text(json.dumps(evaluate_bundle(load_bundle(worse), test)))
+    (tmp_path / "calibration.json").write_text(Calibration().model_dump_json())
     blessing = Artifact(uri=str(tmp_path / "blessing.json"))
     blessed = gate.python_func(
         model=Model(uri=str(worse)),
+        calibration=Artifact(uri=str(tmp_path / "calibration.json")),
         test=Dataset(uri=str(test_path)),
         evaluation=Artifact(uri=str(evaluation)),
         task=CLASSIFICATION,
@@ -259,7 +262,23 @@ def test_component_writes_the_decision_even_when_nothing_passes(tmp_path, bundle
         options={"thresholds": {"roc_auc": 0.99}},
     )
     document = json.loads((tmp_path / "blessing.json").read_text())
+    assert read_document(tmp_path / "blessing.json", Blessing).blessed is False
     assert blessed is False is document["blessed"] is blessing.metadata["blessed"]
     assert set(document) >= {"blessed", "overridden", "reasons", "checks", "thresholds"}
     assert document["baseline"]["version"] == 1 and document["baseline"]["metrics"]
     assert all(not check["passed"] for check in document["checks"])
+
+
+def test_gate_refuses_to_judge_an_evaluation_of_another_threshold(tmp_path, bundles):
+    """The evaluation must be of the model as served: the calibration's threshold."""
+    good, _, test = bundles
+    raw = load_bundle(good)
+    evaluation = Evaluation.model_validate(evaluate_bundle(raw, test))  # at 0.5
+    candidate = served(raw, Calibration(decision_threshold=0.3))
+    with pytest.raises(LifecycleError, match=r"threshold 0\.5, but the model is served at 0\.3"):
+        assess(candidate, test, evaluation, CLASSIFICATION, str(tmp_path), "churn",
+               _options(**BOTH_PASS), str(tmp_path))  # fmt: skip
+    matching = Evaluation.model_validate(evaluate_bundle(candidate, test))
+    decision = assess(candidate, test, matching, CLASSIFICATION, str(tmp_path / "none"), "churn",
+                      _options(**BOTH_PASS), str(tmp_path))  # fmt: skip
+    assert decision.blessed

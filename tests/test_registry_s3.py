@@ -9,7 +9,7 @@ from pathlib import Path
 
 import joblib
 import pytest
-from bundles import build_bundle
+from bundles import build_bundle, churn_evaluation, gate_decision
 from minio import Minio
 from s3_server import MotoS3, new_bucket, running_moto
 
@@ -313,11 +313,11 @@ def test_promote_and_rollback_on_s3(client, root, bundle_dir):
 def test_registry_commands_on_s3(moto, root, bundle_dir, monkeypatch, capsys):
     for name, value in {**moto.env(), "COLUMNS": "200"}.items():
         monkeypatch.setenv(name, value)  # what the command reads its endpoint from
-    evaluation = {"metrics": {"roc_auc": 0.8}}
+    evaluation = churn_evaluation()
     for blessed in (True, False):
         register_bundle(
             str(bundle_dir), root, "churn", evaluation,
-            {"blessed": blessed, "reasons": []}, {"run_id": f"run-{blessed}"},
+            gate_decision(blessed), {"run_id": f"run-{blessed}"},
         )  # fmt: skip
 
     def run(*args: str) -> tuple[int, str, str]:

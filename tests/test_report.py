@@ -9,18 +9,13 @@ from html_pages import CHROMIUM, NO_CHROMIUM, Tables, chromium, sections_of
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Model
 from pydantic import ValidationError
 
-from kfp_lifecycle.components.evaluate import (
-    ThresholdOptions,
-    calibrate_bundle_threshold,
-    evaluate_bundle,
-)
+from kfp_lifecycle.components.evaluate import ThresholdOptions, calibrate_bundle, evaluate_bundle
 from kfp_lifecycle.components.features import FeaturesOptions, fit_feature_selector
 from kfp_lifecycle.components.gate import GateOptions, decide
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.report import (
     ReportOptions,
     build_report,
-    card_bundle,
     metrics_by_slice,
     pick_slice_column,
     pr_figure,
@@ -31,7 +26,8 @@ from kfp_lifecycle.components.report import (
 )
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model
-from kfp_lifecycle.core.bundle import METADATA_FILE, MODEL_FILE, load_bundle, write_bundle
+from kfp_lifecycle.core.bundle import load_bundle, write_bundle
+from kfp_lifecycle.core.documents import Diagnosis, Explanation, Leaderboard, as_dict, served
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.schema import CATEGORICAL
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
@@ -51,29 +47,38 @@ SECTIONS = (
 )
 
 # The documents other steps produce, in their documented shapes.
-DIAGNOSIS = {
-    "verdict": "overfitting",
-    "evidence": ["training roc_auc 0.93 against validation 0.71"],
-    "suggestion": "raise min_samples_leaf or add rows",
-    "metric": "roc_auc",
-    "learning_curve": {
-        "train_sizes": [100, 250, 500, 720],
-        "train_scores": [0.97, 0.94, 0.92, 0.91],
-        "validation_scores": [0.61, 0.66, 0.69, 0.71],
-    },
-    "validation_curve": {
-        "param": "C",
-        "values": [0.001, 0.01, 0.1, 1.0, 10.0],
-        "train_scores": [0.70, 0.76, 0.82, 0.88, 0.91],
-        "validation_scores": [0.66, 0.70, 0.71, 0.70, 0.68],
-    },
-}
-EXPLANATION = {
-    "permutation_importance": {"tenure_months": 0.081, "support_calls": 0.046, "age": -0.002},
-    "permutation_importance_std": {"tenure_months": 0.01, "support_calls": 0.007, "age": 0.003},
-    "shap_mean_abs": {"tenure_months": 0.4, "support_calls": 0.3, "plan_basic": 0.1},
-    "method": "permutation importance on test rows (roc_auc, 5 repeats)",
-}
+DIAGNOSIS = as_dict(
+    Diagnosis(
+        verdict="overfitting",
+        evidence=["training roc_auc 0.93 against validation 0.71"],
+        suggestion="raise min_samples_leaf or add rows",
+        metric="roc_auc",
+        greater_is_better=True,
+        baseline_score=0.5,
+        skill={"train": 0.82, "validation": 0.42, "gap": 0.4},
+        rules={"gap_tolerance": 0.1, "min_skill": 0.1},
+        learning_curve={
+            "train_sizes": [100, 250, 500, 720],
+            "train_scores": [0.97, 0.94, 0.92, 0.91],
+            "validation_scores": [0.61, 0.66, 0.69, 0.71],
+        },
+        validation_curve={
+            "param": "C",
+            "values": [0.001, 0.01, 0.1, 1.0, 10.0],
+            "train_scores": [0.70, 0.76, 0.82, 0.88, 0.91],
+            "validation_scores": [0.66, 0.70, 0.71, 0.70, 0.68],
+        },
+    )
+)
+EXPLANATION = as_dict(
+    Explanation(
+        permutation_importance={"tenure_months": 0.081, "support_calls": 0.046, "age": -0.002},
+        permutation_importance_std={"tenure_months": 0.01, "support_calls": 0.007, "age": 0.003},
+        shap_mean_abs={"tenure_months": 0.4, "support_calls": 0.3, "plan_basic": 0.1},
+        method="permutation importance on test rows (roc_auc, 5 repeats)",
+        metric="roc_auc",
+    )
+)
 
 
 def _trials(family: str, seed: int) -> dict:
@@ -107,18 +112,18 @@ TRIALS = [_trials("xgboost", 1), _trials("random_forest", 2)]
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, churn):
-    """A real bundle with its decision threshold, its test evaluation and gate decision."""
+    """A real selected bundle, its calibration, the bundle as served (calibration applied),
+    its test evaluation and gate decision."""
     root = tmp_path_factory.mktemp("report")
     build_bundle(root / "selected", churn)
     parts = split_table(churn, "churned", CLASSIFICATION, seed=0)
-    calibrate_bundle_threshold(
-        str(root / "selected"), parts.validation, str(root / "tuned"), ThresholdOptions()
-    )
-    bundle = load_bundle(root / "tuned")
+    selected = load_bundle(root / "selected")
+    calibration, _ = calibrate_bundle(selected, parts.validation, ThresholdOptions())
+    bundle = served(selected, calibration)
     evaluation = evaluate_bundle(bundle, parts.test)
     options = GateOptions(thresholds={"roc_auc": 0.6})
-    blessing = decide(evaluation["metrics"], CLASSIFICATION, options, "roc_auc").to_dict()
-    return root / "tuned", bundle, parts.test, evaluation, blessing
+    blessing = decide(evaluation["metrics"], CLASSIFICATION, options, "roc_auc").model_dump()
+    return (root / "selected", calibration), bundle, parts.test, evaluation, blessing
 
 
 @pytest.fixture(scope="module")
@@ -320,21 +325,19 @@ def test_model_card_states_use_data_metrics_and_limitations(evaluated):
     assert ("**Blessed**" in card) is blessing["blessed"]
 
 
-def test_card_goes_into_a_bundle_that_still_verifies(tmp_path, evaluated):
-    tuned, _, _, _, _ = evaluated
-    card_bundle(str(tuned), "# Model card\n", str(tmp_path / "carded"))
-    assert sorted(p.name for p in (tmp_path / "carded").iterdir()) == [METADATA_FILE, MODEL_FILE]
-    assert load_bundle(tmp_path / "carded").metadata["model_card"] == "# Model card\n"
-
-
 def test_bad_report_options_are_named():
     with pytest.raises(ValidationError, match="slice_columns"):
         ReportOptions.model_validate({"slice_columns": "plan"})
 
 
-def test_component_writes_report_card_and_carded_bundle(tmp_path, evaluated, feature_reports):
-    tuned, _, test, evaluation, blessing = evaluated
+def test_component_writes_report_and_card_and_leaves_the_model(
+    tmp_path, evaluated, feature_reports
+):
+    (selected, calibration), _, test, evaluation, blessing = evaluated
+    before = {p.name: p.read_bytes() for p in selected.iterdir()}
     documents = {
+        "calibration": calibration.model_dump(),
+        "leaderboard": Leaderboard(primary_metric="roc_auc", scores={"linear": 0.8, "knn": 0.7}),
         "evaluation": evaluation,
         "blessing": blessing,
         "diagnosis": DIAGNOSIS,
@@ -344,11 +347,14 @@ def test_component_writes_report_card_and_carded_bundle(tmp_path, evaluated, fea
         "features": feature_reports[1],
     }
     for name, document in documents.items():
-        (tmp_path / f"{name}.json").write_text(json.dumps(document))
+        text = document.model_dump_json() if hasattr(document, "model_dump_json") else None
+        (tmp_path / f"{name}.json").write_text(text or json.dumps(document))
     test.to_parquet(tmp_path / "test.parquet", index=False)
     page, card = HTML(uri=str(tmp_path / "report.html")), Markdown(uri=str(tmp_path / "card.md"))
     report.python_func(
-        model=Model(uri=str(tuned)),
+        model=Model(uri=str(selected)),
+        calibration=Artifact(uri=str(tmp_path / "calibration.json")),
+        leaderboard=Artifact(uri=str(tmp_path / "leaderboard.json")),
         test=Dataset(uri=str(tmp_path / "test.parquet")),
         evaluation=Artifact(uri=str(tmp_path / "evaluation.json")),
         blessing=Artifact(uri=str(tmp_path / "blessing.json")),
@@ -359,7 +365,6 @@ def test_component_writes_report_card_and_carded_bundle(tmp_path, evaluated, fea
         features=Artifact(uri=str(tmp_path / "features.json")),
         report=page,
         model_card=card,
-        carded=Model(uri=str(tmp_path / "carded")),
         options={"slice_column": "contract"},
     )
     sections = sections_of(Path(page.path).read_text())
@@ -367,5 +372,9 @@ def test_component_writes_report_card_and_carded_bundle(tmp_path, evaluated, fea
     assert "xgboost" in sections.text["tuning"]
     assert "split by 'contract'" in sections.text["slices"]
     assert "constant" in sections.text["features"]  # the reason preprocessing dropped 'site'
-    carded = load_bundle(tmp_path / "carded")
-    assert carded.metadata["model_card"] == Path(card.path).read_text()
+    text = Path(card.path).read_text()
+    # the card describes the model as served (its calibration's threshold) and the
+    # leaderboard document (knn is in no bundle's metadata)
+    assert f"at least {calibration.decision_threshold:.4f}" in text
+    assert "linear 0.8000, knn 0.7000" in text
+    assert {p.name: p.read_bytes() for p in selected.iterdir()} == before  # never rewritten

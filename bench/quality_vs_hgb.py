@@ -149,7 +149,7 @@ def whole_pipeline(frame: pd.DataFrame, target: str, task: str) -> dict:
         started = time.perf_counter()
         summary = run_training(config)
         seconds = time.perf_counter() - started
-        cleaned, _ = clean_table(read_table(data), target, config.cleaning)
+        cleaned, _ = clean_table(read_table(data), target, config.clean)
         parts = split_table(cleaned, target, task, config.split)
     return {
         "champion": summary["champion"],

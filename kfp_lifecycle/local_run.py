@@ -98,7 +98,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "report_options": config.report.model_dump(mode="json"),
         "gate_options": config.gate.model_dump(mode="json", exclude_none=True),
         "profile_options": config.profile.model_dump(mode="json", exclude_none=True),
-        "clean_options": config.cleaning.model_dump(mode="json", exclude_none=True),
+        "clean_options": config.clean.model_dump(mode="json", exclude_none=True),
         "split_options": config.split.model_dump(mode="json", exclude_none=True),
         "preprocess_options": config.preprocessing.model_dump(mode="json", exclude_none=True),
         "features_options": config.features.model_dump(mode="json", exclude_none=True),

@@ -43,7 +43,7 @@ def test_tuning_beats_the_champions_defaults_within_the_budget_and_the_report_sh
     metric = PRIMARY_METRIC[task]
     assert config.data.metric == "auto" and tuning.enabled
 
-    table, _ = clean_table(make_churn_dataset(ROWS), target, config.cleaning)
+    table, _ = clean_table(make_churn_dataset(ROWS), target, config.clean)
     parts = split_table(table, target, task, config.split)
     fitted, schema, found = fit_preprocessor(parts.train, target, task, config.preprocessing)
     real = drop_outlier_rows(parts.train, found)

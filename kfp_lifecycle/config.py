@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 # still read, with a warning, until the next release.
 RENAMED_KEYS: dict[str, str] = {
     "cleaning": "clean",
+    "preprocessing": "preprocess",
 }
 
 
@@ -180,7 +181,7 @@ class LifecycleConfig(Section):
     profile: ProfileOptions = Field(default_factory=ProfileOptions)
     clean: CleanOptions = Field(default_factory=CleanOptions)
     split: SplitOptions = Field(default_factory=SplitOptions)
-    preprocessing: PreprocessOptions = Field(default_factory=PreprocessOptions)
+    preprocess: PreprocessOptions = Field(default_factory=PreprocessOptions)
     features: FeaturesOptions = Field(default_factory=FeaturesOptions)
     imbalance: BalanceOptions = Field(default_factory=BalanceOptions)
     models: ModelsConfig = Field(default_factory=ModelsConfig)

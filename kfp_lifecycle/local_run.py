@@ -71,7 +71,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     checked = validate_table(
         frame, target, config.data.task, config.data.metric, config.data.positive_class
     )
-    drop_unusable(frame, infer_schema(frame, target), config.preprocessing)
+    drop_unusable(frame, infer_schema(frame, target), config.preprocess)
     for family in config.models.families:
         get_family(family).estimator(checked.task)
     check_thresholds(config.gate.thresholds, checked.task)
@@ -100,7 +100,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "profile_options": config.profile.model_dump(mode="json", exclude_none=True),
         "clean_options": config.clean.model_dump(mode="json", exclude_none=True),
         "split_options": config.split.model_dump(mode="json", exclude_none=True),
-        "preprocess_options": config.preprocessing.model_dump(mode="json", exclude_none=True),
+        "preprocess_options": config.preprocess.model_dump(mode="json", exclude_none=True),
         "features_options": config.features.model_dump(mode="json", exclude_none=True),
         "balance_options": config.imbalance.model_dump(mode="json", exclude_none=True),
         "sql_options": sql_options,

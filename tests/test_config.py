@@ -117,9 +117,11 @@ def test_known_names_pass():
 # same under its new name (kfp_lifecycle.config.RENAMED_KEYS).
 OLD_KEYS = {
     "cleaning": {"drop_duplicates": False},
+    "preprocessing": {"numeric_imputation": "mean"},
 }
 NEW_KEYS = {
     "clean": {"drop_duplicates": False},
+    "preprocess": {"numeric_imputation": "mean"},
 }
 
 

@@ -45,7 +45,7 @@ def test_tuning_beats_the_champions_defaults_within_the_budget_and_the_report_sh
 
     table, _ = clean_table(make_churn_dataset(ROWS), target, config.clean)
     parts = split_table(table, target, task, config.split)
-    fitted, schema, found = fit_preprocessor(parts.train, target, task, config.preprocessing)
+    fitted, schema, found = fit_preprocessor(parts.train, target, task, config.preprocess)
     real = drop_outlier_rows(parts.train, found)
     selected, _ = fit_feature_selector(fitted, real, target, task, config.features)
     balanced, _ = balance_training_rows(real, target, task, config.imbalance)

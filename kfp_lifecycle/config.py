@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 RENAMED_KEYS: dict[str, str] = {
     "cleaning": "clean",
     "preprocessing": "preprocess",
+    "imbalance": "balance",
 }
 
 
@@ -183,7 +184,7 @@ class LifecycleConfig(Section):
     split: SplitOptions = Field(default_factory=SplitOptions)
     preprocess: PreprocessOptions = Field(default_factory=PreprocessOptions)
     features: FeaturesOptions = Field(default_factory=FeaturesOptions)
-    imbalance: BalanceOptions = Field(default_factory=BalanceOptions)
+    balance: BalanceOptions = Field(default_factory=BalanceOptions)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     decision_threshold: ThresholdOptions = Field(default_factory=ThresholdOptions)
     gate: GateOptions = Field(default_factory=GateOptions)

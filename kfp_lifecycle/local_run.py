@@ -102,7 +102,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "split_options": config.split.model_dump(mode="json", exclude_none=True),
         "preprocess_options": config.preprocess.model_dump(mode="json", exclude_none=True),
         "features_options": config.features.model_dump(mode="json", exclude_none=True),
-        "balance_options": config.imbalance.model_dump(mode="json", exclude_none=True),
+        "balance_options": config.balance.model_dump(mode="json", exclude_none=True),
         "sql_options": sql_options,
         "onnx_export": config.onnx_export,
     }

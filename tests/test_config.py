@@ -48,7 +48,7 @@ def test_reference_example_is_fresh_and_lists_every_default():
     [
         ({"split": {"strategy": "shuffle"}}, "config: split.strategy: Input should be"),
         ({"split": {"test_fraktion": 0.1}}, "config: split.test_fraktion: Extra inputs"),
-        ({"imbalance": {"minority_share_threshold": 0.9}}, "imbalance.minority_share_threshold"),
+        ({"balance": {"minority_share_threshold": 0.9}}, "balance.minority_share_threshold"),
         ({"modelz": {}}, "config: modelz: Extra inputs are not permitted"),
         ({"data": {"task": "ranking"}}, "data.task: Input should be 'auto'"),
         (["not", "a", "mapping"], "expected a mapping of sections, got list"),
@@ -118,10 +118,12 @@ def test_known_names_pass():
 OLD_KEYS = {
     "cleaning": {"drop_duplicates": False},
     "preprocessing": {"numeric_imputation": "mean"},
+    "imbalance": {"strategy": "undersample"},
 }
 NEW_KEYS = {
     "clean": {"drop_duplicates": False},
     "preprocess": {"numeric_imputation": "mean"},
+    "balance": {"strategy": "undersample"},
 }
 
 

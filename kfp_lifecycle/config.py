@@ -55,6 +55,7 @@ RENAMED_KEYS: dict[str, str] = {
     "cleaning": "clean",
     "preprocessing": "preprocess",
     "imbalance": "balance",
+    "diagnosis": "diagnose",
 }
 
 
@@ -188,7 +189,7 @@ class LifecycleConfig(Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     decision_threshold: ThresholdOptions = Field(default_factory=ThresholdOptions)
     gate: GateOptions = Field(default_factory=GateOptions)
-    diagnosis: DiagnoseOptions = Field(default_factory=DiagnoseOptions)
+    diagnose: DiagnoseOptions = Field(default_factory=DiagnoseOptions)
     explanation: ExplainOptions = Field(default_factory=ExplainOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)

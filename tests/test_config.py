@@ -119,11 +119,13 @@ OLD_KEYS = {
     "cleaning": {"drop_duplicates": False},
     "preprocessing": {"numeric_imputation": "mean"},
     "imbalance": {"strategy": "undersample"},
+    "diagnosis": {"sizes": [0.5, 1.0]},
 }
 NEW_KEYS = {
     "clean": {"drop_duplicates": False},
     "preprocess": {"numeric_imputation": "mean"},
     "balance": {"strategy": "undersample"},
+    "diagnose": {"sizes": [0.5, 1.0]},
 }
 
 

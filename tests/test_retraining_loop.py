@@ -35,7 +35,7 @@ def test_train_serve_log_label_monitor_retrain_on_a_table_with_an_id(tmp_path):
         "model_name": "churn",
         "models": {"families": ["linear"], "tuning": {"enabled": False}},
         "gate": {"thresholds": {"roc_auc": 0.5}},
-        "diagnosis": {"sizes": [1.0]},
+        "diagnose": {"sizes": [1.0]},
         "explanation": {"repeats": 1},
     }
     first = run_training(

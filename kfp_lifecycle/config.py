@@ -56,6 +56,7 @@ RENAMED_KEYS: dict[str, str] = {
     "preprocessing": "preprocess",
     "imbalance": "balance",
     "diagnosis": "diagnose",
+    "explanation": "explain",
 }
 
 
@@ -190,7 +191,7 @@ class LifecycleConfig(Section):
     decision_threshold: ThresholdOptions = Field(default_factory=ThresholdOptions)
     gate: GateOptions = Field(default_factory=GateOptions)
     diagnose: DiagnoseOptions = Field(default_factory=DiagnoseOptions)
-    explanation: ExplainOptions = Field(default_factory=ExplainOptions)
+    explain: ExplainOptions = Field(default_factory=ExplainOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     onnx_export: bool = Field(

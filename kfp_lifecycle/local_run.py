@@ -94,7 +94,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "tuning_options": config.models.tuning.model_dump(mode="json"),
         "threshold_options": config.decision_threshold.model_dump(mode="json"),
         "diagnose_options": config.diagnose.model_dump(mode="json"),
-        "explain_options": config.explanation.model_dump(mode="json"),
+        "explain_options": config.explain.model_dump(mode="json"),
         "report_options": config.report.model_dump(mode="json"),
         "gate_options": config.gate.model_dump(mode="json", exclude_none=True),
         "profile_options": config.profile.model_dump(mode="json", exclude_none=True),

@@ -120,12 +120,14 @@ OLD_KEYS = {
     "preprocessing": {"numeric_imputation": "mean"},
     "imbalance": {"strategy": "undersample"},
     "diagnosis": {"sizes": [0.5, 1.0]},
+    "explanation": {"repeats": 3},
 }
 NEW_KEYS = {
     "clean": {"drop_duplicates": False},
     "preprocess": {"numeric_imputation": "mean"},
     "balance": {"strategy": "undersample"},
     "diagnose": {"sizes": [0.5, 1.0]},
+    "explain": {"repeats": 3},
 }
 
 

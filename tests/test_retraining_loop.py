@@ -36,7 +36,7 @@ def test_train_serve_log_label_monitor_retrain_on_a_table_with_an_id(tmp_path):
         "models": {"families": ["linear"], "tuning": {"enabled": False}},
         "gate": {"thresholds": {"roc_auc": 0.5}},
         "diagnose": {"sizes": [1.0]},
-        "explanation": {"repeats": 1},
+        "explain": {"repeats": 1},
     }
     first = run_training(
         parse_config({**common, "data": {"source": str(data), "target": "churned"},

@@ -542,7 +542,7 @@ def suggest(
     helps = any(skills[i] - valid_skill >= NOTABLE_SKILL for i in wanted)
     generic = knob.advice(OVERFITTING if verdict == OVERFITTING else UNDERFITTING)
     if verdict == UNDERCONFIDENT:  # a ranking metric's curve cannot show confidence
-        return f"calibrate the probabilities (decision_threshold.calibrate), or {generic}"
+        return f"calibrate the probabilities (calibrate.calibrate), or {generic}"
     if helps or not skills:
         return generic
     best = values[int(np.argmax(skills))]

@@ -231,7 +231,7 @@ def evaluate_bundle(bundle: Bundle, frame: pd.DataFrame) -> dict[str, Any]:
     return result
 
 
-class ThresholdOptions(BaseModel):
+class CalibrateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Literal["f1", "balanced_accuracy", "cost", "fixed"] = Field(
@@ -272,7 +272,7 @@ class ThresholdOptions(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _costs_weigh_something(self) -> "ThresholdOptions":
+    def _costs_weigh_something(self) -> "CalibrateOptions":
         if self.strategy == "cost" and self.cost_false_positive + self.cost_false_negative == 0:
             raise ValueError(
                 "cost_false_positive and cost_false_negative are both 0: strategy 'cost' "
@@ -465,7 +465,7 @@ def _calibration_scores(
 
 
 def calibrate_bundle_threshold(
-    bundle_dir: str, validation: pd.DataFrame, output_dir: str, options: ThresholdOptions
+    bundle_dir: str, validation: pd.DataFrame, output_dir: str, options: CalibrateOptions
 ) -> dict[str, Any]:
     """Copy the bundle to `output_dir`, a classifier's probabilities calibrated when that
     helps (metadata["calibration"]) and a binary classifier's decision threshold chosen
@@ -520,7 +520,7 @@ def calibrate_bundle_threshold(
 
 
 def threshold_for(
-    y: np.ndarray, scores: np.ndarray, positive: Any, options: ThresholdOptions
+    y: np.ndarray, scores: np.ndarray, positive: Any, options: CalibrateOptions
 ) -> tuple[float, dict[str, Any]]:
     """choose_threshold by the options; with fewer than min_rows_per_class validation rows
     of a class, the prior default instead (the positive share), saying why."""
@@ -546,7 +546,7 @@ def threshold_for(
 
 
 @component
-def calibrate_threshold(
+def calibrate(
     model: Input[Model],
     validation: Input[Dataset],
     tuned: Output[Model],
@@ -565,7 +565,7 @@ def calibrate_threshold(
         report: JSON: calibration (applied, log loss and calibration error before and
             after), strategy (prior when too few rows to choose), threshold,
             precision/recall/F1/cost at it and at 0.5, and the curve the choice was made on.
-        options: ThresholdOptions: strategy (f1, balanced_accuracy, cost, fixed),
+        options: CalibrateOptions: strategy (f1, balanced_accuracy, cost, fixed),
             min_rows_per_class, calibrate, cost_false_positive, cost_false_negative,
             fixed_threshold.
     """
@@ -573,13 +573,13 @@ def calibrate_threshold(
 
     import pandas as pd
 
-    from kfp_lifecycle.components.evaluate import ThresholdOptions, calibrate_bundle_threshold
+    from kfp_lifecycle.components.evaluate import CalibrateOptions, calibrate_bundle_threshold
 
     result = calibrate_bundle_threshold(
         model.path,
         pd.read_parquet(validation.path),
         tuned.path,
-        ThresholdOptions.model_validate(options),
+        CalibrateOptions.model_validate(options),
     )
     with open(report.path, "w") as handle:
         json.dump(result, handle, indent=2)

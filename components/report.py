@@ -157,7 +157,7 @@ def _cell(value: Any) -> float | str:
 
 
 def _threshold_choice(selection: dict[str, Any] | None) -> str:
-    """How the decision threshold was chosen, from calibrate_threshold's summary."""
+    """How the decision threshold was chosen, from calibrate's summary."""
     if not selection:
         return "the default"
     if selection["strategy"] == "prior":

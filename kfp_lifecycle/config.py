@@ -29,7 +29,7 @@ from kfp_lifecycle.components.balance import BalanceOptions
 from kfp_lifecycle.components.clean import CleanOptions
 from kfp_lifecycle.components.diagnose import DiagnoseOptions
 from kfp_lifecycle.components.drift import DriftOptions
-from kfp_lifecycle.components.evaluate import ThresholdOptions
+from kfp_lifecycle.components.evaluate import CalibrateOptions
 from kfp_lifecycle.components.explain import ExplainOptions
 from kfp_lifecycle.components.features import FeaturesOptions
 from kfp_lifecycle.components.gate import GateOptions
@@ -57,6 +57,7 @@ RENAMED_KEYS: dict[str, str] = {
     "imbalance": "balance",
     "diagnosis": "diagnose",
     "explanation": "explain",
+    "decision_threshold": "calibrate",
 }
 
 
@@ -188,7 +189,7 @@ class LifecycleConfig(Section):
     features: FeaturesOptions = Field(default_factory=FeaturesOptions)
     balance: BalanceOptions = Field(default_factory=BalanceOptions)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
-    decision_threshold: ThresholdOptions = Field(default_factory=ThresholdOptions)
+    calibrate: CalibrateOptions = Field(default_factory=CalibrateOptions)
     gate: GateOptions = Field(default_factory=GateOptions)
     diagnose: DiagnoseOptions = Field(default_factory=DiagnoseOptions)
     explain: ExplainOptions = Field(default_factory=ExplainOptions)

@@ -92,7 +92,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "time_budget": config.time_budget,
         "families": config.models.families,
         "tuning_options": config.models.tuning.model_dump(mode="json"),
-        "threshold_options": config.decision_threshold.model_dump(mode="json"),
+        "calibrate_options": config.calibrate.model_dump(mode="json"),
         "diagnose_options": config.diagnose.model_dump(mode="json"),
         "explain_options": config.explain.model_dump(mode="json"),
         "report_options": config.report.model_dump(mode="json"),

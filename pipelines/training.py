@@ -7,7 +7,7 @@ from kfp_lifecycle.cluster import with_db_access, with_s3_access
 from kfp_lifecycle.components.balance import balance
 from kfp_lifecycle.components.clean import clean
 from kfp_lifecycle.components.diagnose import diagnose
-from kfp_lifecycle.components.evaluate import calibrate_threshold, evaluate
+from kfp_lifecycle.components.evaluate import calibrate, evaluate
 from kfp_lifecycle.components.explain import explain
 from kfp_lifecycle.components.export import export_onnx
 from kfp_lifecycle.components.features import select_features
@@ -43,7 +43,7 @@ def training_pipeline(
     metric: str = "auto",
     families: list = DEFAULT_FAMILIES,
     tuning_options: dict = {},  # noqa: B006
-    threshold_options: dict = {},  # noqa: B006
+    calibrate_options: dict = {},  # noqa: B006
     diagnose_options: dict = {},  # noqa: B006
     explain_options: dict = {},  # noqa: B006
     report_options: dict = {},  # noqa: B006
@@ -129,10 +129,10 @@ def training_pipeline(
         candidates=dsl.Collected(candidate.outputs["model"]),
         primary_metric=checked.outputs["primary_metric"],
     )
-    calibrated = calibrate_threshold(
+    calibrated = calibrate(
         model=chosen.outputs["champion"],
         validation=parts.outputs["validation"],
-        options=threshold_options,
+        options=calibrate_options,
     ).set_display_name("calibrate (decision threshold)")
     evaluated = evaluate(model=calibrated.outputs["tuned"], test=parts.outputs["test"])
     decided = with_s3_access(

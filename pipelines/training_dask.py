@@ -31,7 +31,7 @@ def training_dask_pipeline(
     metric: str = "auto",
     families: list = DEFAULT_FAMILIES,
     tuning_options: dict = {},  # noqa: B006
-    threshold_options: dict = {},  # noqa: B006
+    calibrate_options: dict = {},  # noqa: B006
     diagnose_options: dict = {},  # noqa: B006
     explain_options: dict = {},  # noqa: B006
     report_options: dict = {},  # noqa: B006
@@ -82,7 +82,7 @@ def training_dask_pipeline(
             metric=metric,
             families=families,
             tuning_options=tuning_options,
-            threshold_options=threshold_options,
+            calibrate_options=calibrate_options,
             diagnose_options=diagnose_options,
             explain_options=explain_options,
             report_options=report_options,

@@ -142,7 +142,7 @@ def test_the_wiring_keeps_held_out_rows_out_of_every_fitted_step():
     assert edges[("preprocess", "train_clean")] == {"select-features", "balance", "train",
                                                     "diagnose"}  # fmt: skip
     assert edges[("balance", "balanced")] == {"train"}
-    assert edges[("split", "validation")] == {"train", "calibrate-threshold", "diagnose"}
+    assert edges[("split", "validation")] == {"train", "calibrate", "diagnose"}
     assert edges[("split", "test")] == {  # export-onnx: checks the finished model's export
         "evaluate", "gate", "explain", "report", "export-onnx",
     }  # fmt: skip

@@ -121,6 +121,7 @@ OLD_KEYS = {
     "imbalance": {"strategy": "undersample"},
     "diagnosis": {"sizes": [0.5, 1.0]},
     "explanation": {"repeats": 3},
+    "decision_threshold": {"strategy": "balanced_accuracy"},
 }
 NEW_KEYS = {
     "clean": {"drop_duplicates": False},
@@ -128,6 +129,7 @@ NEW_KEYS = {
     "balance": {"strategy": "undersample"},
     "diagnose": {"sizes": [0.5, 1.0]},
     "explain": {"repeats": 3},
+    "calibrate": {"strategy": "balanced_accuracy"},
 }
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows
 from kfp_lifecycle.components.evaluate import (
-    ThresholdOptions,
+    CalibrateOptions,
     calibrate_bundle_threshold,
     evaluate_bundle,
     threshold_for,
@@ -64,7 +64,7 @@ def test_a_95_5_table_gets_minority_recall_and_calibrated_probabilities(tmp_path
     )
     before = evaluate_bundle(load_bundle(tmp_path / "raw"), parts.test)["metrics"]
     report = calibrate_bundle_threshold(
-        str(tmp_path / "raw"), parts.validation, str(tmp_path / "tuned"), ThresholdOptions()
+        str(tmp_path / "raw"), parts.validation, str(tmp_path / "tuned"), CalibrateOptions()
     )
     assert report["calibration"]["applied"] is True
     tuned = load_bundle(tmp_path / "tuned")
@@ -89,10 +89,10 @@ def test_a_95_5_table_gets_minority_recall_and_calibrated_probabilities(tmp_path
 def test_too_few_validation_rows_of_a_class_keep_the_prior_default():
     y = np.array(["bad"] * 6 + ["good"] * 94)
     scores = np.linspace(0, 1, 100)[::-1]
-    threshold, evidence = threshold_for(y, scores, "bad", ThresholdOptions())
+    threshold, evidence = threshold_for(y, scores, "bad", CalibrateOptions())
     assert evidence["strategy"] == "prior" and threshold == 0.06
     assert "only 6 validation row(s) of a class, fewer than 30" in evidence["reason"]
-    threshold, evidence = threshold_for(y, scores, "bad", ThresholdOptions(min_rows_per_class=5))
+    threshold, evidence = threshold_for(y, scores, "bad", CalibrateOptions(min_rows_per_class=5))
     assert evidence["strategy"] == "f1" and threshold != 0.06
 
 

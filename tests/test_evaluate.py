@@ -7,9 +7,9 @@ from pydantic import ValidationError
 from sklearn import metrics as skm
 
 from kfp_lifecycle.components.evaluate import (
-    ThresholdOptions,
+    CalibrateOptions,
+    calibrate,
     calibrate_bundle_threshold,
-    calibrate_threshold,
     choose_threshold,
     compute_metrics,
     evaluate,
@@ -194,14 +194,14 @@ def test_fixed_threshold_is_kept_and_one_class_is_refused():
 )
 def test_bad_threshold_options_are_named(options, field):
     with pytest.raises(ValidationError, match=field):
-        ThresholdOptions.model_validate(options)
+        CalibrateOptions.model_validate(options)
 
 
 def test_tuned_bundle_carries_the_threshold_and_stays_verifiable(tmp_path, binary):
     directory, parts = binary
     tuned = tmp_path / "tuned"
     report = calibrate_bundle_threshold(
-        str(directory), parts.validation, str(tuned), ThresholdOptions(strategy="f1")
+        str(directory), parts.validation, str(tuned), CalibrateOptions(strategy="f1")
     )
     assert sorted(p.name for p in tuned.iterdir()) == sorted(p.name for p in directory.iterdir())
     assert (tuned / MODEL_FILE).read_bytes() == (directory / MODEL_FILE).read_bytes()
@@ -217,12 +217,12 @@ def test_tuned_bundle_carries_the_threshold_and_stays_verifiable(tmp_path, binar
 def test_multiclass_bundle_gets_no_threshold_only_a_calibration(tmp_path, three_classes):
     directory, parts = three_classes
     report = calibrate_bundle_threshold(
-        str(directory), parts.validation, str(tmp_path / "out"), ThresholdOptions(calibrate=False)
+        str(directory), parts.validation, str(tmp_path / "out"), CalibrateOptions(calibrate=False)
     )
     assert not report["applied"] and "binary" in report["reason"]
     assert load_bundle(tmp_path / "out").metadata == load_bundle(directory).metadata
     report = calibrate_bundle_threshold(
-        str(directory), parts.validation, str(tmp_path / "calibrated"), ThresholdOptions()
+        str(directory), parts.validation, str(tmp_path / "calibrated"), CalibrateOptions()
     )
     calibrated = load_bundle(tmp_path / "calibrated").metadata
     assert ("calibration" in calibrated) is report["calibration"]["applied"]
@@ -236,7 +236,7 @@ def test_threshold_component_writes_the_tuned_bundle_and_its_evidence(tmp_path, 
     validation = tmp_path / "validation.parquet"
     parts.validation.to_parquet(validation, index=False)
     tuned = Model(uri=str(tmp_path / "tuned"))
-    calibrate_threshold.python_func(
+    calibrate.python_func(
         model=Model(uri=str(directory)),
         validation=Dataset(uri=str(validation)),
         tuned=tuned,

@@ -11,7 +11,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Markdown, Model
 from pydantic import ValidationError
 
 from kfp_lifecycle.components.evaluate import (
-    ThresholdOptions,
+    CalibrateOptions,
     calibrate_bundle_threshold,
     evaluate_bundle,
 )
@@ -113,7 +113,7 @@ def evaluated(tmp_path_factory, churn):
     build_bundle(root / "selected", churn)
     parts = split_table(churn, "churned", CLASSIFICATION, seed=0)
     calibrate_bundle_threshold(
-        str(root / "selected"), parts.validation, str(root / "tuned"), ThresholdOptions()
+        str(root / "selected"), parts.validation, str(root / "tuned"), CalibrateOptions()
     )
     bundle = load_bundle(root / "tuned")
     evaluation = evaluate_bundle(bundle, parts.test)

@@ -152,7 +152,7 @@ def whole_pipeline(frame: pd.DataFrame, target: str, task: str) -> dict:
         cleaned, _ = clean_table(read_table(data), target, config.clean)
         parts = split_table(cleaned, target, task, config.split)
     return {
-        "champion": summary["champion"],
+        "champion": summary["best_family"],
         "test": summary["metrics"][summary["primary_metric"]],
         "seconds": seconds,
         "baseline": baseline(parts, target, task),

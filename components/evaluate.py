@@ -607,10 +607,10 @@ def evaluate(
     classification_metrics: Output[ClassificationMetrics],
     evaluation: Output[Artifact],
 ):
-    """Score the champion on the held-out test rows.
+    """Score the selected model on the held-out test rows.
 
     Args:
-        model: The champion's bundle directory (with its decision threshold, if any).
+        model: The selected bundle's directory (with its decision threshold, if any).
         test: Held-out rows that no earlier step has looked at.
         metrics: Scalar test metrics (shown in the run's dashboard).
         classification_metrics: Confusion matrix (classifiers) and ROC curve (binary only:

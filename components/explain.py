@@ -168,10 +168,10 @@ def explain(
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
     time_budget: float = 0.0,
 ):
-    """Global feature importance of the champion, kept in its bundle for serving.
+    """Global feature importance of the selected model, kept in its bundle for serving.
 
     Args:
-        model: The calibrated champion bundle (its pipeline takes raw input rows).
+        model: The calibrated selected bundle (its pipeline takes raw input rows).
         test: Held-out test rows: every input column of the model's schema and the target.
         explanation: JSON: method, metric, permutation_importance and
             permutation_importance_std per raw input column (how much the metric worsens

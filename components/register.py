@@ -1,4 +1,5 @@
-"""Register: store the champion as a new immutable version; move `champion` only if blessed."""
+"""Register: store the selected model as a new immutable version; move `champion` only if
+blessed."""
 
 from typing import Any
 
@@ -63,7 +64,7 @@ def register_bundle(
 
 @component
 def register(
-    champion: Input[Model],
+    model: Input[Model],
     evaluation: Input[Artifact],
     blessing: Input[Artifact],
     contract: Input[Artifact],
@@ -75,13 +76,13 @@ def register(
     run_id: str,
     summary: Output[Artifact],
 ):
-    """Store the champion in the model registry and summarise the run.
+    """Store the selected model in the model registry and summarise the run.
 
     Every run gets its own immutable version; the `champion` alias moves to it only when
     the gate blessed it (the old champion stays reachable as `previous`).
 
     Args:
-        champion: The selected bundle.
+        model: The selected bundle.
         evaluation: Its test-set evaluation.
         blessing: The gate's decision.
         contract: The data contract inferred by validate, kept with the model.
@@ -111,7 +112,7 @@ def register(
     lineage = {"data_source": data_source, "data_sha256": data_sha256, "run_id": run_id}
     kept = reference_sample(pd.read_parquet(reference.path), data_contract["target"])
     result = register_bundle(
-        champion.path,
+        model.path,
         registry,
         model_name,
         test_evaluation,

@@ -1,4 +1,5 @@
-"""Select: the champion is the candidate with the best validation score on the primary metric."""
+"""Select: the run's best family, the candidate with the best validation score on the primary
+metric (the registry's `champion` alias is another thing: register moves it, if blessed)."""
 
 import math
 from typing import Any
@@ -53,13 +54,13 @@ def leaderboard(ranked: list[dict[str, Any]], primary_metric: str) -> dict[str, 
 
 
 @component
-def select(candidates: Input[list[Model]], primary_metric: str, champion: Output[Model]):
+def select(candidates: Input[list[Model]], primary_metric: str, selected: Output[Model]):
     """Pick the best candidate on validation data and copy its bundle.
 
     Args:
         candidates: One bundle per model family.
         primary_metric: Metric to rank by (direction comes from the metric).
-        champion: The winning bundle, its metadata extended with the leaderboard.
+        selected: The winning bundle, its metadata extended with the leaderboard.
     """
     import shutil
 
@@ -70,8 +71,8 @@ def select(candidates: Input[list[Model]], primary_metric: str, champion: Output
     ranked = rank_candidates([read_metadata(p) for p in paths.values()], primary_metric)
     board = leaderboard(ranked, primary_metric)
     best = ranked[0]
-    shutil.copytree(paths[best["family"]], champion.path)
-    write_metadata(champion.path, {**best, "leaderboard": board})
-    champion.metadata.update({"family": best["family"], "leaderboard": board})
+    shutil.copytree(paths[best["family"]], selected.path)
+    write_metadata(selected.path, {**best, "leaderboard": board})
+    selected.metadata.update({"family": best["family"], "leaderboard": board})
     for rank, (family, score) in enumerate(board.items(), start=1):  # best first
         print(f"{rank}. {family:<24} validation {primary_metric} = {score:.4f}")

@@ -402,7 +402,7 @@ def split(
         task: classification or regression (a stratified split needs classes).
         train: Rows used to fit preprocessing, balancing and models (time order for a time
             split).
-        validation: Rows used to pick the champion and stop boosting early.
+        validation: Rows used to select the best family and stop boosting early.
         test: Rows held out for the final, honest evaluation.
         report: JSON: strategy applied, rows and shares, class shares per partition, groups
             per partition (group split), time boundaries (time split), warnings.

@@ -29,7 +29,7 @@ PIPELINE_NAME = "training"
 @dsl.pipeline(
     name=PIPELINE_NAME,
     description="Ingest, validate, profile, clean, split, preprocess, select features, "
-    "balance, tune and train model families in parallel, select the champion, choose its "
+    "balance, tune and train model families in parallel, select the best, choose its "
     "decision threshold, evaluate it on held-out data, gate it against business thresholds "
     "and the current champion, diagnose its fit, explain it, report, register it, and "
     "export it as one ONNX model.",
@@ -130,7 +130,7 @@ def training_pipeline(
         primary_metric=checked.outputs["primary_metric"],
     )
     calibrated = calibrate(
-        model=chosen.outputs["champion"],
+        model=chosen.outputs["selected"],
         validation=parts.outputs["validation"],
         options=calibrate_options,
     ).set_display_name("calibrate (decision threshold)")
@@ -174,7 +174,7 @@ def training_pipeline(
     ).set_display_name("report (evaluation report, model card)")
     registered = with_s3_access(
         register(
-            champion=reported.outputs["carded"],
+            model=reported.outputs["carded"],
             evaluation=evaluated.outputs["evaluation"],
             blessing=decided.outputs["blessing"],
             contract=checked.outputs["contract"],
@@ -188,7 +188,7 @@ def training_pipeline(
     )
     with dsl.If(onnx_export == True):  # noqa: E712 (a pipeline condition, not Python's)
         export_onnx(
-            champion=reported.outputs["carded"],
+            model=reported.outputs["carded"],
             test=parts.outputs["test"],
             summary=registered.outputs["summary"],
         ).set_display_name("export (ONNX, checked against the bundle)")

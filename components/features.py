@@ -246,7 +246,7 @@ class _Selection:
 
 
 @component
-def select_features(
+def features(
     train: Input[Dataset],
     preprocessor: Input[Artifact],
     target: str,

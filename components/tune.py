@@ -21,7 +21,7 @@ three rules, so a fold's score is what the pipeline would measure on rows it nev
   synthetic rows come from those rows alone and only ever sit on the training side;
 - the preprocessing is refitted on each fold's training rows: imputation values, clipping
   bounds, scaling, category lists and target encodings come from those rows alone. What the
-  preprocess and select_features steps decided once on all training rows stays: the columns
+  preprocess and features steps decided once on all training rows stays: the columns
   dropped, each column's encoding, the outlier rows removed and the features kept. The first
   three use no labels. Feature selection may (mutual_information, importance): re-running it
   per fold would need its options here and would tune each fold on another feature set than

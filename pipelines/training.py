@@ -10,7 +10,7 @@ from kfp_lifecycle.components.diagnose import diagnose
 from kfp_lifecycle.components.evaluate import calibrate, evaluate
 from kfp_lifecycle.components.explain import explain
 from kfp_lifecycle.components.export import export_onnx
-from kfp_lifecycle.components.features import select_features
+from kfp_lifecycle.components.features import features
 from kfp_lifecycle.components.gate import gate
 from kfp_lifecycle.components.ingest import ingest
 from kfp_lifecycle.components.preprocess import preprocess
@@ -96,7 +96,7 @@ def training_pipeline(
     prepared = preprocess(
         train=parts.outputs["train"], target=target, task=resolved_task, options=preprocess_options
     )
-    selected = select_features(
+    selected = features(
         train=prepared.outputs["train_clean"],
         preprocessor=prepared.outputs["preprocessor"],
         target=target,

@@ -134,12 +134,12 @@ def _artifact_edges(name: str) -> dict[tuple[str, str], set[str]]:
 
 
 def test_the_wiring_keeps_held_out_rows_out_of_every_fitted_step():
-    """No leak by construction: what fits (preprocess, select-features, balance, train) reads
+    """No leak by construction: what fits (preprocess, features, balance, train) reads
     only training rows; resampled rows reach training alone; test rows reach only the steps
     that score the finished model."""
     edges = _artifact_edges("training")
     assert edges[("split", "train")] == {"preprocess", "register"}  # register: drift reference
-    assert edges[("preprocess", "train_clean")] == {"select-features", "balance", "train",
+    assert edges[("preprocess", "train_clean")] == {"features", "balance", "train",
                                                     "diagnose"}  # fmt: skip
     assert edges[("balance", "balanced")] == {"train"}
     assert edges[("split", "validation")] == {"train", "calibrate", "diagnose"}

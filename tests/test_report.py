@@ -124,7 +124,7 @@ def evaluated(tmp_path_factory, churn):
 
 @pytest.fixture(scope="module")
 def feature_reports(churn):
-    """The preprocess and select_features reports of a table with a constant column."""
+    """The preprocess and features reports of a table with a constant column."""
     parts = split_table(churn.assign(site="main"), "churned", CLASSIFICATION, seed=0)
     fitted, _, preprocessing = fit_preprocessor(parts.train, "churned", CLASSIFICATION)
     options = FeaturesOptions(methods=["variance", "correlation", "mutual_information"])

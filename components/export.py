@@ -1,6 +1,6 @@
 """Export: the registered version as one ONNX model, an artifact beside its registered version.
 
-On by default (the training pipeline's `export_onnx`). A model that cannot be exported, or
+On by default (the training pipeline's `onnx_export` switch). A model that cannot be exported, or
 whose export disagrees with it, never fails the training run: the step records why, and the
 registered version is served from its bundle as always.
 """
@@ -63,7 +63,7 @@ def _expected(error: Exception) -> bool:
 
 
 @component
-def export_onnx(
+def export(
     model: Input[Model],
     test: Input[Dataset],
     summary: Input[Artifact],

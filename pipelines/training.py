@@ -9,7 +9,7 @@ from kfp_lifecycle.components.clean import clean
 from kfp_lifecycle.components.diagnose import diagnose
 from kfp_lifecycle.components.evaluate import calibrate, evaluate
 from kfp_lifecycle.components.explain import explain
-from kfp_lifecycle.components.export import export_onnx
+from kfp_lifecycle.components.export import export
 from kfp_lifecycle.components.features import features
 from kfp_lifecycle.components.gate import gate
 from kfp_lifecycle.components.ingest import ingest
@@ -187,7 +187,7 @@ def training_pipeline(
         ).set_caching_options(False)
     )
     with dsl.If(onnx_export == True):  # noqa: E712 (a pipeline condition, not Python's)
-        export_onnx(
+        export(
             model=reported.outputs["carded"],
             test=parts.outputs["test"],
             summary=registered.outputs["summary"],

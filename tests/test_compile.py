@@ -143,8 +143,8 @@ def test_the_wiring_keeps_held_out_rows_out_of_every_fitted_step():
                                                     "diagnose"}  # fmt: skip
     assert edges[("balance", "balanced")] == {"train"}
     assert edges[("split", "validation")] == {"train", "calibrate", "diagnose"}
-    assert edges[("split", "test")] == {  # export-onnx: checks the finished model's export
-        "evaluate", "gate", "explain", "report", "export-onnx",
+    assert edges[("split", "test")] == {  # export: checks the finished model's export
+        "evaluate", "gate", "explain", "report", "export",
     }  # fmt: skip
 
 

@@ -60,7 +60,7 @@ class SplitOptions(BaseModel):
     def _moved_options(cls, data: Any) -> Any:
         if isinstance(data, dict) and "cv_folds" in data:
             raise ValueError(
-                "cv_folds is a tuning option now: set models.tuning.cv_folds (TuningOptions), "
+                "cv_folds is a tuning option now: set models.tune.cv_folds (TuneOptions), "
                 "not split.cv_folds; tuning's cross-validation follows this split's strategy"
             )
         return data

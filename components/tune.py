@@ -47,7 +47,7 @@ from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS
 from kfp_lifecycle.families import EARLY_STOPPING_ROUNDS, get_family
 
 
-class TuningOptions(BaseModel):
+class TuneOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Search hyperparameters; false: family defaults.")
@@ -107,7 +107,7 @@ def defaults_of(estimator: Any, family: str, task: str) -> dict[str, Any]:
     return {name: estimator.get_params()[name] for name in space}
 
 
-def within_budget(options: TuningOptions, time_budget: float) -> tuple[TuningOptions, str]:
+def within_budget(options: TuneOptions, time_budget: float) -> tuple[TuneOptions, str]:
     """The options with timeout_seconds capped by tuning's share of the run's time budget,
     and what was cut ("" when nothing)."""
     limit = share(time_budget, "tuning")
@@ -120,7 +120,7 @@ def within_budget(options: TuningOptions, time_budget: float) -> tuple[TuningOpt
     return options.model_copy(update={"timeout_seconds": limit}), cut
 
 
-def fixed_params(family: str, options: TuningOptions) -> dict[str, Any]:
+def fixed_params(family: str, options: TuneOptions) -> dict[str, Any]:
     """Parameters that every trial and the final fit share, set by the options, not searched."""
     stopping = get_family(family).early_stopping
     return {} if stopping is None else stopping.params(options.early_stopping_rounds)
@@ -198,7 +198,7 @@ def tune(
     x_valid: np.ndarray,
     y_valid: np.ndarray,
     classes: list | None,
-    options: TuningOptions,
+    options: TuneOptions,
     sample_weight: np.ndarray | None = None,
     folds: list[Fold] | None = None,
 ) -> dict[str, Any]:

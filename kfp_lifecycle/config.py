@@ -39,7 +39,7 @@ from kfp_lifecycle.components.quality import QualityOptions
 from kfp_lifecycle.components.report import ReportOptions
 from kfp_lifecycle.components.retrain import RetrainRule
 from kfp_lifecycle.components.split import SplitOptions
-from kfp_lifecycle.components.tune import TuningOptions
+from kfp_lifecycle.components.tune import TuneOptions
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.tasks import METRICS, metrics_for
 from kfp_lifecycle.families import DEFAULT_FAMILIES, FAMILIES
@@ -58,6 +58,7 @@ RENAMED_KEYS: dict[str, str] = {
     "diagnosis": "diagnose",
     "explanation": "explain",
     "decision_threshold": "calibrate",
+    "models.tuning": "models.tune",
 }
 
 
@@ -103,7 +104,7 @@ class ModelsConfig(Section):
         description="Model families trained in parallel; the best on validation wins. Known: "
         + ", ".join(FAMILIES),
     )
-    tuning: TuningOptions = Field(default_factory=TuningOptions)
+    tune: TuneOptions = Field(default_factory=TuneOptions)
 
     @field_validator("families")
     @classmethod

@@ -36,7 +36,7 @@ def monitoring_pipeline(
     rule: dict = {},  # noqa: B006
     pushgateway: str = "",
     families: list = DEFAULT_FAMILIES,
-    tuning_options: dict = {},  # noqa: B006
+    tune_options: dict = {},  # noqa: B006
     gate_options: dict = {},  # noqa: B006
     deploy: bool = False,
     service_name: str = "",
@@ -86,7 +86,7 @@ def monitoring_pipeline(
             model_name=model_name,
             task=window.outputs["task"],
             families=families,
-            tuning_options=tuning_options,
+            tune_options=tune_options,
             gate_options=gate_options,
             positive_class=window.outputs["positive_class"],
         )

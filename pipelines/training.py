@@ -42,7 +42,7 @@ def training_pipeline(
     task: str = "auto",
     metric: str = "auto",
     families: list = DEFAULT_FAMILIES,
-    tuning_options: dict = {},  # noqa: B006
+    tune_options: dict = {},  # noqa: B006
     calibrate_options: dict = {},  # noqa: B006
     diagnose_options: dict = {},  # noqa: B006
     explain_options: dict = {},  # noqa: B006
@@ -119,7 +119,7 @@ def training_pipeline(
             validation_report=checked.outputs["report"],
             target=target,
             family=family,
-            tuning=tuning_options,
+            tune=tune_options,
             split=split_options,  # tuning's cross-validation follows the split's strategy
             balance=balance_options,  # ... and replays the balancing inside each fold
             time_budget=time_budget,

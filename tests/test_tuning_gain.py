@@ -39,7 +39,7 @@ def _tuning_text(page: str) -> str:
 
 def test_tuning_beats_the_champions_defaults_within_the_budget_and_the_report_shows_it():
     config = load_config(CONFIG)
-    tuning, target, task = config.models.tuning, DEMO_TARGET, CLASSIFICATION
+    tuning, target, task = config.models.tune, DEMO_TARGET, CLASSIFICATION
     metric = PRIMARY_METRIC[task]
     assert config.data.metric == "auto" and tuning.enabled
 

@@ -26,10 +26,10 @@ from pydantic_core import PydanticCustomError
 
 from kfp_lifecycle.budget import DEFAULT_TIME_BUDGET
 from kfp_lifecycle.components.balance import BalanceOptions
+from kfp_lifecycle.components.calibrate import CalibrateOptions
 from kfp_lifecycle.components.clean import CleanOptions
 from kfp_lifecycle.components.diagnose import DiagnoseOptions
 from kfp_lifecycle.components.drift import DriftOptions
-from kfp_lifecycle.components.evaluate import CalibrateOptions
 from kfp_lifecycle.components.explain import ExplainOptions
 from kfp_lifecycle.components.features import FeaturesOptions
 from kfp_lifecycle.components.gate import GateOptions

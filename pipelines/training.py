@@ -5,9 +5,10 @@ from kfp import dsl
 from kfp_lifecycle.budget import DEFAULT_TIME_BUDGET
 from kfp_lifecycle.cluster import with_db_access, with_s3_access
 from kfp_lifecycle.components.balance import balance
+from kfp_lifecycle.components.calibrate import calibrate
 from kfp_lifecycle.components.clean import clean
 from kfp_lifecycle.components.diagnose import diagnose
-from kfp_lifecycle.components.evaluate import calibrate, evaluate
+from kfp_lifecycle.components.evaluate import evaluate
 from kfp_lifecycle.components.explain import explain
 from kfp_lifecycle.components.export import export
 from kfp_lifecycle.components.features import features

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows
-from kfp_lifecycle.components.evaluate import (
+from kfp_lifecycle.components.calibrate import (
     CalibrateOptions,
     calibrate_bundle_threshold,
-    evaluate_bundle,
     threshold_for,
 )
+from kfp_lifecycle.components.evaluate import evaluate_bundle
 from kfp_lifecycle.components.gate import GateOptions, decide
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.select import rank_candidates

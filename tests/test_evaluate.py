@@ -6,11 +6,13 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
 from pydantic import ValidationError
 from sklearn import metrics as skm
 
-from kfp_lifecycle.components.evaluate import (
+from kfp_lifecycle.components.calibrate import (
     CalibrateOptions,
     calibrate,
     calibrate_bundle_threshold,
     choose_threshold,
+)
+from kfp_lifecycle.components.evaluate import (
     compute_metrics,
     evaluate,
     evaluate_bundle,

@@ -10,11 +10,8 @@ from html_pages import CHROMIUM, NO_CHROMIUM, chromium, sections_of
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Model
 from pydantic import ValidationError
 
-from kfp_lifecycle.components.evaluate import (
-    CalibrateOptions,
-    calibrate_bundle_threshold,
-    evaluate_bundle,
-)
+from kfp_lifecycle.components.calibrate import CalibrateOptions, calibrate_bundle_threshold
+from kfp_lifecycle.components.evaluate import evaluate_bundle
 from kfp_lifecycle.components.features import FeaturesOptions, fit_feature_selector
 from kfp_lifecycle.components.gate import GateOptions, decide
 from kfp_lifecycle.components.preprocess import fit_preprocessor

@@ -85,7 +85,7 @@ def labelled_rows(
 
 
 @component
-def collect_window(
+def monitor(
     registry: str,
     model_name: str,
     log_uri: str,

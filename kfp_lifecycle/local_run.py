@@ -304,7 +304,7 @@ def monitoring_arguments(config: LifecycleConfig, start: str = "", end: str = ""
         "labels_uri": monitoring.labels_uri,
         "drift_options": monitoring.drift.model_dump(mode="json"),
         "quality_options": monitoring.quality.model_dump(mode="json"),
-        "rule": monitoring.retrain.model_dump(mode="json"),
+        "retrain_options": monitoring.retrain.model_dump(mode="json"),
         "pushgateway": monitoring.pushgateway,
         "families": config.models.families,
         "tune_options": config.models.tune.model_dump(mode="json"),

@@ -6,9 +6,9 @@ from kfp import dsl
 
 from kfp_lifecycle.cluster import with_s3_access
 from kfp_lifecycle.components.drift import drift
-from kfp_lifecycle.components.monitor import PREDICTION_COLUMN, collect_window
+from kfp_lifecycle.components.monitor import PREDICTION_COLUMN, monitor
 from kfp_lifecycle.components.quality import quality
-from kfp_lifecycle.components.retrain import decide
+from kfp_lifecycle.components.retrain import retrain
 from kfp_lifecycle.families import DEFAULT_FAMILIES
 from kfp_lifecycle.pipelines.deployment import deployment_pipeline
 from kfp_lifecycle.pipelines.training import training_pipeline
@@ -33,7 +33,7 @@ def monitoring_pipeline(
     training_data_uri: str = "",
     drift_options: dict = {},  # noqa: B006 (KFP pipeline defaults, never mutated)
     quality_options: dict = {},  # noqa: B006
-    rule: dict = {},  # noqa: B006
+    retrain_options: dict = {},  # noqa: B006
     pushgateway: str = "",
     families: list = DEFAULT_FAMILIES,
     tune_options: dict = {},  # noqa: B006
@@ -43,7 +43,7 @@ def monitoring_pipeline(
     namespace: str = "kfp-lifecycle",
 ) -> dsl.Artifact:
     window = with_s3_access(
-        collect_window(
+        monitor(
             registry=registry,
             model_name=model_name,
             log_uri=log_uri,
@@ -69,11 +69,11 @@ def monitoring_pipeline(
         test_metrics=window.outputs["test_metrics"],
         options=quality_options,
     )
-    decided = decide(
+    decided = retrain(
         drift_verdict=drifted.outputs["verdict"],
         quality=live.outputs["quality"],
         training_data=window.outputs["training_data"],
-        rule=rule,
+        rule=retrain_options,
         pushgateway=pushgateway,
         model_name=model_name,
         model_version=window.outputs["model_version"],

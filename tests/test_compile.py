@@ -221,11 +221,10 @@ SECOND_STEPS = {
 # `<name>_options` parameters whose name is not a step's, and why.
 OTHER_OPTIONS = {
     "sql": "ingest's SQL source (config data.sql, kfp_lifecycle/sources/sql.py)",
-    "canary": "deploy's canary analysis (kfp_lifecycle/canary.py)",
 }
 OLD_NAMES = [  # renamed for issue 12.7: none may come back into a compiled pipeline
     "calibrate-threshold", "threshold_options", "select-features", "export-onnx",
-    "tuning_options", "exec-select-features", "decision_threshold:",
+    "tuning_options", "collect-window", "canary_options", "exec-decide",
 ]  # fmt: skip
 
 

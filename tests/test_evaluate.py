@@ -194,7 +194,7 @@ def test_fixed_threshold_is_kept_and_one_class_is_refused():
         ({"strategy": "cost", "cost_false_positive": 0, "cost_false_negative": 0}, "cost_false"),
     ],
 )
-def test_bad_threshold_options_are_named(options, field):
+def test_bad_calibrate_options_are_named(options, field):
     with pytest.raises(ValidationError, match=field):
         CalibrateOptions.model_validate(options)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from kfp_lifecycle.config import (
     RENAMED_KEYS,
@@ -171,3 +172,23 @@ def test_the_cli_shows_the_deprecation_in_one_line(tmp_path):
     assert result.stderr.splitlines() == [
         "config key 'cleaning' is deprecated: use 'clean' (removed in the next release)"
     ]
+
+
+def test_every_step_section_is_named_after_its_step():
+    """A section holding a step's options (a model from components/<step>.py) is that step's
+    name, at any depth (models.tune, monitoring.retrain, ...)."""
+
+    def sections(model, prefix=""):
+        for name, field in model.model_fields.items():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                yield f"{prefix}{name}", kind
+                yield from sections(kind, f"{prefix}{name}.")
+
+    steps = {
+        dotted: kind.__module__.rpartition(".")[2]
+        for dotted, kind in sections(LifecycleConfig)
+        if kind.__module__.startswith("kfp_lifecycle.components.")
+    }
+    assert {d.rpartition(".")[2] for d in steps} >= {"clean", "calibrate", "tune", "retrain"}
+    assert [d for d, step in steps.items() if d.rpartition(".")[2] != step] == []

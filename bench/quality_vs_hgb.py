@@ -9,7 +9,7 @@ baseline is HistGradientBoosting with default settings (native categorical suppo
 on train and scored on test. Ours, twice on that split: every family of --families (default:
 every registered family, kfp_lifecycle/families/, LightGBM included) with its defaults
 ("defaults"), and every family tuned with Optuna (components/tune.py; the default
-TuningOptions budget unless --trials/--timeout say otherwise) and refitted with its best
+TuneOptions budget unless --trials/--timeout say otherwise) and refitted with its best
 params ("tuned"); each time the champion is the family `select` would pick on validation
 among them. Reported side by side: the champions' validation score (what tuning optimises)
 and test score (what the baseline is judged on), test ratios to the baseline (>1: better,
@@ -43,7 +43,7 @@ from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.select import leaderboard, rank_candidates
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model, tune_family
-from kfp_lifecycle.components.tune import TuningOptions, chosen_params
+from kfp_lifecycle.components.tune import TuneOptions, chosen_params
 from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.core.tasks import CLASSIFICATION, METRICS, PRIMARY_METRIC, REGRESSION
 from kfp_lifecycle.demo import make_churn_dataset
@@ -101,7 +101,7 @@ def baseline(parts, target, task):
     return float(roc_auc_score(parts.test[target], proba, multi_class="ovr"))
 
 
-def ours(parts, target, task, tuning: TuningOptions | None, families: list[str]):
+def ours(parts, target, task, tuning: TuneOptions | None, families: list[str]):
     """The champion as the pipeline would pick it on validation: family, validation and test
     score; and every family's validation and test score and wall time (tuning included)."""
     fitted, schema, _ = fit_preprocessor(parts.train, target, task)
@@ -149,10 +149,10 @@ def whole_pipeline(frame: pd.DataFrame, target: str, task: str) -> dict:
         started = time.perf_counter()
         summary = run_training(config)
         seconds = time.perf_counter() - started
-        cleaned, _ = clean_table(read_table(data), target, config.cleaning)
+        cleaned, _ = clean_table(read_table(data), target, config.clean)
         parts = split_table(cleaned, target, task, config.split)
     return {
-        "champion": summary["champion"],
+        "champion": summary["best_family"],
         "test": summary["metrics"][summary["primary_metric"]],
         "seconds": seconds,
         "baseline": baseline(parts, target, task),
@@ -166,7 +166,7 @@ def _timed(function, *args):
 
 
 def main() -> None:
-    defaults = TuningOptions()
+    defaults = TuneOptions()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=defaults.trials)
     parser.add_argument("--timeout", type=float, default=defaults.timeout_seconds)
@@ -189,7 +189,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(short)}")
     picked = [short[name] for name in given]
-    tuning = TuningOptions(trials=arguments.trials, timeout_seconds=arguments.timeout)
+    tuning = TuneOptions(trials=arguments.trials, timeout_seconds=arguments.timeout)
     print(f"tuning budget per family: {tuning.trials} trials, {tuning.timeout_seconds:g}s")
     print(f"families: {', '.join(chosen)}")
     rows, families, pipelines = [], [], []

@@ -84,7 +84,7 @@ def main() -> None:
         summary = run_training(config)
         seconds = time.monotonic() - started
         print(f"{args.rows} rows x {args.columns} columns, regression, default run")
-        print(f"champion {summary['champion']}, test rmse {summary['metrics']['rmse']:.1f}")
+        print(f"selected {summary['best_family']}, test rmse {summary['metrics']['rmse']:.1f}")
         print(f"wall time {seconds:.1f} s, budget {args.budget:g} s: "
               f"ratio {seconds / args.budget:.2f}")  # fmt: skip
         for line in cuts(Path(directory) / "out") or ["nothing was cut"]:

@@ -545,7 +545,7 @@ def suggest(
     helps = any(skills[i] - valid_skill >= NOTABLE_SKILL for i in wanted)
     generic = knob.advice(OVERFITTING if verdict == OVERFITTING else UNDERFITTING)
     if verdict == UNDERCONFIDENT:  # a ranking metric's curve cannot show confidence
-        return f"calibrate the probabilities (decision_threshold.calibrate), or {generic}"
+        return f"calibrate the probabilities (calibrate.calibrate), or {generic}"
     if helps or not skills:
         return generic
     best = values[int(np.argmax(skills))]
@@ -613,7 +613,7 @@ def diagnose(
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
     time_budget: float = 0.0,
 ):
-    """Learning curve, validation curve and an under/overfitting verdict for the champion.
+    """Learning curve, validation curve and an under/overfitting verdict for the selected model.
 
     Args:
         model: The selected bundle: its estimator is refitted (same hyperparameters) on
@@ -630,7 +630,7 @@ def diagnose(
             validation_scores) and validation_curve (param, values, train_scores,
             validation_scores, current).
         trials: The tuning studies of every family (the train steps' trials): the
-            champion's is the validation curve's fallback when refits do not fit the time.
+            selected family's is the validation curve's fallback when refits do not fit the time.
         options: DiagnoseOptions (empty: defaults): gap_tolerance, min_skill, sizes,
             min_rows, max_rows, seed, max_confidence_gap.
         time_budget: The run's total time budget in seconds (0: none); the diagnosis's

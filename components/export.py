@@ -1,6 +1,6 @@
-"""Export: the registered champion as one ONNX model, an artifact beside its registered version.
+"""Export: the registered version as one ONNX model, an artifact beside its registered version.
 
-On by default (the training pipeline's `export_onnx`). A model that cannot be exported, or
+On by default (the training pipeline's `onnx_export` switch). A model that cannot be exported, or
 whose export disagrees with it, never fails the training run: the step records why, and the
 registered version is served from its bundle as always.
 """
@@ -63,20 +63,20 @@ def _expected(error: Exception) -> bool:
 
 
 @component
-def export_onnx(
-    champion: Input[Model],
+def export(
+    model: Input[Model],
     test: Input[Dataset],
     summary: Input[Artifact],
     onnx: Output[Model],
 ):
-    """Export the registered champion as one ONNX model (preprocessing and estimator).
+    """Export the registered version as one ONNX model (preprocessing and estimator).
 
     The model is checked with ONNX Runtime against the bundle on the test rows and kept
     only within tolerance (1e-4). A model that cannot be exported does not fail the run:
     export.json records why.
 
     Args:
-        champion: The bundle that was registered.
+        model: The bundle that was registered.
         test: The held-out test rows the ONNX model is checked on.
         summary: The register step's summary (the registered version's URI).
         onnx: model.onnx, onnx-report.json and .md, and export.json (outcome, reason).
@@ -87,7 +87,7 @@ def export_onnx(
 
     with open(summary.path) as handle:
         registered = json.load(handle)
-    outcome = export_registered(champion.path, test.path, registered, onnx.path)
+    outcome = export_registered(model.path, test.path, registered, onnx.path)
     onnx.metadata.update(outcome)
     if outcome["exported"]:
         logger.info(

@@ -249,7 +249,7 @@ class _Selection:
 
 
 @component
-def select_features(
+def features(
     train: Input[Dataset],
     preprocessor: Input[Artifact],
     target: str,

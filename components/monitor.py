@@ -88,7 +88,7 @@ def labelled_rows(
 
 
 @component
-def collect_window(
+def monitor(
     registry: str,
     model_name: str,
     log_uri: str,

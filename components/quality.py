@@ -250,7 +250,7 @@ def assess_quality(
     if metric not in METRICS or METRICS[metric].task != task:
         raise DataError(f"metric '{metric}' does not apply to {task}")
     # The labels name the request id as the log does (request_id, row) and the truth as the
-    # model's target: collect_window joins them so for retraining too.
+    # model's target: the monitor step joins them so for retraining too.
     label_column = target
     joined, counts = join_ground_truth(predictions, labels, label_column)
     windows = windowed_quality(joined, task, options.window)

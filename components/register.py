@@ -80,6 +80,9 @@ def register_bundle(
     return {
         "task": metadata["task"],
         "primary_metric": metadata["primary_metric"],
+        "best_family": metadata["family"],
+        # The same under its old name (it is not the registry's `champion` alias, which
+        # champion_alias gives); deprecated, removed in the next release.
         "champion": metadata["family"],
         "metrics": evaluation.metrics,
         "leaderboard": metadata["leaderboard"],
@@ -138,7 +141,7 @@ def register(
         data_sha256: Hash of the training data file (lineage).
         run_id: The pipeline run's id (lineage).
         bundle: The assembled bundle, as registered (what serving loads).
-        summary: JSON summary of the run: champion, metrics, leaderboard, decision, model URI.
+        summary: JSON summary of the run: best_family, metrics, leaderboard, decision, model URI.
     """
     import json
     from pathlib import Path

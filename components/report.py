@@ -153,7 +153,7 @@ def _number(value: Any, digits: int = 4) -> str:
 
 
 def _threshold_choice(selection: dict[str, Any] | None) -> str:
-    """How the decision threshold was chosen, from calibrate_threshold's summary."""
+    """How the decision threshold was chosen, from calibrate's summary."""
     if not selection:
         return "the default"
     if selection["strategy"] == "prior":
@@ -650,7 +650,7 @@ def render_evaluation_report(
 ) -> str:
     """One HTML page with no external reference: inline CSS, figures as base64 PNG.
 
-    `preprocessing` and `selection` are the preprocess and select_features steps' reports."""
+    `preprocessing` and `selection` are the preprocess and features steps' reports."""
     task = evaluation.get("task", metadata.get("task", ""))
     name = metadata.get("model_name") or metadata.get("target", "model")
     subtitle = (
@@ -877,7 +877,7 @@ def report(
         explanation: The feature importance JSON (permutation importance, optional SHAP).
         trials: One tuning history JSON per model family.
         preprocessing: The preprocess step's report JSON (input columns dropped and why).
-        features: The select_features step's report JSON (features kept, dropped and why).
+        features: The features step's report JSON (features kept, dropped and why).
         report: Self-contained HTML page (no network needed to view it).
         model_card: The model card as Markdown: intended use, training data, metrics, gate
             decision, limitations; register keeps it as metadata["model_card"].

@@ -102,7 +102,7 @@ def _apply(
 
 
 @component
-def decide(
+def retrain(
     drift_verdict: Input[Artifact],
     quality: Input[Artifact],
     decision: Output[Artifact],

@@ -1,4 +1,5 @@
-"""Select: the champion is the candidate with the best validation score on the primary metric."""
+"""Select: the run's best family, the candidate with the best validation score on the primary
+metric (the registry's `champion` alias is another thing: register moves it, if blessed)."""
 
 import logging
 import math
@@ -59,7 +60,7 @@ def leaderboard(ranked: list[dict[str, Any]], primary_metric: str) -> dict[str, 
 def select(
     candidates: Input[list[Model]],
     primary_metric: str,
-    champion: Output[Model],
+    selected: Output[Model],
     leaderboard: Output[Artifact],
 ):
     """Pick the best candidate on validation data and pass its bundle on untouched.
@@ -67,7 +68,7 @@ def select(
     Args:
         candidates: One bundle per model family.
         primary_metric: Metric to rank by (direction comes from the metric).
-        champion: The winning candidate's bundle, byte for byte (this run's best family,
+        selected: The winning candidate's bundle, byte for byte (this run's best family,
             not yet the registry's champion).
         leaderboard: JSON (core.documents.Leaderboard): every family's validation score,
             best first; register keeps it in the registered bundle's metadata.
@@ -83,8 +84,8 @@ def select(
     ranked = rank_candidates([read_metadata(p) for p in paths.values()], primary_metric)
     board = rank_board(ranked, primary_metric)
     best = ranked[0]
-    shutil.copytree(paths[best["family"]], champion.path)
+    shutil.copytree(paths[best["family"]], selected.path)
     write_document(leaderboard.path, Leaderboard(primary_metric=primary_metric, scores=board))
-    champion.metadata.update({"family": best["family"], "leaderboard": board})
+    selected.metadata.update({"family": best["family"], "leaderboard": board})
     for rank, (family, score) in enumerate(board.items(), start=1):  # best first
         logger.info(f"{rank}. {family:<24} validation {primary_metric} = {score:.4f}")

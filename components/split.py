@@ -63,7 +63,7 @@ class SplitOptions(BaseModel):
     def _moved_options(cls, data: Any) -> Any:
         if isinstance(data, dict) and "cv_folds" in data:
             raise ValueError(
-                "cv_folds is a tuning option now: set models.tuning.cv_folds (TuningOptions), "
+                "cv_folds is a tuning option now: set models.tune.cv_folds (TuneOptions), "
                 "not split.cv_folds; tuning's cross-validation follows this split's strategy"
             )
         return data
@@ -405,7 +405,7 @@ def split(
         task: classification or regression (a stratified split needs classes).
         train: Rows used to fit preprocessing, balancing and models (time order for a time
             split).
-        validation: Rows used to pick the champion and stop boosting early.
+        validation: Rows used to select the best family and stop boosting early.
         test: Rows held out for the final, honest evaluation.
         report: JSON: strategy applied, rows and shares, class shares per partition, groups
             per partition (group split), time boundaries (time split), warnings.

@@ -25,7 +25,7 @@ from kfp_lifecycle.components.evaluate import compute_metrics
 from kfp_lifecycle.components.split import GROUP, TIME, SplitOptions, cross_validation_folds
 from kfp_lifecycle.components.tune import (
     Fold,
-    TuningOptions,
+    TuneOptions,
     fit_estimator,
     tune,
 )
@@ -99,7 +99,7 @@ def tune_family(
     family: str,
     preprocessor: Pipeline,
     metric: str,
-    options: TuningOptions,
+    options: TuneOptions,
     seed: int = 42,
     fitted_rows: pd.DataFrame | None = None,
     split: SplitOptions | None = None,
@@ -363,7 +363,7 @@ def train(
     model: Output[Model],
     trials: Output[Artifact],
     seed: int = 42,
-    tuning: dict = {},  # noqa: B006 (KFP default, never mutated)
+    tune: dict = {},  # noqa: B006 (KFP default, never mutated)
     split: dict = {},  # noqa: B006
     balance: dict = {},  # noqa: B006
     time_budget: float = 0.0,
@@ -387,7 +387,7 @@ def train(
             default_score, best_score, best_params, and every trial (number, params, value,
             state, is_default). The report step draws it.
         seed: Random seed of the estimator.
-        tuning: TuningOptions (empty: defaults): enabled, trials, timeout_seconds,
+        tune: TuneOptions (empty: defaults): enabled, trials, timeout_seconds,
             objective (validation or cv), cv_folds, pruning, seed, early_stopping_rounds.
             The family's defaults are always trial 0; disabled: that trial only.
         split: The split step's SplitOptions: objective cv cuts its folds by the same
@@ -405,10 +405,10 @@ def train(
     from kfp_lifecycle.components.preprocess import load_preprocessor
     from kfp_lifecycle.components.split import SplitOptions
     from kfp_lifecycle.components.train import logger, train_model, tune_family
-    from kfp_lifecycle.components.tune import TuningOptions, chosen_params, within_budget
+    from kfp_lifecycle.components.tune import TuneOptions, chosen_params, within_budget
     from kfp_lifecycle.core.bundle import write_bundle
 
-    options, cut = within_budget(TuningOptions.model_validate(tuning), time_budget)
+    options, cut = within_budget(TuneOptions.model_validate(tune), time_budget)
     split_options = SplitOptions.model_validate(split)
     balance_options = BalanceOptions.model_validate(balance)
     with open(validation_report.path) as handle:

@@ -21,7 +21,7 @@ three rules, so a fold's score is what the pipeline would measure on rows it nev
   synthetic rows come from those rows alone and only ever sit on the training side;
 - the preprocessing is refitted on each fold's training rows: imputation values, clipping
   bounds, scaling, category lists and target encodings come from those rows alone. What the
-  preprocess and select_features steps decided once on all training rows stays: the columns
+  preprocess and features steps decided once on all training rows stays: the columns
   dropped, each column's encoding, the outlier rows removed and the features kept. The first
   three use no labels. Feature selection may (mutual_information, importance): re-running it
   per fold would need its options here and would tune each fold on another feature set than
@@ -50,7 +50,7 @@ from kfp_lifecycle.families import EARLY_STOPPING_ROUNDS, get_family
 logger = logging.getLogger(__name__)
 
 
-class TuningOptions(BaseModel):
+class TuneOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Search hyperparameters; false: family defaults.")
@@ -110,7 +110,7 @@ def defaults_of(estimator: Any, family: str, task: str) -> dict[str, Any]:
     return {name: estimator.get_params()[name] for name in space}
 
 
-def within_budget(options: TuningOptions, time_budget: float) -> tuple[TuningOptions, str]:
+def within_budget(options: TuneOptions, time_budget: float) -> tuple[TuneOptions, str]:
     """The options with timeout_seconds capped by tuning's share of the run's time budget,
     and what was cut ("" when nothing)."""
     limit = share(time_budget, "tuning")
@@ -123,7 +123,7 @@ def within_budget(options: TuningOptions, time_budget: float) -> tuple[TuningOpt
     return options.model_copy(update={"timeout_seconds": limit}), cut
 
 
-def fixed_params(family: str, options: TuningOptions) -> dict[str, Any]:
+def fixed_params(family: str, options: TuneOptions) -> dict[str, Any]:
     """Parameters that every trial and the final fit share, set by the options, not searched."""
     stopping = get_family(family).early_stopping
     return {} if stopping is None else stopping.params(options.early_stopping_rounds)
@@ -201,7 +201,7 @@ def tune(
     x_valid: np.ndarray,
     y_valid: np.ndarray,
     classes: list | None,
-    options: TuningOptions,
+    options: TuneOptions,
     sample_weight: np.ndarray | None = None,
     folds: list[Fold] | None = None,
 ) -> dict[str, Any]:

@@ -365,7 +365,7 @@ def validate(
             upstream task outputs passed into a loop with the loop item).
         contract: JSON data contract inferred from this table, kept with the new model.
         task: classification, regression, or auto (detected from the target).
-        metric: Primary metric used to pick the champion, or auto (ROC-AUC / RMSE).
+        metric: Primary metric used to select the best family, or auto (ROC-AUC / RMSE).
         registry: Model registry; when it has a champion of model_name, the table is
             checked against that champion's contract (errors stop the run).
         model_name: Registered model name.

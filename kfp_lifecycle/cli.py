@@ -72,11 +72,11 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
         reverse=METRICS[metric].greater_is_better,
     )
     for rank, (family, score) in enumerate(ranked, start=1):
-        label = family + ("  (champion)" if family == summary["champion"] else "")
+        label = family + ("  (selected)" if family == summary["best_family"] else "")
         table.add_row(str(rank), label, f"{score:.4f}")
     console.print(table)
     tests = ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items())
-    console.print(f"champion [bold]{summary['champion']}[/bold] on test data: {tests}")
+    console.print(f"selected [bold]{summary['best_family']}[/bold] on test data: {tests}")
     verdict = "[green]BLESSED[/green]" if summary["blessed"] else "[red]NOT BLESSED[/red]"
     console.print(f"gate: {verdict}")
     for reason in summary["reasons"]:

@@ -7,19 +7,29 @@ is reported with its dotted path in the file: `split.strategy: Input should be .
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from kfp_lifecycle.budget import DEFAULT_TIME_BUDGET
 from kfp_lifecycle.components.balance import BalanceOptions
+from kfp_lifecycle.components.calibrate import CalibrateOptions
 from kfp_lifecycle.components.clean import CleanOptions
 from kfp_lifecycle.components.diagnose import DiagnoseOptions
 from kfp_lifecycle.components.drift import DriftOptions
-from kfp_lifecycle.components.evaluate import ThresholdOptions
 from kfp_lifecycle.components.explain import ExplainOptions
 from kfp_lifecycle.components.features import FeaturesOptions
 from kfp_lifecycle.components.gate import GateOptions
@@ -29,13 +39,27 @@ from kfp_lifecycle.components.quality import QualityOptions
 from kfp_lifecycle.components.report import ReportOptions
 from kfp_lifecycle.components.retrain import RetrainRule
 from kfp_lifecycle.components.split import SplitOptions
-from kfp_lifecycle.components.tune import TuningOptions
+from kfp_lifecycle.components.tune import TuneOptions
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.tasks import METRICS, metrics_for
 from kfp_lifecycle.families import DEFAULT_FAMILIES, FAMILIES
 from kfp_lifecycle.sources.sql import SqlOptions
 
 AUTO_METRIC = ("auto", "")
+log = logging.getLogger(__name__)
+
+# Config keys renamed so that a step has one name everywhere (its module, component, config
+# section and `<step>_options` pipeline parameter): old dotted key -> new. The old keys are
+# still read, with a warning, until the next release.
+RENAMED_KEYS: dict[str, str] = {
+    "cleaning": "clean",
+    "preprocessing": "preprocess",
+    "imbalance": "balance",
+    "diagnosis": "diagnose",
+    "explanation": "explain",
+    "decision_threshold": "calibrate",
+    "models.tuning": "models.tune",
+}
 
 
 class Section(BaseModel):
@@ -80,7 +104,7 @@ class ModelsConfig(Section):
         description="Model families trained in parallel; the best on validation wins. Known: "
         + ", ".join(FAMILIES),
     )
-    tuning: TuningOptions = Field(default_factory=TuningOptions)
+    tune: TuneOptions = Field(default_factory=TuneOptions)
 
     @field_validator("families")
     @classmethod
@@ -124,6 +148,29 @@ class MonitoringConfig(Section):
     retrain: RetrainRule = Field(default_factory=RetrainRule)
 
 
+def _rename_deprecated(data: dict[str, Any], renamed: dict[str, str]) -> dict[str, Any]:
+    """`data` with each old key of `renamed` moved to its new name, warning once per key."""
+    data = dict(data)
+    for old, new in renamed.items():
+        *old_parents, old_leaf = old.split(".")
+        new_leaf = new.rpartition(".")[2]  # renamed within the same parent section
+        node = data
+        for part in old_parents:
+            if not isinstance(node.get(part), dict):
+                break
+            node[part] = node = dict(node[part])
+        else:
+            if old_leaf not in node:
+                continue
+            if new_leaf in node:
+                raise _invalid(f"both '{old}' (deprecated) and '{new}' are set; keep '{new}'")
+            node[new_leaf] = node.pop(old_leaf)
+            message = f"config key '{old}' is deprecated: use '{new}' (removed in the next release)"
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            log.warning(message)
+    return data
+
+
 class LifecycleConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model_name: str | None = Field(None, description="Registered model name (default: target).")
@@ -137,16 +184,16 @@ class LifecycleConfig(Section):
         "0: no budget (tuning's own timeout_seconds still applies).",
     )
     profile: ProfileOptions = Field(default_factory=ProfileOptions)
-    cleaning: CleanOptions = Field(default_factory=CleanOptions)
+    clean: CleanOptions = Field(default_factory=CleanOptions)
     split: SplitOptions = Field(default_factory=SplitOptions)
-    preprocessing: PreprocessOptions = Field(default_factory=PreprocessOptions)
+    preprocess: PreprocessOptions = Field(default_factory=PreprocessOptions)
     features: FeaturesOptions = Field(default_factory=FeaturesOptions)
-    imbalance: BalanceOptions = Field(default_factory=BalanceOptions)
+    balance: BalanceOptions = Field(default_factory=BalanceOptions)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
-    decision_threshold: ThresholdOptions = Field(default_factory=ThresholdOptions)
+    calibrate: CalibrateOptions = Field(default_factory=CalibrateOptions)
     gate: GateOptions = Field(default_factory=GateOptions)
-    diagnosis: DiagnoseOptions = Field(default_factory=DiagnoseOptions)
-    explanation: ExplainOptions = Field(default_factory=ExplainOptions)
+    diagnose: DiagnoseOptions = Field(default_factory=DiagnoseOptions)
+    explain: ExplainOptions = Field(default_factory=ExplainOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     onnx_export: bool = Field(
@@ -154,6 +201,12 @@ class LifecycleConfig(Section):
         description="Export the registered model as one ONNX model (model.onnx), checked "
         "against the bundle; a model that cannot be exported is recorded, not a failure.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_keys(cls, data: Any) -> Any:
+        """Read the old names of renamed sections (RENAMED_KEYS) for one more release."""
+        return _rename_deprecated(data, RENAMED_KEYS) if isinstance(data, dict) else data
 
 
 def describe_errors(error: ValidationError, source: str) -> str:

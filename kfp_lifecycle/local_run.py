@@ -71,7 +71,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     checked = validate_table(
         frame, target, config.data.task, config.data.metric, config.data.positive_class
     )
-    drop_unusable(frame, infer_schema(frame, target), config.preprocessing)
+    drop_unusable(frame, infer_schema(frame, target), config.preprocess)
     for family in config.models.families:
         get_family(family).estimator(checked.task)
     check_thresholds(config.gate.thresholds, checked.task)
@@ -91,18 +91,18 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "positive_class": config.data.positive_class,
         "time_budget": config.time_budget,
         "families": config.models.families,
-        "tuning_options": config.models.tuning.model_dump(mode="json"),
-        "threshold_options": config.decision_threshold.model_dump(mode="json"),
-        "diagnose_options": config.diagnosis.model_dump(mode="json"),
-        "explain_options": config.explanation.model_dump(mode="json"),
+        "tune_options": config.models.tune.model_dump(mode="json"),
+        "calibrate_options": config.calibrate.model_dump(mode="json"),
+        "diagnose_options": config.diagnose.model_dump(mode="json"),
+        "explain_options": config.explain.model_dump(mode="json"),
         "report_options": config.report.model_dump(mode="json"),
         "gate_options": config.gate.model_dump(mode="json", exclude_none=True),
         "profile_options": config.profile.model_dump(mode="json", exclude_none=True),
-        "clean_options": config.cleaning.model_dump(mode="json", exclude_none=True),
+        "clean_options": config.clean.model_dump(mode="json", exclude_none=True),
         "split_options": config.split.model_dump(mode="json", exclude_none=True),
-        "preprocess_options": config.preprocessing.model_dump(mode="json", exclude_none=True),
+        "preprocess_options": config.preprocess.model_dump(mode="json", exclude_none=True),
         "features_options": config.features.model_dump(mode="json", exclude_none=True),
-        "balance_options": config.imbalance.model_dump(mode="json", exclude_none=True),
+        "balance_options": config.balance.model_dump(mode="json", exclude_none=True),
         "sql_options": sql_options,
         "onnx_export": config.onnx_export,
     }
@@ -304,10 +304,10 @@ def monitoring_arguments(config: LifecycleConfig, start: str = "", end: str = ""
         "labels_uri": monitoring.labels_uri,
         "drift_options": monitoring.drift.model_dump(mode="json"),
         "quality_options": monitoring.quality.model_dump(mode="json"),
-        "rule": monitoring.retrain.model_dump(mode="json"),
+        "retrain_options": monitoring.retrain.model_dump(mode="json"),
         "pushgateway": monitoring.pushgateway,
         "families": config.models.families,
-        "tuning_options": config.models.tuning.model_dump(mode="json"),
+        "tune_options": config.models.tune.model_dump(mode="json"),
         "gate_options": config.gate.model_dump(mode="json", exclude_none=True),
         "deploy": monitoring.deploy,
         "service_name": monitoring.service_name,

@@ -53,7 +53,7 @@ def _gauge(name: str, text: str, *extra: str) -> MetricInfo:
     return MetricInfo(name, GAUGE, text, (*IDS, *extra), MONITORING)
 
 
-# What the monitoring pipeline pushes (kfp_lifecycle.components.retrain.decide).
+# What the monitoring pipeline pushes (kfp_lifecycle.components.retrain.retrain).
 MONITORING_GAUGES: dict[str, MetricInfo] = {
     info.name: info
     for info in (

@@ -9,6 +9,13 @@ from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.pipelines import COMPILED_DIR, pipelines
 
 RUN_TIMEOUT_SECONDS = 3 * 60 * 60
+# Pipeline parameters renamed so that each is named after its step (issue 12.7): old -> new.
+RENAMED_PARAMETERS = {
+    "threshold_options": "calibrate_options",
+    "tuning_options": "tune_options",
+    "rule": "retrain_options",
+    "canary_options": "rollout_options",
+}
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, Any]:
@@ -40,10 +47,14 @@ def check_params(pipeline: str, params: dict[str, Any]) -> None:
         spec = next(yaml.safe_load_all(handle))
     known = spec["root"].get("inputDefinitions", {}).get("parameters", {})
     unknown = sorted(set(params) - set(known))
+    renamed = [
+        f"{old} is now {RENAMED_PARAMETERS[old]}" for old in unknown if old in RENAMED_PARAMETERS
+    ]
     if unknown:
         raise LifecycleError(
-            f"the {pipeline} pipeline has no parameter(s) {', '.join(unknown)}; "
-            f"it takes: {', '.join(sorted(known))}"
+            f"the {pipeline} pipeline has no parameter(s) {', '.join(unknown)}"
+            + (f" ({'; '.join(renamed)})" if renamed else "")
+            + f"; it takes: {', '.join(sorted(known))}"
         )
 
 

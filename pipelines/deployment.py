@@ -24,7 +24,7 @@ def deployment_pipeline(
     alias: str = "champion",
     canary_percent: int = 10,
     ready_timeout_seconds: int = 900,
-    canary_options: dict = {},  # noqa: B006 (KFP pipeline default, never mutated)
+    rollout_options: dict = {},  # noqa: B006 (KFP pipeline default, never mutated)
     deployment_mode: str = "",
 ):
     deployed = with_s3_access(
@@ -55,5 +55,5 @@ def deployment_pipeline(
             canary_version=deployed.outputs["canary_version"],
             stable_version=deployed.outputs["stable_version"],
             namespace=namespace,
-            options=canary_options,
+            options=rollout_options,
         ).after(ready).set_caching_options(False)

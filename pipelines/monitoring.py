@@ -6,9 +6,9 @@ from kfp import dsl
 
 from kfp_lifecycle.cluster import with_s3_access
 from kfp_lifecycle.components.drift import drift
-from kfp_lifecycle.components.monitor import PREDICTION_COLUMN, collect_window
+from kfp_lifecycle.components.monitor import PREDICTION_COLUMN, monitor
 from kfp_lifecycle.components.quality import quality
-from kfp_lifecycle.components.retrain import decide
+from kfp_lifecycle.components.retrain import retrain
 from kfp_lifecycle.families import DEFAULT_FAMILIES
 from kfp_lifecycle.pipelines.deployment import deployment_pipeline
 from kfp_lifecycle.pipelines.training import training_pipeline
@@ -33,17 +33,17 @@ def monitoring_pipeline(
     training_data_uri: str = "",
     drift_options: dict = {},  # noqa: B006 (KFP pipeline defaults, never mutated)
     quality_options: dict = {},  # noqa: B006
-    rule: dict = {},  # noqa: B006
+    retrain_options: dict = {},  # noqa: B006
     pushgateway: str = "",
     families: list = DEFAULT_FAMILIES,
-    tuning_options: dict = {},  # noqa: B006
+    tune_options: dict = {},  # noqa: B006
     gate_options: dict = {},  # noqa: B006
     deploy: bool = False,
     service_name: str = "",
     namespace: str = "kfp-lifecycle",
 ) -> dsl.Artifact:
     window = with_s3_access(
-        collect_window(
+        monitor(
             registry=registry,
             model_name=model_name,
             log_uri=log_uri,
@@ -70,11 +70,11 @@ def monitoring_pipeline(
         test_metrics=window.outputs["test_metrics"],
         options=quality_options,
     )
-    decided = decide(
+    decided = retrain(
         drift_verdict=drifted.outputs["verdict"],
         quality=live.outputs["quality"],
         training_data=window.outputs["training_data"],
-        rule=rule,
+        rule=retrain_options,
         pushgateway=pushgateway,
         model_name=model_name,
         model_version=window.outputs["model_version"],
@@ -87,7 +87,7 @@ def monitoring_pipeline(
             model_name=model_name,
             task=window.outputs["task"],
             families=families,
-            tuning_options=tuning_options,
+            tune_options=tune_options,
             gate_options=gate_options,
             positive_class=window.outputs["positive_class"],
         )

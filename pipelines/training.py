@@ -5,12 +5,13 @@ from kfp import dsl
 from kfp_lifecycle.budget import DEFAULT_TIME_BUDGET
 from kfp_lifecycle.cluster import with_db_access, with_s3_access
 from kfp_lifecycle.components.balance import balance
+from kfp_lifecycle.components.calibrate import calibrate
 from kfp_lifecycle.components.clean import clean
 from kfp_lifecycle.components.diagnose import diagnose
-from kfp_lifecycle.components.evaluate import calibrate_threshold, evaluate
+from kfp_lifecycle.components.evaluate import evaluate
 from kfp_lifecycle.components.explain import explain
-from kfp_lifecycle.components.export import export_onnx
-from kfp_lifecycle.components.features import select_features
+from kfp_lifecycle.components.export import export
+from kfp_lifecycle.components.features import features
 from kfp_lifecycle.components.gate import gate
 from kfp_lifecycle.components.ingest import ingest
 from kfp_lifecycle.components.preprocess import preprocess
@@ -43,8 +44,8 @@ def training_pipeline(
     task: str = "auto",
     metric: str = "auto",
     families: list = DEFAULT_FAMILIES,
-    tuning_options: dict = {},  # noqa: B006
-    threshold_options: dict = {},  # noqa: B006
+    tune_options: dict = {},  # noqa: B006
+    calibrate_options: dict = {},  # noqa: B006
     diagnose_options: dict = {},  # noqa: B006
     explain_options: dict = {},  # noqa: B006
     report_options: dict = {},  # noqa: B006
@@ -97,7 +98,7 @@ def training_pipeline(
     prepared = preprocess(
         train=parts.outputs["train"], target=target, task=resolved_task, options=preprocess_options
     )
-    selected = select_features(
+    selected = features(
         train=prepared.outputs["train_clean"],
         preprocessor=prepared.outputs["preprocessor"],
         target=target,
@@ -120,7 +121,7 @@ def training_pipeline(
             validation_report=checked.outputs["report"],
             target=target,
             family=family,
-            tuning=tuning_options,
+            tune=tune_options,
             split=split_options,  # tuning's cross-validation follows the split's strategy
             balance=balance_options,  # ... and replays the balancing inside each fold
             time_budget=time_budget,
@@ -132,11 +133,11 @@ def training_pipeline(
     )
     # The model stays as select passed it on: what the steps after it decide travels beside
     # it as documents, and register assembles the registered bundle from them once.
-    model = chosen.outputs["champion"]
-    calibrated = calibrate_threshold(
+    model = chosen.outputs["selected"]
+    calibrated = calibrate(
         model=model,
         validation=parts.outputs["validation"],
-        options=threshold_options,
+        options=calibrate_options,
     ).set_display_name("calibrate (decision threshold)")
     calibration = calibrated.outputs["calibration"]
     evaluated = evaluate(model=model, calibration=calibration, test=parts.outputs["test"])
@@ -201,8 +202,8 @@ def training_pipeline(
         ).set_caching_options(False)
     )
     with dsl.If(onnx_export == True):  # noqa: E712 (a pipeline condition, not Python's)
-        export_onnx(
-            champion=registered.outputs["bundle"],
+        export(
+            model=registered.outputs["bundle"],
             test=parts.outputs["test"],
             summary=registered.outputs["summary"],
         ).set_display_name("export (ONNX, checked against the bundle)")

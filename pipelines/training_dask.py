@@ -30,8 +30,8 @@ def training_dask_pipeline(
     task: str = "auto",
     metric: str = "auto",
     families: list = DEFAULT_FAMILIES,
-    tuning_options: dict = {},  # noqa: B006
-    threshold_options: dict = {},  # noqa: B006
+    tune_options: dict = {},  # noqa: B006
+    calibrate_options: dict = {},  # noqa: B006
     diagnose_options: dict = {},  # noqa: B006
     explain_options: dict = {},  # noqa: B006
     report_options: dict = {},  # noqa: B006
@@ -81,8 +81,8 @@ def training_dask_pipeline(
             task=task,
             metric=metric,
             families=families,
-            tuning_options=tuning_options,
-            threshold_options=threshold_options,
+            tune_options=tune_options,
+            calibrate_options=calibrate_options,
             diagnose_options=diagnose_options,
             explain_options=explain_options,
             report_options=report_options,

@@ -1,5 +1,7 @@
 """The compiled YAML is what a cluster runs: fresh, the project image only, no secret in it."""
 
+from pathlib import Path
+
 import yaml
 
 from kfp_lifecycle.cluster import (
@@ -11,6 +13,7 @@ from kfp_lifecycle.cluster import (
     SIGNING_KEYS,
     SIGNING_SECRET,
 )
+from kfp_lifecycle.components import __file__ as components_init
 from kfp_lifecycle.image import IMAGE
 from kfp_lifecycle.pipelines import COMPILED_DIR, compile_all, pipelines
 
@@ -50,8 +53,8 @@ def test_side_effect_steps_are_never_cached():
         assert tasks[step]["cachingOptions"] == {}, step
     monitoring = _documents("monitoring")[0]
     tasks = monitoring["root"]["dag"]["tasks"]
-    assert tasks["decide"]["cachingOptions"] == {}  # it pushes gauges to the Pushgateway
-    assert tasks["collect-window"]["cachingOptions"] == {}
+    assert tasks["retrain"]["cachingOptions"] == {}  # it pushes gauges to the Pushgateway
+    assert tasks["monitor"]["cachingOptions"] == {}
     nested = monitoring["components"]["comp-training"]["dag"]["tasks"]
     assert nested["ingest"]["cachingOptions"] == {} and nested["register"]["cachingOptions"] == {}
     deployment = _documents("deployment")[0]
@@ -76,7 +79,7 @@ def test_s3_credentials_come_from_a_secret_by_name_only(tmp_path, monkeypatch):
     s3_steps = {
         "training": training_steps,
         "deployment": {"exec-deploy"},  # it reads the blessing from the registry
-        "monitoring": training_steps | {"exec-collect-window", "exec-deploy"},
+        "monitoring": training_steps | {"exec-monitor", "exec-deploy"},
         "scoring": {"exec-score"},  # it reads the model, the data and writes to S3
     }
     for name, expected in s3_steps.items():
@@ -100,7 +103,7 @@ def test_monitoring_retrains_and_deploys_only_under_their_conditions():
     tasks = _documents("monitoring")[0]["root"]["dag"]["tasks"]
     (retrain,) = [task for task in tasks.values() if "triggerPolicy" in task]
     assert retrain["triggerPolicy"]["condition"] == (
-        "inputs.parameter_values['pipelinechannel--decide-Output'] == true"
+        "inputs.parameter_values['pipelinechannel--retrain-Output'] == true"
     )
     branch = _documents("monitoring")[0]["components"][retrain["componentRef"]["name"]]
     inside = branch["dag"]["tasks"]
@@ -136,22 +139,22 @@ def _artifact_edges(name: str) -> dict[tuple[str, str], set[str]]:
 def test_monitoring_drift_ranks_features_by_the_champions_importance():
     """The drift step's top_features rule gets the champion's permutation importance."""
     edges = _artifact_edges("monitoring")
-    assert edges[("collect-window", "importance")] == {"drift"}
-    assert edges[("collect-window", "contract")] == {"drift"}
+    assert edges[("monitor", "importance")] == {"drift"}
+    assert edges[("monitor", "contract")] == {"drift"}
 
 
 def test_the_wiring_keeps_held_out_rows_out_of_every_fitted_step():
-    """No leak by construction: what fits (preprocess, select-features, balance, train) reads
+    """No leak by construction: what fits (preprocess, features, balance, train) reads
     only training rows; resampled rows reach training alone; test rows reach only the steps
     that score the finished model."""
     edges = _artifact_edges("training")
     assert edges[("split", "train")] == {"preprocess", "register"}  # register: drift reference
-    assert edges[("preprocess", "train_clean")] == {"select-features", "balance", "train",
+    assert edges[("preprocess", "train_clean")] == {"features", "balance", "train",
                                                     "diagnose"}  # fmt: skip
     assert edges[("balance", "balanced")] == {"train"}
-    assert edges[("split", "validation")] == {"train", "calibrate-threshold", "diagnose"}
-    assert edges[("split", "test")] == {  # export-onnx: checks the finished model's export
-        "evaluate", "gate", "explain", "report", "export-onnx",
+    assert edges[("split", "validation")] == {"train", "calibrate", "diagnose"}
+    assert edges[("split", "test")] == {  # export: checks the finished model's export
+        "evaluate", "gate", "explain", "report", "export",
     }  # fmt: skip
 
 
@@ -227,10 +230,10 @@ def test_the_model_is_immutable_from_select_to_register():
         if output["artifactType"]["schemaTitle"] == "system.Model"
     }
     # the candidates, the choice, the assembled bundle and its ONNX form: nothing between
-    assert writes_model == {"train", "for-loop-1", "select", "register", "export-onnx"}
+    assert writes_model == {"train", "for-loop-1", "select", "register", "export"}
     judges = {"evaluate", "gate", "diagnose", "explain", "report"}
-    assert edges[("select", "champion")] == judges | {"calibrate-threshold", "register"}
-    assert edges[("calibrate-threshold", "calibration")] == judges | {"register"}
+    assert edges[("select", "selected")] == judges | {"calibrate", "register"}
+    assert edges[("calibrate", "calibration")] == judges | {"register"}
     assert edges[("select", "leaderboard")] == {"report", "register"}
     for document in (
         ("explain", "explanation"),
@@ -239,8 +242,50 @@ def test_the_model_is_immutable_from_select_to_register():
         ("gate", "blessing"),
     ):
         assert "register" in edges[document], document
-    assert edges[("register", "bundle")] == {"export-onnx"}
+    assert edges[("register", "bundle")] == {"export"}
     register_inputs = spec["root"]["dag"]["tasks"]["register"]["inputs"]["artifacts"]
     assert {source["taskOutputArtifact"]["producerTask"] for source in register_inputs.values()} \
-        == {"select", "calibrate-threshold", "explain", "report", "evaluate", "gate", "validate",
+        == {"select", "calibrate", "explain", "report", "evaluate", "gate", "validate",
             "split"}  # fmt: skip
+
+
+COMPONENTS_DIR = Path(components_init).parent
+COMPONENT_MODULES = {path.stem for path in COMPONENTS_DIR.glob("*.py")} - {"__init__"}
+# Steps that are not named after a module of their own, with where they live and why.
+SECOND_STEPS = {
+    "create-dask-cluster": "dask_cluster: the run's Dask cluster, made before the steps",
+    "delete-dask-cluster": "dask_cluster: ... and deleted in the exit handler",
+    "wait-ready": "deploy: waits until the deployed revision is ready",
+}
+# `<name>_options` parameters whose name is not a step's, and why.
+OTHER_OPTIONS = {
+    "sql": "ingest's SQL source (config data.sql, kfp_lifecycle/sources/sql.py)",
+}
+OLD_NAMES = [  # renamed for issue 12.7: none may come back into a compiled pipeline
+    "calibrate-threshold", "threshold_options", "select-features", "export-onnx",
+    "tuning_options", "collect-window", "canary_options", "exec-decide",
+]  # fmt: skip
+
+
+def test_every_step_is_named_after_its_module_and_its_options_after_the_step():
+    """One name per step (issue 12.7): the task, the module, `<step>_options`."""
+    for name in pipelines():
+        spec = _documents(name)[0]
+        tasks = {executor.removeprefix("exec-") for executor in spec["deploymentSpec"]["executors"]}
+        unnamed = {
+            t for t in tasks - set(SECOND_STEPS) if t.replace("-", "_") not in COMPONENT_MODULES
+        }
+        assert not unnamed, f"{name}: steps named unlike their module: {sorted(unnamed)}"
+        parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+        steps = {p.removesuffix("_options") for p in parameters if p.endswith("_options")}
+        assert steps - set(OTHER_OPTIONS) <= COMPONENT_MODULES, (name, sorted(steps))
+        text = (COMPILED_DIR / f"{name}.yaml").read_text()
+        assert [old for old in OLD_NAMES if old in text] == [], name
+
+
+def test_select_hands_on_the_selected_model_and_champion_is_only_the_alias():
+    spec = _documents("training")[0]
+    outputs = spec["components"]["comp-select"]["outputDefinitions"]["artifacts"]
+    assert set(outputs) == {"selected", "leaderboard"}
+    register = spec["components"]["comp-register"]["inputDefinitions"]["artifacts"]
+    assert "model" in register and "champion" not in register

@@ -7,12 +7,8 @@ import pandas as pd
 import pytest
 
 from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows
-from kfp_lifecycle.components.evaluate import (
-    ThresholdOptions,
-    calibrate_bundle,
-    evaluate_bundle,
-    threshold_for,
-)
+from kfp_lifecycle.components.calibrate import CalibrateOptions, calibrate_bundle, threshold_for
+from kfp_lifecycle.components.evaluate import evaluate_bundle
 from kfp_lifecycle.components.gate import GateOptions, decide
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.select import rank_candidates
@@ -65,7 +61,7 @@ def test_a_95_5_table_gets_minority_recall_and_calibrated_probabilities(tmp_path
     )
     before = evaluate_bundle(load_bundle(tmp_path / "raw"), parts.test)["metrics"]
     raw = load_bundle(tmp_path / "raw")
-    calibration, report = calibrate_bundle(raw, parts.validation, ThresholdOptions())
+    calibration, report = calibrate_bundle(raw, parts.validation, CalibrateOptions())
     assert report["calibration"]["applied"] is True
     tuned = served(raw, calibration)
     result = evaluate_bundle(tuned, parts.test)
@@ -89,10 +85,10 @@ def test_a_95_5_table_gets_minority_recall_and_calibrated_probabilities(tmp_path
 def test_too_few_validation_rows_of_a_class_keep_the_prior_default():
     y = np.array(["bad"] * 6 + ["good"] * 94)
     scores = np.linspace(0, 1, 100)[::-1]
-    threshold, evidence = threshold_for(y, scores, "bad", ThresholdOptions())
+    threshold, evidence = threshold_for(y, scores, "bad", CalibrateOptions())
     assert evidence["strategy"] == "prior" and threshold == 0.06
     assert "only 6 validation row(s) of a class, fewer than 30" in evidence["reason"]
-    threshold, evidence = threshold_for(y, scores, "bad", ThresholdOptions(min_rows_per_class=5))
+    threshold, evidence = threshold_for(y, scores, "bad", CalibrateOptions(min_rows_per_class=5))
     assert evidence["strategy"] == "f1" and threshold != 0.06
 
 

@@ -6,11 +6,13 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
 from pydantic import ValidationError
 from sklearn import metrics as skm
 
-from kfp_lifecycle.components.evaluate import (
-    ThresholdOptions,
+from kfp_lifecycle.components.calibrate import (
+    CalibrateOptions,
+    calibrate,
     calibrate_bundle,
-    calibrate_threshold,
     choose_threshold,
+)
+from kfp_lifecycle.components.evaluate import (
     compute_metrics,
     evaluate,
     evaluate_bundle,
@@ -193,16 +195,16 @@ def test_fixed_threshold_is_kept_and_one_class_is_refused():
         ({"strategy": "cost", "cost_false_positive": 0, "cost_false_negative": 0}, "cost_false"),
     ],
 )
-def test_bad_threshold_options_are_named(options, field):
+def test_bad_calibrate_options_are_named(options, field):
     with pytest.raises(ValidationError, match=field):
-        ThresholdOptions.model_validate(options)
+        CalibrateOptions.model_validate(options)
 
 
 def test_calibration_sets_the_threshold_that_serving_applies_and_leaves_the_model(binary):
     directory, parts = binary
     before = {p.name: p.read_bytes() for p in directory.iterdir()}
     calibration, report = calibrate_bundle(
-        load_bundle(directory), parts.validation, ThresholdOptions(strategy="f1")
+        load_bundle(directory), parts.validation, CalibrateOptions(strategy="f1")
     )
     assert {p.name: p.read_bytes() for p in directory.iterdir()} == before  # model untouched
     threshold = calibration.decision_threshold
@@ -221,11 +223,11 @@ def test_multiclass_bundle_gets_no_threshold_only_a_calibration(three_classes):
     directory, parts = three_classes
     model = load_bundle(directory)
     calibration, report = calibrate_bundle(
-        model, parts.validation, ThresholdOptions(calibrate=False)
+        model, parts.validation, CalibrateOptions(calibrate=False)
     )
     assert not report["applied"] and "binary" in report["reason"]
     assert calibration == Calibration() and served(model, calibration).metadata == model.metadata
-    calibration, report = calibrate_bundle(model, parts.validation, ThresholdOptions())
+    calibration, report = calibrate_bundle(model, parts.validation, CalibrateOptions())
     assert calibration.decision_threshold is None
     assert (calibration.scaling is not None) is report["calibration"]["applied"]
     assembled = served(model, calibration).metadata
@@ -239,7 +241,7 @@ def test_threshold_component_writes_the_calibration_and_its_evidence(tmp_path, b
     validation = tmp_path / "validation.parquet"
     parts.validation.to_parquet(validation, index=False)
     calibration = Artifact(uri=str(tmp_path / "calibration.json"))
-    calibrate_threshold.python_func(
+    calibrate.python_func(
         model=Model(uri=str(directory)),
         validation=Dataset(uri=str(validation)),
         calibration=calibration,

@@ -9,7 +9,7 @@ import pytest
 from sklearn.base import clone
 
 from kfp_lifecycle import cli
-from kfp_lifecycle.components.tune import TuningOptions, defaults_of, fixed_params
+from kfp_lifecycle.components.tune import TuneOptions, defaults_of, fixed_params
 from kfp_lifecycle.config import LifecycleConfig, parse_config
 from kfp_lifecycle.core.bundle import PINNED_LIBRARIES
 from kfp_lifecycle.core.errors import DataError, LifecycleError
@@ -65,12 +65,12 @@ def test_every_family_declares_what_each_step_reads(name, task):
     stopping = family.early_stopping
     if stopping is not None:
         assert stopping.rounds_param in params and stopping.trees_param in params
-        assert fixed_params(name, TuningOptions(early_stopping_rounds=7)) == {
+        assert fixed_params(name, TuneOptions(early_stopping_rounds=7)) == {
             stopping.rounds_param: 7
         }
         assert family.fit_options([[0.0]], [0])  # the validation rows reach fit()
     else:
-        assert fixed_params(name, TuningOptions()) == {} and family.fit_options([], []) == {}
+        assert fixed_params(name, TuneOptions()) == {} and family.fit_options([], []) == {}
 
 
 def test_scaling_and_explainers_are_declared_per_family():

@@ -7,7 +7,7 @@ import pytest
 from kfp.dsl import Artifact, Dataset
 from pydantic import ValidationError
 
-from kfp_lifecycle.components.features import FeaturesOptions, fit_feature_selector, select_features
+from kfp_lifecycle.components.features import FeaturesOptions, features, fit_feature_selector
 from kfp_lifecycle.components.preprocess import (
     PreprocessOptions,
     fit_preprocessor,
@@ -196,7 +196,7 @@ def test_component_writes_a_preprocessor_train_can_load(tmp_path, prepared):
     train.to_parquet(source, index=False)
     selected = Artifact(uri=str(tmp_path / "selected"))
     report = Artifact(uri=str(tmp_path / "report.json"))
-    select_features.python_func(
+    features.python_func(
         train=Dataset(uri=str(source)),
         preprocessor=Artifact(uri=str(tmp_path / "preprocessor")),
         target="y",

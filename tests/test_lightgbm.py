@@ -13,7 +13,7 @@ from kfp_lifecycle.components.explain import ExplainOptions, explain_bundle, mod
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model, tune_family
-from kfp_lifecycle.components.tune import TuningOptions, chosen_params
+from kfp_lifecycle.components.tune import TuneOptions, chosen_params
 from kfp_lifecycle.core.bundle import load_bundle
 from kfp_lifecycle.core.tasks import CLASSIFICATION
 from kfp_lifecycle.serving.explain import explain_rows
@@ -51,7 +51,7 @@ def test_it_stops_early_on_the_validation_rows(bundle_dir):
 
 def test_tuning_searches_its_space_and_the_final_fit_keeps_the_best(prepared):
     parts, fitted, schema = prepared
-    options = TuningOptions(trials=3, early_stopping_rounds=5, timeout_seconds=3600)
+    options = TuneOptions(trials=3, early_stopping_rounds=5, timeout_seconds=3600)
     study = tune_family(parts.train, parts.validation, TARGET, CLASSIFICATION, "lightgbm",
                         fitted, "roc_auc", options)  # fmt: skip
     assert study["fixed_params"] == {"early_stopping_round": 5}
@@ -71,7 +71,7 @@ def test_tuning_searches_its_space_and_the_final_fit_keeps_the_best(prepared):
 
 def test_cross_validation_tuning_stops_early_on_the_validation_rows(prepared):
     parts, fitted, _ = prepared
-    options = TuningOptions(trials=2, objective="cv", cv_folds=2, timeout_seconds=3600)
+    options = TuneOptions(trials=2, objective="cv", cv_folds=2, timeout_seconds=3600)
     study = tune_family(parts.train, parts.validation, TARGET, CLASSIFICATION, "lightgbm",
                         fitted, "roc_auc", options)  # fmt: skip
     assert study["objective_data"] == "cv" and study["cv"]["folds"] == 2

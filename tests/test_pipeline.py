@@ -23,8 +23,8 @@ from kfp_lifecycle.registry import CHAMPION, LocalRegistry
 pytestmark = pytest.mark.pipeline
 
 SUMMARY_KEYS = {
-    "task", "primary_metric", "champion", "metrics", "leaderboard", "blessed", "reasons",
-    "model_uri", "model_name", "model_version",
+    "task", "primary_metric", "best_family", "champion", "metrics", "leaderboard", "blessed",
+    "reasons", "model_uri", "model_name", "model_version",
 }  # fmt: skip
 
 
@@ -54,14 +54,15 @@ def churn_runs(tmp_path_factory, churn):
     return root, first, second
 
 
-def test_summary_names_champion_metrics_and_decision(churn_runs):
+def test_summary_names_best_family_metrics_and_decision(churn_runs):
     root, first, _ = churn_runs
     assert set(first) >= SUMMARY_KEYS
     assert json.loads((root / "run1" / "summary.json").read_text()) == first
     assert (first["task"], first["primary_metric"]) == ("classification", "roc_auc")
     assert set(first["leaderboard"]) == set(DEFAULT_FAMILIES)
     best = max(first["leaderboard"], key=first["leaderboard"].get)
-    assert first["champion"] == best
+    assert first["best_family"] == best
+    assert first["champion"] == best  # the deprecated name, kept for one release
     assert first["blessed"] is True
     assert first["reasons"] == [
         f"pass: roc_auc = {first['metrics']['roc_auc']:.4f} (required >= 0.6)",
@@ -73,11 +74,13 @@ def test_registered_bundle_is_complete_and_predicts(churn_runs, churn):
     _, first, _ = churn_runs
     bundle = load_bundle(first["model_uri"])  # verifies the sha256
     metadata = bundle.metadata
-    assert metadata["family"] == first["champion"]
+    assert metadata["family"] == first["best_family"]
     assert metadata["metrics_test"] == first["metrics"]
     assert metadata["registry_version"] == first["model_version"] == 1
     assert len(metadata["lineage"]["data_sha256"]) == 64 and metadata["lineage"]["run_id"]
-    assert metadata["metrics"]["validation"]["roc_auc"] == first["leaderboard"][first["champion"]]
+    assert (
+        metadata["metrics"]["validation"]["roc_auc"] == first["leaderboard"][first["best_family"]]
+    )
     assert 0 < metadata["decision_threshold"] < 1  # chosen on validation rows, used by serving
     contract = metadata["contract"]
     assert contract["target"] == "churned" and set(contract["columns"]) == set(churn.columns)
@@ -155,7 +158,7 @@ def test_regression_pipeline(tmp_path, regression):
     assert summary["blessed"] is False
     assert summary["reasons"][0].startswith("FAIL: no metric threshold configured")
     board = summary["leaderboard"]
-    assert summary["champion"] == min(board, key=board.get)  # lower RMSE wins
+    assert summary["best_family"] == min(board, key=board.get)  # lower RMSE wins
 
 
 def test_cli_runs_a_multiclass_table(tmp_path, multiclass):
@@ -168,7 +171,7 @@ def test_cli_runs_a_multiclass_table(tmp_path, multiclass):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["champion"] == "linear" and summary["metrics"]["roc_auc"] > 0.85
+    assert summary["best_family"] == "linear" and summary["metrics"]["roc_auc"] > 0.85
     assert summary["blessed"] is True
     assert "Leaderboard" in result.stdout and "BLESSED" in result.stdout
     # Quiet by default: one line per step, the summary, then where everything is.
@@ -273,10 +276,10 @@ def test_a_step_that_crashes_is_reported_as_a_bug_in_one_line(tmp_path):
     )
 
 
-def test_the_leaderboard_marks_the_summary_champion_not_rank_one(capsys, tmp_path):
-    """The champion is what the select step chose; a family can top validation and lose."""
+def test_the_leaderboard_marks_the_selected_family_not_rank_one(capsys, tmp_path):
+    """The best family is what the select step chose; a family can top validation and lose."""
     summary = {
-        "task": "classification", "primary_metric": "roc_auc", "champion": "linear",
+        "task": "classification", "primary_metric": "roc_auc", "best_family": "linear",
         "leaderboard": {"xgboost": 0.91, "linear": 0.90}, "metrics": {"roc_auc": 0.89},
         "blessed": True, "reasons": [], "model_name": "churned", "model_version": 1,
         "model_uri": str(tmp_path),
@@ -286,13 +289,13 @@ def test_the_leaderboard_marks_the_summary_champion_not_rank_one(capsys, tmp_pat
     first, second = (
         next(line for line in lines if score in line) for score in ("0.9100", "0.9000")
     )
-    assert "xgboost" in first and "(champion)" not in first
-    assert "linear" in second and "(champion)" in second
+    assert "xgboost" in first and "(selected)" not in first
+    assert "linear" in second and "(selected)" in second
 
 
 def test_a_run_without_a_threshold_ends_with_the_flag_to_set_one(capsys, tmp_path):
     summary = {
-        "task": "classification", "primary_metric": "roc_auc", "champion": "linear",
+        "task": "classification", "primary_metric": "roc_auc", "best_family": "linear",
         "leaderboard": {"linear": 0.90}, "metrics": {"roc_auc": 0.89}, "blessed": False,
         "reasons": ["FAIL: no metric threshold configured: the gate blesses no model without "
                     "one (set thresholds or primary_threshold)"],

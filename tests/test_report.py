@@ -9,7 +9,8 @@ from html_pages import CHROMIUM, NO_CHROMIUM, Tables, chromium, sections_of
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Model
 from pydantic import ValidationError
 
-from kfp_lifecycle.components.evaluate import ThresholdOptions, calibrate_bundle, evaluate_bundle
+from kfp_lifecycle.components.calibrate import CalibrateOptions, calibrate_bundle
+from kfp_lifecycle.components.evaluate import evaluate_bundle
 from kfp_lifecycle.components.features import FeaturesOptions, fit_feature_selector
 from kfp_lifecycle.components.gate import GateOptions, decide
 from kfp_lifecycle.components.preprocess import fit_preprocessor
@@ -118,7 +119,7 @@ def evaluated(tmp_path_factory, churn):
     build_bundle(root / "selected", churn)
     parts = split_table(churn, "churned", CLASSIFICATION, seed=0)
     selected = load_bundle(root / "selected")
-    calibration, _ = calibrate_bundle(selected, parts.validation, ThresholdOptions())
+    calibration, _ = calibrate_bundle(selected, parts.validation, CalibrateOptions())
     bundle = served(selected, calibration)
     evaluation = evaluate_bundle(bundle, parts.test)
     options = GateOptions(thresholds={"roc_auc": 0.6})
@@ -128,7 +129,7 @@ def evaluated(tmp_path_factory, churn):
 
 @pytest.fixture(scope="module")
 def feature_reports(churn):
-    """The preprocess and select_features reports of a table with a constant column."""
+    """The preprocess and features reports of a table with a constant column."""
     parts = split_table(churn.assign(site="main"), "churned", CLASSIFICATION, seed=0)
     fitted, _, preprocessing = fit_preprocessor(parts.train, "churned", CLASSIFICATION)
     options = FeaturesOptions(methods=["variance", "correlation", "mutual_information"])

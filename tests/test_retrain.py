@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from kfp.dsl import Artifact
 
-from kfp_lifecycle.components.retrain import RetrainRule, decide, decide_retraining
+from kfp_lifecycle.components.retrain import RetrainRule, decide_retraining, retrain
 
 
 def _drift(dataset_drift=False, prediction_drift=False, rows=500):
@@ -73,7 +73,7 @@ def test_component_writes_the_decision_either_way(tmp_path):
     quality = tmp_path / "quality.json"
     quality.write_text("{}")  # no labels: an empty document
     decision = Artifact(uri=str(tmp_path / "decision.json"))
-    retrain = decide.python_func(
+    decided = retrain.python_func(
         drift_verdict=Artifact(uri=str(verdict)),
         quality=Artifact(uri=str(quality)),
         decision=decision,
@@ -82,7 +82,7 @@ def test_component_writes_the_decision_either_way(tmp_path):
         model_version="1",
         rule={},
     )
-    assert retrain is False
+    assert decided is False
     written = json.loads(Path(decision.path).read_text())
     assert written["retrain"] is False and written["rows"] == 500
     assert "no labels joined yet: live quality unknown" in written["reasons"]

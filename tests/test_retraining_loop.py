@@ -33,10 +33,10 @@ def test_train_serve_log_label_monitor_retrain_on_a_table_with_an_id(tmp_path):
     common = {
         "registry": str(tmp_path / "registry"),
         "model_name": "churn",
-        "models": {"families": ["linear"], "tuning": {"enabled": False}},
+        "models": {"families": ["linear"], "tune": {"enabled": False}},
         "gate": {"thresholds": {"roc_auc": 0.5}},
-        "diagnosis": {"sizes": [1.0]},
-        "explanation": {"repeats": 1},
+        "diagnose": {"sizes": [1.0]},
+        "explain": {"repeats": 1},
     }
     first = run_training(
         parse_config({**common, "data": {"source": str(data), "target": "churned"},

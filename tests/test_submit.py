@@ -117,3 +117,16 @@ def test_no_server_is_one_line_without_a_traceback(capsys):
     out, err = capsys.readouterr()
     assert err.startswith(f"error: cannot reach the KFP API at http://127.0.0.1:{port}: ")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
+
+
+def test_a_renamed_parameter_is_refused_naming_its_new_name(kfp_client, capsys):
+    args = ["submit", "training", "--host", "http://kfp", "--param", "threshold_options={}"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "no parameter(s) threshold_options (threshold_options is now calibrate_options);" in err
+    kfp_client.create_run_from_pipeline_package.assert_not_called()
+    taken = {name: COMPILED_DIR.joinpath(f"{name}.yaml").read_text() for name in ("training",
+             "monitoring", "deployment")}  # fmt: skip
+    for old, new in submit.RENAMED_PARAMETERS.items():  # the new names are real parameters
+        assert any(f"\n      {new}:\n" in text for text in taken.values()), new
+        assert not any(f"\n      {old}:\n" in text for text in taken.values()), old

@@ -12,7 +12,7 @@ from kfp_lifecycle.components.explain import ExplainOptions, explain_bundle
 from kfp_lifecycle.components.preprocess import fit_preprocessor
 from kfp_lifecycle.components.split import split_table
 from kfp_lifecycle.components.train import train_model, tune_family
-from kfp_lifecycle.components.tune import TuningOptions, within_budget
+from kfp_lifecycle.components.tune import TuneOptions, within_budget
 from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.core.tasks import REGRESSION
 from kfp_lifecycle.local_run import pipeline_arguments
@@ -25,10 +25,10 @@ def test_shares_and_what_fits():
 
 
 def test_tuning_timeout_is_capped_by_its_share_and_says_so():
-    options, cut = within_budget(TuningOptions(timeout_seconds=60), 100)
+    options, cut = within_budget(TuneOptions(timeout_seconds=60), 100)
     assert options.timeout_seconds == 100 * SHARES["tuning"] and "60s to 45s" in cut
-    assert within_budget(TuningOptions(timeout_seconds=60), 0) == (
-        TuningOptions(timeout_seconds=60),
+    assert within_budget(TuneOptions(timeout_seconds=60), 0) == (
+        TuneOptions(timeout_seconds=60),
         "",
     )
 
@@ -55,7 +55,7 @@ def _regression_bundle(regression: pd.DataFrame, tuned: bool = False):
     study = None
     if tuned:
         study = tune_family(parts.train, parts.validation, "price", REGRESSION, "linear", fitted,
-                            "rmse", TuningOptions(trials=12))  # fmt: skip
+                            "rmse", TuneOptions(trials=12))  # fmt: skip
     bundle = train_model(parts.train, parts.validation, "price", REGRESSION, "linear", fitted,
                          schema)  # fmt: skip
     bundle.metadata["primary_metric"] = "rmse"

@@ -22,7 +22,7 @@ from kfp_lifecycle.components.train import (
     train_model,
     tune_family,
 )
-from kfp_lifecycle.components.tune import TuningOptions, chosen_params
+from kfp_lifecycle.components.tune import TuneOptions, chosen_params
 from kfp_lifecycle.core.bundle import read_metadata
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION, REGRESSION
@@ -50,7 +50,7 @@ def _study(prepared, family="linear", **options):
     options.setdefault("timeout_seconds", UNBOUNDED_SECONDS)
     parts, fitted, _ = prepared
     return tune_family(parts.train, parts.validation, "churned", CLASSIFICATION, family, fitted,
-                       "roc_auc", TuningOptions(**options))  # fmt: skip
+                       "roc_auc", TuneOptions(**options))  # fmt: skip
 
 
 def _refit(prepared, family, study):
@@ -184,7 +184,7 @@ def test_regression_minimises_its_error(regression):
     parts = split_table(regression, "price", REGRESSION, seed=0)
     fitted, _, _ = fit_preprocessor(parts.train, "price", REGRESSION)
     study = tune_family(parts.train, parts.validation, "price", REGRESSION, "linear", fitted,
-                        "rmse", TuningOptions(trials=6))  # fmt: skip
+                        "rmse", TuneOptions(trials=6))  # fmt: skip
     assert study["objective"] == "minimize" and study["greater_is_better"] is False
     assert study["best_score"] <= study["default_score"]
 
@@ -202,14 +202,14 @@ def test_regression_minimises_its_error(regression):
 )
 def test_bad_options_are_named(options, field):
     with pytest.raises(ValidationError, match=field):
-        TuningOptions(**options)
+        TuneOptions(**options)
 
 
 def test_the_component_writes_the_history_the_report_draws(tmp_path, prepared, capsys):
     parts, fitted, schema = prepared
     model, trials = _run_train_step(
         tmp_path, parts, fitted, schema, parts.train, "xgboost",
-        tuning={"trials": 3, "early_stopping_rounds": 10},
+        tune={"trials": 3, "early_stopping_rounds": 10},
     )  # fmt: skip
     study = json.loads(Path(trials.path).read_text())
     assert set(study) >= REPORTED_KEYS and len(study["trials"]) == 3
@@ -266,7 +266,7 @@ def test_cv_keeps_copies_and_synthetic_rows_on_the_training_side(prepared, selec
         # ... and no held-out row has a copy among the rows the fold trains on.
         assert not _rows_of(fold.x_held_out) & _rows_of(fold.x_train)
     study = tune_family(balanced, parts.validation, "churned", CLASSIFICATION, "linear",
-                        selected, "roc_auc", TuningOptions(trials=2, objective="cv"), 42,
+                        selected, "roc_auc", TuneOptions(trials=2, objective="cv"), 42,
                         parts.train, None, options)  # fmt: skip
     assert study["objective_data"] == "cv" and sum(study["cv"]["held_out_rows"]) == len(real)
 
@@ -278,7 +278,7 @@ def test_cv_refuses_resampled_rows_it_cannot_replay(prepared, selected):
     )
     with pytest.raises(DataError, match=r"replays the balance step.*pass the balance options"):
         tune_family(balanced, parts.validation, "churned", CLASSIFICATION, "linear", selected,
-                    "roc_auc", TuningOptions(objective="cv"), 42, parts.train)  # fmt: skip
+                    "roc_auc", TuneOptions(objective="cv"), 42, parts.train)  # fmt: skip
 
 
 def test_each_fold_refits_the_preprocessing_on_its_own_training_rows(prepared, selected):
@@ -317,7 +317,7 @@ def test_group_split_cv_keeps_each_group_on_one_side(customers):
         held_out = set(real["customer"].iloc[fold.held_out_rows])
         assert held_out and not trained & held_out
     study = tune_family(parts.train, parts.validation, "churned", CLASSIFICATION, "linear",
-                        fitted, "roc_auc", TuningOptions(trials=2, objective="cv"), 42,
+                        fitted, "roc_auc", TuneOptions(trials=2, objective="cv"), 42,
                         parts.train, options)  # fmt: skip
     assert study["cv"]["scheme"] == "group k-fold on 'customer'"
 
@@ -336,7 +336,7 @@ def test_time_split_cv_never_trains_on_later_rows(churn):
     held = np.concatenate([f.held_out_rows for f in folds])
     assert len(held) == len(set(held))  # each row scored at most once
     study = tune_family(parts.train, parts.validation, "churned", CLASSIFICATION, "linear",
-                        fitted, "roc_auc", TuningOptions(trials=2, objective="cv", cv_folds=4),
+                        fitted, "roc_auc", TuneOptions(trials=2, objective="cv", cv_folds=4),
                         42, parts.train, options)  # fmt: skip
     assert study["objective_data"] == "cv" and study["cv"]["folds"] == 4
 
@@ -348,7 +348,7 @@ def test_the_component_cuts_folds_by_the_split_and_replays_the_balancing(tmp_pat
     )
     _, trials = _run_train_step(
         tmp_path, parts, fitted, schema, balanced, "linear",
-        tuning={"trials": 2, "objective": "cv"},
+        tune={"trials": 2, "objective": "cv"},
         split=options.model_dump(), balance={"strategy": "oversample"},
     )  # fmt: skip
     study = json.loads(Path(trials.path).read_text())

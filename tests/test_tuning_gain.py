@@ -39,22 +39,22 @@ def _tuning_text(page: str) -> str:
 
 def test_tuning_beats_the_champions_defaults_within_the_budget_and_the_report_shows_it():
     config = load_config(CONFIG)
-    tuning, target, task = config.models.tuning, DEMO_TARGET, CLASSIFICATION
+    tuning, target, task = config.models.tune, DEMO_TARGET, CLASSIFICATION
     metric = PRIMARY_METRIC[task]
     assert config.data.metric == "auto" and tuning.enabled
 
-    table, _ = clean_table(make_churn_dataset(ROWS), target, config.cleaning)
+    table, _ = clean_table(make_churn_dataset(ROWS), target, config.clean)
     parts = split_table(table, target, task, config.split)
-    fitted, schema, found = fit_preprocessor(parts.train, target, task, config.preprocessing)
+    fitted, schema, found = fit_preprocessor(parts.train, target, task, config.preprocess)
     real = drop_outlier_rows(parts.train, found)
     selected, _ = fit_feature_selector(fitted, real, target, task, config.features)
-    balanced, _ = balance_training_rows(real, target, task, config.imbalance)
+    balanced, _ = balance_training_rows(real, target, task, config.balance)
 
     studies, bundles = {}, {}
     for family in config.models.families:
         studies[family] = tune_family(
             balanced, parts.validation, target, task, family, selected, metric, tuning,
-            fitted_rows=real, split=config.split, balance=config.imbalance,
+            fitted_rows=real, split=config.split, balance=config.balance,
         )  # fmt: skip
         bundles[family] = train_model(
             balanced, parts.validation, target, task, family, selected, schema,

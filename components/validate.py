@@ -81,7 +81,11 @@ def validate_table(
 def check_class_sizes(labels: pd.Series, target: str) -> None:
     """Refuse classes too small to stratify, naming a few; a numeric target with many
     values was most likely meant as regression, and the error says so."""
-    counts = labels.value_counts()
+    check_class_counts(labels.value_counts(), pd.api.types.is_numeric_dtype(labels), target)
+
+
+def check_class_counts(counts: pd.Series, numeric: bool, target: str) -> None:
+    """check_class_sizes from rows per class (the Dask engine counts them partition-wise)."""
     rare = counts[counts < MIN_ROWS_PER_CLASS]
     if rare.empty:
         return
@@ -90,7 +94,7 @@ def check_class_sizes(labels: pd.Series, target: str) -> None:
     )
     if len(rare) > MAX_LISTED_CLASSES:
         listed += f" and {len(rare) - MAX_LISTED_CLASSES} more"
-    if pd.api.types.is_numeric_dtype(labels) and len(counts) > MAX_CLASSES_FOR_INTEGER_TARGET:
+    if numeric and len(counts) > MAX_CLASSES_FOR_INTEGER_TARGET:
         advice = (
             f"'{target}' looks numeric and continuous ({len(counts)} distinct values): "
             "use --task regression"

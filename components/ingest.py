@@ -109,20 +109,34 @@ def to_parquet(frame: pd.DataFrame, destination: str | Path) -> None:
 
 
 @component
-def ingest(source: str, dataset: Output[Dataset]) -> str:
+def ingest(
+    source: str,
+    dataset: Output[Dataset],
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
+) -> str:
     """Read the training data and store it as Parquet.
 
     Args:
         source: Path, file:// or s3:// URI of a CSV or Parquet file (S3 settings from the
             environment: see kfp_lifecycle/storage.py).
-        dataset: The table as Parquet.
+        dataset: The table as Parquet (with engine dask, a directory of Parquet partitions).
+        engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
+        dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
+            LocalCluster per step), n_workers, memory_per_worker, sample_rows.
 
     Returns:
         The sha256 of the source file, kept in the model's lineage.
     """
     from kfp_lifecycle.components.ingest import ingest_table
+    from kfp_lifecycle.dask_engine.steps import uses_dask
 
-    stored = ingest_table(source, dataset.path)
+    if uses_dask(engine, source):
+        from kfp_lifecycle.dask_engine import steps
+
+        stored = steps.ingest(source, dataset.path, dask_options)
+    else:
+        stored = ingest_table(source, dataset.path)
     dataset.metadata.update(
         {"rows": stored["rows"], "columns": stored["columns"], "source": source}
     )

@@ -393,6 +393,8 @@ def split(
     test: Output[Dataset],
     report: Output[Artifact],
     options: dict = {},  # noqa: B006
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ):
     """Split the table into train, validation and test partitions that share no row.
 
@@ -408,6 +410,9 @@ def split(
             per partition (group split), time boundaries (time split), warnings.
         options: SplitOptions: strategy (stratified, random, group, time),
             validation_fraction, test_fraction, seed, group_column, time_column.
+        engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
+        dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
+            LocalCluster per step), n_workers, memory_per_worker, sample_rows.
     """
     import json
 
@@ -415,20 +420,28 @@ def split(
 
     from kfp_lifecycle.components.ingest import to_parquet
     from kfp_lifecycle.components.split import SplitOptions, split_table
+    from kfp_lifecycle.dask_engine.steps import uses_dask
 
-    parts = split_table(
-        pd.read_parquet(dataset.path), target, task, SplitOptions.model_validate(options)
-    )
-    for name, artifact in (("train", train), ("validation", validation), ("test", test)):
-        frame = getattr(parts, name)
-        to_parquet(frame, artifact.path)
-        artifact.metadata["rows"] = len(frame)
+    settings = SplitOptions.model_validate(options)
+    outputs = {"train": train, "validation": validation, "test": test}
+    if uses_dask(engine, dataset.path):
+        from kfp_lifecycle.dask_engine import steps
+
+        destinations = {name: artifact.path for name, artifact in outputs.items()}
+        found = steps.split(dataset.path, target, task, destinations, settings, dask_options)
+    else:
+        parts = split_table(pd.read_parquet(dataset.path), target, task, settings)
+        for name, artifact in outputs.items():
+            to_parquet(getattr(parts, name), artifact.path)
+        found = parts.report
+    for name, artifact in outputs.items():
+        artifact.metadata["rows"] = found.rows[name]
     with open(report.path, "w") as handle:
-        json.dump(parts.report.to_dict(), handle, indent=2)
-    for warning in parts.report.warnings:
+        json.dump(found.to_dict(), handle, indent=2)
+    for warning in found.warnings:
         print(f"WARNING: {warning}")
-    rows = parts.report.rows
+    rows = found.rows
     print(
-        f"split ({parts.report.strategy}): {rows['train']} train, {rows['validation']} "
+        f"split ({found.strategy}): {rows['train']} train, {rows['validation']} "
         f"validation, {rows['test']} test"
     )

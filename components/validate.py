@@ -286,6 +286,8 @@ def validate(
     metric: str = "auto",
     registry: str = "",
     model_name: str = "",
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ) -> NamedTuple("ValidateOutputs", task=str, primary_metric=str):
     """Check the table can train a model and resolve the task and primary metric.
 
@@ -301,6 +303,9 @@ def validate(
         registry: Model registry; when it has a champion of model_name, the table is
             checked against that champion's contract (errors stop the run).
         model_name: Registered model name.
+        engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
+        dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
+            LocalCluster per step), n_workers, memory_per_worker, sample_rows.
 
     Returns:
         task: The resolved task.
@@ -317,14 +322,23 @@ def validate(
         infer_contract,
         validate_table,
     )
+    from kfp_lifecycle.dask_engine.steps import uses_dask
 
-    frame = pd.read_parquet(dataset.path)
-    result = validate_table(frame, target, task, metric)
-    findings = enforce_contract(frame, champion_contract(registry, model_name))
+    if uses_dask(engine, dataset.path):
+        from kfp_lifecycle.dask_engine import steps
+
+        result, findings, inferred = steps.validate(
+            dataset.path, target, task, metric, registry, model_name, dask_options
+        )
+    else:
+        frame = pd.read_parquet(dataset.path)
+        result = validate_table(frame, target, task, metric)
+        findings = enforce_contract(frame, champion_contract(registry, model_name))
+        inferred = infer_contract(frame, target)
     with open(report.path, "w") as handle:
         json.dump({**asdict(result), "findings": [asdict(f) for f in findings]}, handle, indent=2)
     with open(contract.path, "w") as handle:
-        json.dump(infer_contract(frame, target), handle, indent=2)
+        json.dump(inferred, handle, indent=2)
     for warning in [*result.warnings, *map(str, findings)]:
         print(f"WARNING: {warning}")
     print(f"task: {result.task}, primary metric: {result.primary_metric}")

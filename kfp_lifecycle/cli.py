@@ -49,6 +49,7 @@ def training_config(args: argparse.Namespace) -> Any:
             "split.validation_fraction": args.validation_fraction,
             "split.test_fraction": args.test_fraction,
             "split.seed": args.seed,
+            "engine": args.engine,
         },
     )
 
@@ -386,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--validation-fraction", type=float)
     training.add_argument("--test-fraction", type=float)
     training.add_argument("--seed", type=int)
+    training.add_argument(
+        "--engine", choices=["pandas", "dask", "auto"], help="data stage and training engine"
+    )
     training.set_defaults(handler=cmd_run)
 
     demo = commands.add_parser("demo", help="run the training pipeline on the built-in dataset")

@@ -32,6 +32,7 @@ from kfp_lifecycle.components.train import DEFAULT_FAMILIES, FAMILIES
 from kfp_lifecycle.components.tune import TuningOptions
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.tasks import METRICS, metrics_for
+from kfp_lifecycle.dask_engine.engine import PANDAS, DaskSettings, Engine
 
 AUTO_METRIC = ("auto", "")
 
@@ -114,6 +115,12 @@ class LifecycleConfig(Section):
     model_name: str | None = Field(None, description="Registered model name (default: target).")
     registry: str | None = Field(None, description="Registry: a directory or s3:// URI.")
     output: str = Field("lifecycle-output", description="Local run's output directory.")
+    engine: Engine = Field(
+        PANDAS,
+        description="Data stage and training engine: pandas, dask, or auto (dask from "
+        "AUTO_DASK_ROWS rows or AUTO_DASK_BYTES of files; kfp_lifecycle/dask_engine/engine.py).",
+    )
+    dask: DaskSettings = Field(default_factory=DaskSettings)
     profile: ProfileOptions = Field(default_factory=ProfileOptions)
     cleaning: CleanOptions = Field(default_factory=CleanOptions)
     split: SplitOptions = Field(default_factory=SplitOptions)

@@ -38,7 +38,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         raise LifecycleError("no target column: pass --target or set data.target in the config")
     if not data.startswith("s3://"):
         data = str(Path(data.removeprefix("file://")).absolute())
-    frame = read_table(data)
+    frame = preview_table(data, config.engine)
     checked = validate_table(frame, target, config.data.task, config.data.metric)
     drop_unusable(frame, infer_schema(frame, target), config.preprocessing)
     for family in config.models.families:
@@ -72,7 +72,21 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "preprocess_options": config.preprocessing.model_dump(mode="json", exclude_none=True),
         "features_options": config.features.model_dump(mode="json", exclude_none=True),
         "balance_options": config.imbalance.model_dump(mode="json", exclude_none=True),
+        "engine": config.engine,
+        "dask_options": config.dask.model_dump(mode="json", exclude_none=True),
     }
+
+
+def preview_table(data: str, engine: str) -> Any:
+    """The table the checks run on: all of it with pandas; with Dask (a large table, or a
+    directory or prefix of files) the first rows of its first file."""
+    from kfp_lifecycle.dask_engine.engine import DASK, resolve_engine
+
+    if resolve_engine(engine, data) != DASK:
+        return read_table(data)
+    from kfp_lifecycle.dask_engine.ingest import preview
+
+    return preview(data)
 
 
 def run_local(pipeline: Callable[..., Any], arguments: dict[str, Any], output: Path) -> Any:

@@ -50,9 +50,13 @@ def training_pipeline(
     preprocess_options: dict = {},  # noqa: B006
     features_options: dict = {},  # noqa: B006
     balance_options: dict = {},  # noqa: B006
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ) -> dsl.Artifact:
+    # The data stage and training run on pandas or Dask (kfp_lifecycle/dask_engine).
+    on = {"engine": engine, "dask_options": dask_options}
     # never cached: the key is the URI string, and the data behind a URI changes
-    ingested = with_s3_access(ingest(source=data).set_caching_options(False))
+    ingested = with_s3_access(ingest(source=data, **on).set_caching_options(False))
     checked = with_s3_access(
         validate(
             dataset=ingested.outputs["dataset"],
@@ -61,6 +65,7 @@ def training_pipeline(
             metric=metric,
             registry=registry,
             model_name=model_name,
+            **on,
         ).set_caching_options(False)  # the champion whose contract applies may have changed
     )
     resolved_task = checked.outputs["task"]
@@ -69,17 +74,23 @@ def training_pipeline(
         target=target,
         task=resolved_task,
         options=profile_options,
+        **on,
     ).set_display_name("profile (EDA report)")
-    cleaned = clean(dataset=ingested.outputs["dataset"], target=target, options=clean_options)
+    cleaned = clean(dataset=ingested.outputs["dataset"], target=target, options=clean_options, **on)
     parts = split(
         dataset=cleaned.outputs["cleaned"],
         target=target,
         task=resolved_task,
         options=split_options,
+        **on,
     )
     # Preprocessing is fitted on real training rows; balancing only adds rows for the models.
     prepared = preprocess(
-        train=parts.outputs["train"], target=target, task=resolved_task, options=preprocess_options
+        train=parts.outputs["train"],
+        target=target,
+        task=resolved_task,
+        options=preprocess_options,
+        **on,
     )
     selected = select_features(
         train=prepared.outputs["train_clean"],
@@ -107,6 +118,7 @@ def training_pipeline(
             tuning=tuning_options,
             split=split_options,  # tuning's cross-validation follows the split's strategy
             balance=balance_options,  # ... and replays the balancing inside each fold
+            **on,
         )
 
     chosen = select(

@@ -162,3 +162,27 @@ def ingest_table(source: str, destination: str | Path, settings: DaskSettings) -
         "partitions": len(rows),
         "sha256": sha256,
     }
+
+
+PREVIEW_ROWS = 10_000
+
+
+def preview(source: str, rows: int = PREVIEW_ROWS) -> pd.DataFrame:
+    """The first rows of the source's first file (for checks before a run starts)."""
+    if source.startswith("s3://"):
+        frame, _ = _read_s3(source)
+        return frame.head(rows, npartitions=1, compute=True)
+    first = source_files(source)[0]
+    if first.suffix.lower() in PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+
+        batch = next(pq.ParquetFile(first).iter_batches(batch_size=rows), None)
+        if batch is None:
+            raise DataError(f"data file {first} has no rows")
+        frame = batch.to_pandas()
+    else:
+        frame = pd.read_csv(first, sep=_delimiter(first), nrows=rows, encoding="utf-8-sig")
+    if frame.empty:
+        raise DataError(f"data file {first} has a header but no rows")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame

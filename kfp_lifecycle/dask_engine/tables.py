@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kfp_lifecycle.core.errors import DataError
@@ -70,10 +72,20 @@ def copy_table(source: str | Path, destination: str | Path) -> None:
 
 
 def sample_frame(frame: Any, rows: int, total: int, seed: int = 42) -> pd.DataFrame:
-    """A seeded sample of about `rows` rows (every row when the table has no more)."""
+    """About `rows` rows chosen by a seeded hash of each row (every row when the table has
+    no more), so a later step can tell which rows a statistic was fitted on (`in_sample`)."""
     if total <= rows:
         return frame.compute().reset_index(drop=True)
-    return frame.sample(frac=rows / total, random_state=seed).compute().reset_index(drop=True)
+    fraction = rows / total
+    chosen = frame.map_partitions(lambda part: part[in_sample(part, fraction, seed)])
+    return chosen.compute().reset_index(drop=True)
+
+
+def in_sample(part: pd.DataFrame, fraction: float, seed: int = 42) -> np.ndarray:
+    """Whether each row is in sample_frame's sample of this share of the rows."""
+    key = hashlib.sha256(f"sample-{seed}".encode()).hexdigest()[:16]
+    hashes = pd.util.hash_pandas_object(part, index=False, hash_key=key).to_numpy()
+    return hashes / float(2**64) < fraction
 
 
 class Progress:

@@ -172,8 +172,10 @@ def train_distributed(
     options: TuningOptions,
     settings: DaskSettings,
     seed: int = 42,
+    base_params: dict[str, Any] | None = None,
 ) -> tuple[Bundle, dict[str, Any]]:
-    """Tune and fit XGBoost across the cluster; the bundle (in memory) and the study."""
+    """Tune and fit XGBoost across the cluster; the bundle (in memory) and the study.
+    `base_params` replace the family's defaults (a benchmark's fixed number of trees)."""
     rows = int(train.map_partitions(len).sum().compute())
     classes = None
     if task == CLASSIFICATION:
@@ -191,7 +193,7 @@ def train_distributed(
         "train xgboost (dask): %s training rows (%s), %s validation rows, %d partitions",
         f"{matrix_train.rows:,}", note, f"{matrix_valid.rows:,}", train.npartitions,
     )  # fmt: skip
-    base = DaskXGBoost(task=task, random_state=seed)
+    base = DaskXGBoost(task=task, random_state=seed).set_params(**(base_params or {}))
     study = tune(
         base, "xgboost", task, metric, matrix_train, matrix_train.y_local, matrix_valid,
         matrix_valid.y_local, classes, options.model_copy(update={"objective": "validation"}),

@@ -98,12 +98,14 @@ def training_pipeline(
         target=target,
         task=resolved_task,
         options=features_options,
+        **on,
     )
     balanced = balance(
         train=prepared.outputs["train_clean"],
         target=target,
         task=resolved_task,
         options=balance_options,
+        **on,
     )
 
     with dsl.ParallelFor(items=families, name="model-families") as family:

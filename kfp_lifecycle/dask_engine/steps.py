@@ -24,6 +24,17 @@ def uses_dask(engine: str, data: str | Path) -> bool:
     return resolve_engine(engine, data) == DASK
 
 
+def read_training_rows(path: str, engine: str, options: dict) -> Any:
+    """A step's training rows: all of them (pandas), or a seeded sample (dask)."""
+    import pandas as pd
+
+    if not uses_dask(engine, path):
+        return pd.read_parquet(path)
+    from kfp_lifecycle.dask_engine.tables import read_sample
+
+    return read_sample(path, settings_from(options).sample_rows)
+
+
 def ingest(source: str, destination: str, options: dict) -> dict[str, Any]:
     from kfp_lifecycle.dask_engine.ingest import ingest_table
 

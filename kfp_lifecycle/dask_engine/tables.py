@@ -116,3 +116,23 @@ class Progress:
 def partition_rows(frame: Any) -> list[int]:
     """Rows of each partition (one pass over the data)."""
     return [int(n) for n in frame.map_partitions(len).compute()]
+
+
+def read_sample(path: str | Path, rows: int, seed: int = 42) -> pd.DataFrame:
+    """sample_frame's rows of a Parquet table, read one partition at a time with no cluster
+    (for steps that only need a sample: feature selection, balancing's statistics)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    total = sum(pq.read_metadata(file).num_rows for file in files)
+    if total <= rows:
+        return pd.read_parquet(path)
+    fraction = rows / total
+    parts = []
+    for file in files:
+        part = pd.read_parquet(file)
+        parts.append(part[in_sample(part, fraction, seed)])
+    logger.info("read a sample of %s of %s rows from %d partitions", f"{sum(map(len, parts)):,}",
+                f"{total:,}", len(files))  # fmt: skip
+    return pd.concat(parts, ignore_index=True)

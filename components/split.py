@@ -294,14 +294,25 @@ def _describe(splits: Splits, target: str, task: str, options: SplitOptions, dro
         }
     if task != CLASSIFICATION:
         return
-    classes = sorted(splits.train[target].astype(str).unique().tolist())
+    describe_classes(
+        report,
+        target,
+        {name: part[target].astype(str).value_counts() for name, part in parts.items()},
+    )
+
+
+def describe_classes(report: SplitReport, target: str, counts: dict[str, pd.Series]) -> None:
+    """Class shares per partition from its rows per class (label as text -> rows); fails
+    when a class has no training rows, warns when validation or test lack one."""
+    classes = sorted(counts["train"][counts["train"] > 0].index.tolist())
     all_classes = set()
-    for name, part in parts.items():
-        shares = part[target].astype(str).value_counts(normalize=True)
+    for name, count in counts.items():
+        present = count[count > 0]
+        shares = present / max(present.sum(), 1)
         report.class_shares[name] = {
             label: round(float(shares.get(label, 0.0)), 4) for label in classes
         }
-        all_classes |= set(shares.index)
+        all_classes |= set(present.index)
     missing_in_train = sorted(all_classes - set(classes))
     if missing_in_train:
         raise DataError(

@@ -33,6 +33,7 @@ from kfp_lifecycle.components.split import (
     SplitOptions,
     SplitReport,
     _as_time,
+    describe_classes,
 )
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.tasks import CLASSIFICATION
@@ -98,7 +99,7 @@ def split_table(
     if strategy == GROUP:
         report.groups = _groups(options.group_column, parts, assignment)
     if classes is not None:
-        _class_shares(report, np.asarray(classes, dtype=object)[codes], where)
+        describe_classes(report, target, _class_counts(classes, codes, where))
     logger.info("split (%s): %s", strategy, ", ".join(f"{n:,} {k}" for k, n in report.rows.items()))
     return report
 
@@ -233,20 +234,10 @@ def _groups(column: str, parts: list, assignment: list[np.ndarray]) -> dict[str,
     return {name: int(distinct.get(code, 0)) for code, name in enumerate(PARTITIONS)}
 
 
-def _class_shares(report: SplitReport, labels: np.ndarray, where: np.ndarray) -> None:
-    classes = sorted(set(labels[where == TRAIN].tolist()))
-    for code, name in enumerate(PARTITIONS):
-        shares = pd.Series(labels[where == code]).value_counts(normalize=True)
-        report.class_shares[name] = {c: round(float(shares.get(c, 0.0)), 4) for c in classes}
-    missing = sorted(set(labels.tolist()) - set(classes))
-    if missing:
-        raise DataError(
-            f"class(es) {', '.join(missing)} have no training rows after the "
-            f"{report.strategy} split; the model could never predict them"
-        )
-    for name in ("validation", "test"):
-        absent = [c for c in classes if report.class_shares[name][c] == 0]
-        if absent:
-            report.warnings.append(
-                f"{name} has no rows of class(es) {', '.join(absent)}; its metrics ignore them"
-            )
+def _class_counts(classes: list, codes: np.ndarray, where: np.ndarray) -> dict[str, pd.Series]:
+    """Rows per class (by its text) in each partition, from the codes in memory."""
+    names = np.asarray(classes, dtype=object)
+    return {
+        name: pd.Series(np.bincount(codes[where == code], minlength=len(classes)), index=names)
+        for code, name in enumerate(PARTITIONS)
+    }

@@ -94,6 +94,11 @@ def test_engine_in_config_cli_and_auto(tmp_path, monkeypatch):
     assert engines.resolve_engine("pandas", small) == "pandas"
     with pytest.raises(DataError, match="unknown engine 'spark'"):
         engines.resolve_engine("spark", small)
+    # a pod pointed at a cluster by its environment (the Kubernetes path)
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://scheduler:8786")
+    assert engines.settings_from({}).scheduler_address == "tcp://scheduler:8786"
+    given = {"scheduler_address": "tcp://other:8786"}
+    assert engines.settings_from(given).scheduler_address == "tcp://other:8786"
 
 
 def test_open_client_connects_to_the_given_scheduler(settings, cluster):

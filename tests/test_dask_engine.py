@@ -8,12 +8,14 @@ vs. sklearn's shuffle: same sizes, other rows), so on 1,200 rows ROC-AUC may dif
 sampling noise; TOLERANCE is about two standard errors of ROC-AUC on 240 test rows.
 """
 
+import io
 import json
 import logging
 
 import numpy as np
 import pandas as pd
 import pytest
+from s3_server import MotoS3, new_bucket
 
 from kfp_lifecycle import cli
 from kfp_lifecycle.components.clean import clean_table
@@ -123,6 +125,30 @@ def test_ingest_reads_a_directory_as_partitions(ingested, table):
     (root / "mixed" / "b.parquet").write_bytes(b"PAR1")
     with pytest.raises(DataError, match="mixes CSV and Parquet"):
         ingest_table(str(root / "mixed"), root / "out", DaskSettings())
+
+
+def test_ingest_reads_an_s3_prefix_as_partitions(table, settings, tmp_path, monkeypatch):
+    server = MotoS3()  # stopped below; Dask's worker threads outlive running_moto's check
+    try:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)  # the thread workers read the same environment
+        client = server.client()
+        bucket = new_bucket(client)
+        for number, rows in enumerate((table.iloc[:500], table.iloc[500:])):
+            local = tmp_path / f"{number}.csv"
+            rows.to_csv(local, index=False)
+            client.fput_object(bucket, f"raw/part-{number}.csv", str(local))
+        client.put_object(bucket, "raw/README.md", io.BytesIO(b"not data"), 8)
+        with open_client(settings):
+            stored = ingest_table(f"s3://{bucket}/raw/", tmp_path / "table", settings)
+        assert (stored["rows"], stored["partitions"]) == (len(table), 2)  # one per object
+        assert len(stored["sha256"]) == 64
+        back = pd.read_parquet(tmp_path / "table")
+        assert back["tenure_months"].sum() == pytest.approx(table["tenure_months"].sum())
+        with pytest.raises(DataError, match=r"no \.csv or \.parquet object"):
+            ingest_table(f"s3://{bucket}/nothing/", tmp_path / "none", settings)
+    finally:
+        server.stop()
 
 
 def test_contract_and_validation_agree_with_pandas(ingested, options):

@@ -37,6 +37,7 @@ go to bench/data_stage_scaling.json and the curve to bench/data_stage_scaling.pn
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -254,6 +255,18 @@ def run_engine(engine: str, directory: Path) -> dict[str, float]:
             "rows": int(sum(report.rows.values()))}  # fmt: skip
 
 
+def tree_rss(process: "psutil.Process") -> int:  # noqa: F821
+    """Resident bytes of a process and all its descendants (0 for one that just ended)."""
+    import psutil
+
+    total = 0
+    with contextlib.suppress(psutil.Error):
+        for member in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += member.memory_info().rss
+    return total
+
+
 def measure_tree(command: list[str], env: dict[str, str]) -> tuple[dict, float, float]:
     """Run `command`; its JSON result, wall seconds, and the peak of the summed resident
     memory of it and all its descendants (sampled every 0.2 s), in GiB."""
@@ -263,17 +276,7 @@ def measure_tree(command: list[str], env: dict[str, str]) -> tuple[dict, float, 
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     process, peak = psutil.Process(child.pid), 0
     while child.poll() is None:
-        try:
-            tree = [process, *process.children(recursive=True)]
-            total = 0
-            for member in tree:
-                try:
-                    total += member.memory_info().rss
-                except psutil.Error:
-                    pass
-            peak = max(peak, total)
-        except psutil.Error:
-            pass
+        peak = max(peak, tree_rss(process))
         time.sleep(0.2)
     seconds = time.perf_counter() - started
     output = child.stdout.read()
@@ -308,10 +311,11 @@ def scaling(sizes: list[int], engines: list[str], pandas_max_rows: int) -> None:
                                    ("ingest", "validate", "profile", "clean", "split",
                                     "preprocess", "train")) + " |", flush=True)  # fmt: skip
                 results = [r for r in results if (r["rows"], r["engine"]) != (rows, engine)]
+                load = os.getloadavg()[0]
                 results.append({"rows": rows, "engine": engine, "seconds": round(seconds, 1),
                                 "peak_gib": round(peak, 3), "steps": steps,
                                 "roc_auc": result["roc_auc"], "generate_seconds":
-                                round(generated, 1), "load_average": os.getloadavg()[0]})  # fmt: skip
+                                round(generated, 1), "load_average": load})  # fmt: skip
                 SCALING_JSON.write_text(json.dumps(sorted(results, key=lambda r: (
                     r["engine"], r["rows"])), indent=2) + "\n")  # fmt: skip
     print(f"\nload average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -19,6 +19,7 @@ from s3_server import MotoS3, new_bucket
 
 from kfp_lifecycle import cli
 from kfp_lifecycle.components.clean import clean_table
+from kfp_lifecycle.components.ingest import read_table
 from kfp_lifecycle.components.preprocess import PreprocessOptions, fit_preprocessor
 from kfp_lifecycle.components.split import SplitOptions, split_table
 from kfp_lifecycle.components.validate import infer_contract
@@ -246,6 +247,8 @@ def test_training_pipeline_on_dask_agrees_with_pandas(tmp_path, churn, settings,
 
     # the pandas engine on the same table: same split sizes, champion within TOLERANCE
     root = tmp_path / "run" / "pipeline-root"
+    contract = json.loads(next(root.rglob("validate/contract")).read_text())
+    assert contract["columns"] == infer_contract(read_table(data), TARGET)["columns"]
     split_report = json.loads(next(root.rglob("split/report")).read_text())
     reference = split_table(clean_table(churn, TARGET)[0], TARGET, CLASSIFICATION)
     assert split_report["rows"] == reference.report.rows

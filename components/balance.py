@@ -322,6 +322,8 @@ def balance(
     balanced: Output[Dataset],
     report: Output[Artifact],
     options: dict = {},  # noqa: B006
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ):
     """Rebalance the classes of the training rows (never validation or test rows).
 
@@ -336,16 +338,22 @@ def balance(
             and after, synthetic rows, class weights, notes.
         options: BalanceOptions: strategy (auto, none, smote, oversample, undersample,
             class_weight), minority_share_threshold, k_neighbors, seed, sampling_strategy.
+        engine: pandas, dask, or auto. With dask, a seeded sample of dask_options'
+            sample_rows training rows is balanced (the dask engine's
+            training uses the real rows instead; kfp_lifecycle/dask_engine/tables.py).
+        dask_options: DaskSettings (kfp_lifecycle/dask_engine/engine.py).
     """
     import json
 
-    import pandas as pd
-
     from kfp_lifecycle.components.balance import BalanceOptions, balance_training_rows, logger
     from kfp_lifecycle.components.ingest import to_parquet
+    from kfp_lifecycle.dask_engine.steps import read_training_rows
 
     rows, result = balance_training_rows(
-        pd.read_parquet(train.path), target, task, BalanceOptions.model_validate(options)
+        read_training_rows(train.path, engine, dask_options),
+        target,
+        task,
+        BalanceOptions.model_validate(options),
     )
     to_parquet(rows, balanced.path)
     with open(report.path, "w") as handle:

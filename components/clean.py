@@ -113,6 +113,8 @@ def clean(
     cleaned: Output[Dataset],
     report: Output[Artifact],
     options: dict = {},  # noqa: B006
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ):
     """Remove exact duplicate rows and rows whose target is missing; inf/-inf become missing.
 
@@ -125,6 +127,9 @@ def clean(
             column that were made missing.
         options: CleanOptions: drop_duplicates (default true) and duplicate_subset (columns
             that define a duplicate; default all).
+        engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
+        dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
+            LocalCluster per step), n_workers, memory_per_worker, sample_rows.
     """
     import json
 
@@ -132,11 +137,16 @@ def clean(
 
     from kfp_lifecycle.components.clean import CleanOptions, clean_table, logger
     from kfp_lifecycle.components.ingest import to_parquet
+    from kfp_lifecycle.dask_engine.steps import uses_dask
 
-    kept, result = clean_table(
-        pd.read_parquet(dataset.path), target, CleanOptions.model_validate(options)
-    )
-    to_parquet(kept, cleaned.path)
+    settings = CleanOptions.model_validate(options)
+    if uses_dask(engine, dataset.path):
+        from kfp_lifecycle.dask_engine import steps
+
+        result = steps.clean(dataset.path, target, cleaned.path, settings, dask_options)
+    else:
+        kept, result = clean_table(pd.read_parquet(dataset.path), target, settings)
+        to_parquet(kept, cleaned.path)
     with open(report.path, "w") as handle:
         json.dump(result.to_dict(), handle, indent=2)
     cleaned.metadata.update({"rows": result.rows_out})

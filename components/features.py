@@ -257,6 +257,8 @@ def features(
     selected: Output[Artifact],
     report: Output[Artifact],
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ):
     """Choose the features a model trains on, using the training rows only.
 
@@ -273,18 +275,21 @@ def features(
             mutual_information, importance), variance_threshold, correlation_threshold,
             mutual_information_keep, importance_keep (a share 0-1 or a count),
             max_features.
+        engine: pandas, dask, or auto. With dask, a seeded sample of dask_options'
+            sample_rows training rows is read (kfp_lifecycle/dask_engine/tables.py).
+        dask_options: DaskSettings (kfp_lifecycle/dask_engine/engine.py).
     """
     import json
-
-    import pandas as pd
 
     from kfp_lifecycle.components.features import FeaturesOptions, fit_feature_selector, logger
     from kfp_lifecycle.components.preprocess import load_preprocessor, save_preprocessor
 
     settings = FeaturesOptions.model_validate(options)
     fitted, schema = load_preprocessor(preprocessor.path)
+    from kfp_lifecycle.dask_engine.steps import read_training_rows
+
     pipeline, found = fit_feature_selector(
-        fitted, pd.read_parquet(train.path), target, task, settings
+        fitted, read_training_rows(train.path, engine, dask_options), target, task, settings
     )
     save_preprocessor(selected.path, pipeline, schema)
     with open(report.path, "w") as handle:

@@ -273,6 +273,8 @@ def ingest(
     sql_options: dict = {},  # noqa: B006
     registry: str = "",
     model_name: str = "",
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ) -> str:
     """Read the training data and store it as Parquet.
 
@@ -286,18 +288,29 @@ def ingest(
             chunk_rows (kfp_lifecycle.sources.sql.SqlOptions).
         registry: With `incremental`, the state of the last window read is kept beside it.
         model_name: Names that state.
+            environment: see kfp_lifecycle/storage.py).
+        dataset: The table as Parquet (with engine dask, a directory of Parquet partitions).
+        engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
+        dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
+            LocalCluster per step), n_workers, memory_per_worker, sample_rows.
 
     Returns:
         The sha256 of the source file (of the stored Parquet, for a database), kept in the
         model's lineage; the dataset's metadata records the window read.
     """
     from kfp_lifecycle.components.ingest import ingest_table, logger
-    from kfp_lifecycle.sources.sql import mask_url, state_location
+    from kfp_lifecycle.dask_engine.steps import uses_dask
+    from kfp_lifecycle.sources.sql import is_sql_source, mask_url, state_location
 
     state = sql_options.get("state") or (
         state_location(registry, model_name) if registry and model_name else None
     )
-    stored = ingest_table(source, dataset.path, sql_options, state)
+    if not is_sql_source(source) and uses_dask(engine, source):
+        from kfp_lifecycle.dask_engine import steps
+
+        stored = steps.ingest(source, dataset.path, dask_options)
+    else:
+        stored = ingest_table(source, dataset.path, sql_options, state)
     shown = mask_url(source)
     metadata = {"rows": stored["rows"], "columns": stored["columns"], "source": shown}
     if "window" in stored:

@@ -415,6 +415,8 @@ def preprocess(
     train_clean: Output[Dataset],
     report: Output[Artifact],
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ):
     """Clean, impute, encode and scale, all fitted on the training rows.
 
@@ -431,6 +433,10 @@ def preprocess(
             categorical_imputation, missing_indicators, outliers, iqr_factor,
             isolation_contamination, encoding, rare_category_share, high_cardinality,
             scaling, datetime_parts, datetime_cyclical, drop_constant, drop_id_like.
+        engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
+        dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
+            LocalCluster per step), n_workers, memory_per_worker, sample_rows (the
+            rows decisions and sampled statistics are fitted on; the report says which).
     """
     import json
 
@@ -444,14 +450,25 @@ def preprocess(
         logger,
         save_preprocessor,
     )
+    from kfp_lifecycle.dask_engine.steps import uses_dask
 
     settings = PreprocessOptions.model_validate(options)
-    rows = pd.read_parquet(train.path)
-    fitted, schema, found = fit_preprocessor(rows, target, task, settings)
+    sampling = {}
+    if uses_dask(engine, train.path):
+        from kfp_lifecycle.dask_engine import steps
+        from kfp_lifecycle.dask_engine.tables import copy_table
+
+        fitted, schema, found, sampling = steps.preprocess(
+            train.path, target, task, settings, dask_options
+        )
+        copy_table(train.path, train_clean.path)  # no row is removed with the dask engine
+    else:
+        rows = pd.read_parquet(train.path)
+        fitted, schema, found = fit_preprocessor(rows, target, task, settings)
+        to_parquet(drop_outlier_rows(rows, found), train_clean.path)
     save_preprocessor(preprocessor.path, fitted, schema)
-    to_parquet(drop_outlier_rows(rows, found), train_clean.path)
     with open(report.path, "w") as handle:
-        json.dump(found.to_dict(), handle, indent=2)
+        json.dump({**found.to_dict(), **({"dask": sampling} if sampling else {})}, handle, indent=2)
     preprocessor.metadata.update({"inputs": schema.names, "features": len(found.features)})
     train_clean.metadata["rows"] = found.fitted_rows
     report.metadata.update(

@@ -361,6 +361,8 @@ def profile(
     summary: Output[Markdown],
     findings: Output[Artifact],
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ):
     """Write the exploratory data analysis report of the table.
 
@@ -373,6 +375,9 @@ def profile(
         summary: A short Markdown summary of the findings.
         findings: JSON: warnings, suspected leaks, ID-like columns, duplicate count.
         options: ProfileOptions: sample_rows, leak_score, max_plots, seed.
+        engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
+        dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
+            LocalCluster per step), n_workers, memory_per_worker, sample_rows.
     """
     import json
 
@@ -385,10 +390,16 @@ def profile(
         render_html,
         render_markdown,
     )
+    from kfp_lifecycle.dask_engine.steps import uses_dask
 
-    frame = pd.read_parquet(dataset.path)
     settings = ProfileOptions.model_validate(options)
-    result = profile_table(frame, target, task, settings)
+    if uses_dask(engine, dataset.path):
+        from kfp_lifecycle.dask_engine import steps
+
+        result, frame = steps.profile(dataset.path, target, task, settings, dask_options)
+    else:
+        frame = pd.read_parquet(dataset.path)
+        result = profile_table(frame, target, task, settings)
     with open(report.path, "w") as handle:
         handle.write(render_html(result, frame, settings))
     with open(summary.path, "w") as handle:

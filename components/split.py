@@ -297,14 +297,25 @@ def _describe(splits: Splits, target: str, task: str, options: SplitOptions, dro
         }
     if task != CLASSIFICATION:
         return
-    classes = sorted(splits.train[target].astype(str).unique().tolist())
+    describe_classes(
+        report,
+        target,
+        {name: part[target].astype(str).value_counts() for name, part in parts.items()},
+    )
+
+
+def describe_classes(report: SplitReport, target: str, counts: dict[str, pd.Series]) -> None:
+    """Class shares per partition from its rows per class (label as text -> rows); fails
+    when a class has no training rows, warns when validation or test lack one."""
+    classes = sorted(counts["train"][counts["train"] > 0].index.tolist())
     all_classes = set()
-    for name, part in parts.items():
-        shares = part[target].astype(str).value_counts(normalize=True)
+    for name, count in counts.items():
+        present = count[count > 0]
+        shares = present / max(present.sum(), 1)
         report.class_shares[name] = {
             label: round(float(shares.get(label, 0.0)), 4) for label in classes
         }
-        all_classes |= set(shares.index)
+        all_classes |= set(present.index)
     missing_in_train = sorted(all_classes - set(classes))
     if missing_in_train:
         raise DataError(
@@ -396,6 +407,8 @@ def split(
     test: Output[Dataset],
     report: Output[Artifact],
     options: dict = {},  # noqa: B006
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ):
     """Split the table into train, validation and test partitions that share no row.
 
@@ -411,6 +424,9 @@ def split(
             per partition (group split), time boundaries (time split), warnings.
         options: SplitOptions: strategy (stratified, random, group, time),
             validation_fraction, test_fraction, seed, group_column, time_column.
+        engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
+        dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
+            LocalCluster per step), n_workers, memory_per_worker, sample_rows.
     """
     import json
 
@@ -418,20 +434,28 @@ def split(
 
     from kfp_lifecycle.components.ingest import to_parquet
     from kfp_lifecycle.components.split import SplitOptions, logger, split_table
+    from kfp_lifecycle.dask_engine.steps import uses_dask
 
-    parts = split_table(
-        pd.read_parquet(dataset.path), target, task, SplitOptions.model_validate(options)
-    )
-    for name, artifact in (("train", train), ("validation", validation), ("test", test)):
-        frame = getattr(parts, name)
-        to_parquet(frame, artifact.path)
-        artifact.metadata["rows"] = len(frame)
+    settings = SplitOptions.model_validate(options)
+    outputs = {"train": train, "validation": validation, "test": test}
+    if uses_dask(engine, dataset.path):
+        from kfp_lifecycle.dask_engine import steps
+
+        destinations = {name: artifact.path for name, artifact in outputs.items()}
+        found = steps.split(dataset.path, target, task, destinations, settings, dask_options)
+    else:
+        parts = split_table(pd.read_parquet(dataset.path), target, task, settings)
+        for name, artifact in outputs.items():
+            to_parquet(getattr(parts, name), artifact.path)
+        found = parts.report
+    for name, artifact in outputs.items():
+        artifact.metadata["rows"] = found.rows[name]
     with open(report.path, "w") as handle:
-        json.dump(parts.report.to_dict(), handle, indent=2)
-    for warning in parts.report.warnings:
+        json.dump(found.to_dict(), handle, indent=2)
+    for warning in found.warnings:
         logger.warning(warning)
-    rows = parts.report.rows
+    rows = found.rows
     logger.info(
-        f"split ({parts.report.strategy}): {rows['train']} train, {rows['validation']} "
+        f"split ({found.strategy}): {rows['train']} train, {rows['validation']} "
         f"validation, {rows['test']} test"
     )

@@ -367,6 +367,8 @@ def train(
     split: dict = {},  # noqa: B006
     balance: dict = {},  # noqa: B006
     time_budget: float = 0.0,
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ):
     """Tune one model family's hyperparameters (Optuna), train it with the best, and bundle
     it with the fitted preprocessing.
@@ -396,6 +398,11 @@ def train(
             each fold's training rows, so no copy or synthetic row reaches a held-out fold.
         time_budget: The run's total time budget in seconds (0: none); tuning's share of it
             (kfp_lifecycle/budget.py) caps timeout_seconds.
+        engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
+            With dask, xgboost trains distributed on fitted_rows (no balancing) and stops
+            early on the validation partitions; other families train on a stated sample.
+        dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
+            LocalCluster per step), n_workers, memory_per_worker, sample_rows.
     """
     import json
 
@@ -414,22 +421,32 @@ def train(
     with open(validation_report.path) as handle:
         resolved = json.load(handle)
     task, primary_metric = resolved["task"], resolved["primary_metric"]
+    from kfp_lifecycle.dask_engine.steps import uses_dask
+
     positive = resolved.get("positive_class")
     fitted, schema = load_preprocessor(preprocessor.path)
-    rows = pd.read_parquet(train.path)
-    held_out = pd.read_parquet(validation.path)
-    fitted_on = pd.read_parquet(fitted_rows.path)
-    study = tune_family(
-        rows, held_out, target, task, family, fitted, primary_metric, options, seed, fitted_on,
-        split_options, balance_options, positive,
-    )  # fmt: skip
+    if uses_dask(engine, fitted_rows.path):
+        from kfp_lifecycle.dask_engine import steps
+
+        bundle, study = steps.train(
+            fitted_rows.path, validation.path, target, task, family, fitted, schema,
+            primary_metric, options, seed, dask_options, split=split_options,
+        )  # fmt: skip
+    else:
+        rows = pd.read_parquet(train.path)
+        held_out = pd.read_parquet(validation.path)
+        fitted_on = pd.read_parquet(fitted_rows.path)
+        study = tune_family(
+            rows, held_out, target, task, family, fitted, primary_metric, options, seed,
+            fitted_on, split_options, balance_options, positive,
+        )  # fmt: skip
+        bundle = train_model(
+            rows, held_out, target, task, family, fitted, schema, seed, fitted_on,
+            params=chosen_params(study), positive=positive,
+        )  # fmt: skip
     study["budget_cut"] = cut
     with open(trials.path, "w") as handle:
         json.dump(study, handle, indent=2)
-    bundle = train_model(
-        rows, held_out, target, task, family, fitted, schema, seed, fitted_on,
-        params=chosen_params(study), positive=positive,
-    )  # fmt: skip
     bundle.metadata["primary_metric"] = primary_metric
     bundle.metadata["tuning"] = {
         key: study[key]

@@ -120,7 +120,11 @@ def resolve_positive_class(labels: pd.Series, target: str, configured: str = "")
 def check_class_sizes(labels: pd.Series, target: str) -> None:
     """Refuse classes too small to stratify, naming a few; a numeric target with many
     values was most likely meant as regression, and the error says so."""
-    counts = labels.value_counts()
+    check_class_counts(labels.value_counts(), pd.api.types.is_numeric_dtype(labels), target)
+
+
+def check_class_counts(counts: pd.Series, numeric: bool, target: str) -> None:
+    """check_class_sizes from rows per class (the Dask engine counts them partition-wise)."""
     rare = counts[counts < MIN_ROWS_PER_CLASS]
     if rare.empty:
         return
@@ -129,7 +133,7 @@ def check_class_sizes(labels: pd.Series, target: str) -> None:
     )
     if len(rare) > MAX_LISTED_CLASSES:
         listed += f" and {len(rare) - MAX_LISTED_CLASSES} more"
-    if pd.api.types.is_numeric_dtype(labels) and len(counts) > MAX_CLASSES_FOR_INTEGER_TARGET:
+    if numeric and len(counts) > MAX_CLASSES_FOR_INTEGER_TARGET:
         advice = (
             f"'{target}' looks numeric and continuous ({len(counts)} distinct values): "
             "use --task regression"
@@ -354,6 +358,8 @@ def validate(
     registry: str = "",
     model_name: str = "",
     positive_class: str = "",
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ) -> NamedTuple("ValidateOutputs", task=str, primary_metric=str):
     """Check the table can train a model and resolve the task and primary metric.
 
@@ -371,6 +377,9 @@ def validate(
         model_name: Registered model name.
         positive_class: A binary task's positive class (as text); empty: the minority class.
             The report carries the resolved one to training.
+        engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
+        dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
+            LocalCluster per step), n_workers, memory_per_worker, sample_rows.
 
     Returns:
         task: The resolved task.
@@ -388,14 +397,23 @@ def validate(
         logger,
         validate_table,
     )
+    from kfp_lifecycle.dask_engine.steps import uses_dask
 
-    frame = pd.read_parquet(dataset.path)
-    result = validate_table(frame, target, task, metric, positive_class)
-    findings = enforce_contract(frame, champion_contract(registry, model_name))
+    if uses_dask(engine, dataset.path):
+        from kfp_lifecycle.dask_engine import steps
+
+        result, findings, inferred = steps.validate(
+            dataset.path, target, task, metric, registry, model_name, dask_options
+        )
+    else:
+        frame = pd.read_parquet(dataset.path)
+        result = validate_table(frame, target, task, metric, positive_class)
+        findings = enforce_contract(frame, champion_contract(registry, model_name))
+        inferred = infer_contract(frame, target)
     with open(report.path, "w") as handle:
         json.dump({**asdict(result), "findings": [asdict(f) for f in findings]}, handle, indent=2)
     with open(contract.path, "w") as handle:
-        json.dump(infer_contract(frame, target), handle, indent=2)
+        json.dump(inferred, handle, indent=2)
     for warning in [*result.warnings, *map(str, findings)]:
         logger.warning(warning)
     logger.info(f"task: {result.task}, primary metric: {result.primary_metric}")

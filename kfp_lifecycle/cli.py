@@ -50,6 +50,7 @@ def training_config(args: argparse.Namespace) -> Any:
             "split.test_fraction": args.test_fraction,
             "split.seed": args.seed,
             "time_budget": args.time_budget,
+            "engine": args.engine,
         },
     )
 
@@ -453,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 600; 0: none)",
     )
     training.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    training.add_argument(
+        "--engine", choices=["pandas", "dask", "auto"], help="data stage and training engine"
+    )
     training.set_defaults(handler=cmd_run)
 
     demo = commands.add_parser("demo", help="run the training pipeline on the built-in dataset")

@@ -42,6 +42,7 @@ from kfp_lifecycle.components.split import SplitOptions
 from kfp_lifecycle.components.tune import TuneOptions
 from kfp_lifecycle.core.errors import LifecycleError
 from kfp_lifecycle.core.tasks import METRICS, metrics_for
+from kfp_lifecycle.dask_engine.engine import PANDAS, DaskSettings, Engine
 from kfp_lifecycle.families import DEFAULT_FAMILIES, FAMILIES
 from kfp_lifecycle.sources.sql import SqlOptions
 
@@ -183,6 +184,12 @@ class LifecycleConfig(Section):
         "explanation (kfp_lifecycle/budget.py); each cuts its work to fit and says so. "
         "0: no budget (tuning's own timeout_seconds still applies).",
     )
+    engine: Engine = Field(
+        PANDAS,
+        description="Data stage and training engine: pandas, dask, or auto (dask from "
+        "AUTO_DASK_ROWS rows or AUTO_DASK_BYTES of files; kfp_lifecycle/dask_engine/engine.py).",
+    )
+    dask: DaskSettings = Field(default_factory=DaskSettings)
     profile: ProfileOptions = Field(default_factory=ProfileOptions)
     clean: CleanOptions = Field(default_factory=CleanOptions)
     split: SplitOptions = Field(default_factory=SplitOptions)

@@ -33,7 +33,6 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     # Imported here, not with the module: run_local serves every pipeline, and a scoring
     # run should not wait for the training steps' libraries to load.
     from kfp_lifecycle.components.gate import check_thresholds
-    from kfp_lifecycle.components.ingest import read_table
     from kfp_lifecycle.components.preprocess import drop_unusable
     from kfp_lifecycle.components.validate import (
         champion_contract,
@@ -67,7 +66,7 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
     else:
         if not data.startswith("s3://"):
             data = str(Path(data.removeprefix("file://")).absolute())
-        frame = read_table(data)
+        frame = preview_table(data, config.engine)
     checked = validate_table(
         frame, target, config.data.task, config.data.metric, config.data.positive_class
     )
@@ -105,7 +104,22 @@ def pipeline_arguments(config: LifecycleConfig) -> dict[str, Any]:
         "balance_options": config.balance.model_dump(mode="json", exclude_none=True),
         "sql_options": sql_options,
         "onnx_export": config.onnx_export,
+        "engine": config.engine,
+        "dask_options": config.dask.model_dump(mode="json", exclude_none=True),
     }
+
+
+def preview_table(data: str, engine: str) -> Any:
+    """The table the checks run on: all of it with pandas; with Dask (a large table, or a
+    directory or prefix of files) the first rows of its first file."""
+    from kfp_lifecycle.components.ingest import read_table
+    from kfp_lifecycle.dask_engine.engine import DASK, resolve_engine
+
+    if resolve_engine(engine, data) != DASK:
+        return read_table(data)
+    from kfp_lifecycle.dask_engine.ingest import preview
+
+    return preview(data)
 
 
 StepCallback = Callable[[str, str, float], None]

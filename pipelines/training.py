@@ -60,12 +60,20 @@ def training_pipeline(
     positive_class: str = "",
     time_budget: float = DEFAULT_TIME_BUDGET,
     onnx_export: bool = True,
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
 ) -> dsl.Artifact:
+    # The data stage and training run on pandas or Dask (kfp_lifecycle/dask_engine).
+    on = {"engine": engine, "dask_options": dask_options}
     # never cached: the key is the URI string, and the data behind a URI changes
     ingested = with_db_access(
         with_s3_access(
             ingest(
-                source=data, sql_options=sql_options, registry=registry, model_name=model_name
+                source=data,
+                sql_options=sql_options,
+                registry=registry,
+                model_name=model_name,
+                **on,
             ).set_caching_options(False)
         )
     )
@@ -78,6 +86,7 @@ def training_pipeline(
             registry=registry,
             model_name=model_name,
             positive_class=positive_class,
+            **on,
         ).set_caching_options(False)  # the champion whose contract applies may have changed
     )
     resolved_task = checked.outputs["task"]
@@ -86,17 +95,23 @@ def training_pipeline(
         target=target,
         task=resolved_task,
         options=profile_options,
+        **on,
     ).set_display_name("profile (EDA report)")
-    cleaned = clean(dataset=ingested.outputs["dataset"], target=target, options=clean_options)
+    cleaned = clean(dataset=ingested.outputs["dataset"], target=target, options=clean_options, **on)
     parts = split(
         dataset=cleaned.outputs["cleaned"],
         target=target,
         task=resolved_task,
         options=split_options,
+        **on,
     )
     # Preprocessing is fitted on real training rows; balancing only adds rows for the models.
     prepared = preprocess(
-        train=parts.outputs["train"], target=target, task=resolved_task, options=preprocess_options
+        train=parts.outputs["train"],
+        target=target,
+        task=resolved_task,
+        options=preprocess_options,
+        **on,
     )
     selected = features(
         train=prepared.outputs["train_clean"],
@@ -104,12 +119,14 @@ def training_pipeline(
         target=target,
         task=resolved_task,
         options=features_options,
+        **on,
     )
     balanced = balance(
         train=prepared.outputs["train_clean"],
         target=target,
         task=resolved_task,
         options=balance_options,
+        **on,
     )
 
     with dsl.ParallelFor(items=families, name="model-families") as family:
@@ -125,6 +142,7 @@ def training_pipeline(
             split=split_options,  # tuning's cross-validation follows the split's strategy
             balance=balance_options,  # ... and replays the balancing inside each fold
             time_budget=time_budget,
+            **on,
         )
 
     chosen = select(

@@ -46,6 +46,8 @@ def training_dask_pipeline(
     positive_class: str = "",
     time_budget: float = DEFAULT_TIME_BUDGET,
     onnx_export: bool = True,
+    engine: str = "pandas",
+    dask_options: dict = {},  # noqa: B006
     dask_cluster: str = EPHEMERAL,
     dask_namespace: str = "kfp-lifecycle",
     dask_workers: int = 2,
@@ -97,4 +99,6 @@ def training_dask_pipeline(
             positive_class=positive_class,
             time_budget=time_budget,
             onnx_export=onnx_export,
+            engine=engine,
+            dask_options=dask_options,
         ).after(cluster)

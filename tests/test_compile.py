@@ -260,6 +260,7 @@ SECOND_STEPS = {
 # `<name>_options` parameters whose name is not a step's, and why.
 OTHER_OPTIONS = {
     "sql": "ingest's SQL source (config data.sql, kfp_lifecycle/sources/sql.py)",
+    "dask": "the Dask engine's cluster settings (config dask, kfp_lifecycle/dask_engine)",
 }
 OLD_NAMES = [  # renamed for issue 12.7: none may come back into a compiled pipeline
     "calibrate-threshold", "threshold_options", "select-features", "export-onnx",

@@ -161,7 +161,7 @@ def test_the_cli_shows_the_deprecation_in_one_line(tmp_path):
     path = tmp_path / "old.yaml"
     path.write_text("cleaning: {drop_duplicates: false}\n")
     flags = "data target task metric output registry model_name families gate threshold"
-    flags += " validation_fraction test_fraction seed time_budget"
+    flags += " validation_fraction test_fraction seed time_budget engine"
     code = (
         "import argparse; from kfp_lifecycle.cli import training_config; "
         f"args = argparse.Namespace(config={str(path)!r}, **dict.fromkeys({flags.split()!r})); "

@@ -215,3 +215,59 @@ def test_a_failed_dask_run_deletes_its_cluster_too(tmp_path):
     assert state == "FAILED", f"run {run_id} ended {state}"
     assert seen, "the cluster was never created: the failure came before the exit handler's body"
     _assert_deleted(run_id)
+
+
+# --- scale to zero (Knative): the cold-start cost the README's rollout section cites ------
+
+
+def _pods_of(service: str) -> list:
+    from kubernetes import client
+
+    selector = f"serving.kserve.io/inferenceservice={service}"
+    pods = client.CoreV1Api().list_namespaced_pod(NAMESPACE, label_selector=selector).items
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+def test_scale_to_zero_cold_start_is_measured(capsys):
+    """A Knative service with --min-replicas 0 scales to no pod when idle; the first request
+    then waits for a pod to start and the model to load. Prints the measured cold start."""
+    from kfp_lifecycle.deploy import KServeApi, wait_until_ready
+    from kfp_lifecycle.registry import resolve_reference
+
+    champion = "s3://models/registry/churn@champion"
+    try:
+        resolve_reference(champion)
+    except Exception as error:  # the training test registers it
+        pytest.skip(f"no registered champion to deploy ({error})")
+    name = f"{SERVICE}-zero"
+    lifecycle(
+        "deploy", "--model", champion, "--name", name, "--namespace", NAMESPACE,
+        "--mode", "knative", "--min-replicas", "0",
+    )  # fmt: skip
+    api = KServeApi()
+    try:
+        wait_until_ready(api, name, NAMESPACE, timeout_seconds=600)
+        deadline = time.monotonic() + 600  # Knative's stable window, then scale-down
+        while _pods_of(name) and time.monotonic() < deadline:
+            time.sleep(5)
+        assert not _pods_of(name), f"{name} kept its pods: scale to zero did not happen"
+        host = api.get(name, NAMESPACE)["status"]["url"].split("://", 1)[1]
+        row = {"signup_date": "2025-03-01 10:00:00", "age": 41, "tenure_months": 3,
+               "monthly_charges": 31.5, "support_calls": 4, "plan": "basic",
+               "contract": "month-to-month", "region": "north",
+               "payment_method": "electronic-check"}  # fmt: skip
+        started = time.monotonic()
+        response = httpx.post(
+            f"{INGRESS}/v1/models/{name}:predict", json={"instances": [row]},
+            headers={"Host": host}, timeout=600,
+        )  # fmt: skip
+        cold = time.monotonic() - started
+        assert response.status_code == 200, response.text
+        with capsys.disabled():
+            print(f"\nscale-to-zero cold start (first request after idle): {cold:.1f} s")
+        assert cold < 600
+    finally:
+        subprocess.run(
+            ["kubectl", "-n", NAMESPACE, "delete", "isvc", name, "--ignore-not-found"],
+            capture_output=True,
+        )

@@ -150,7 +150,7 @@ def test_time_split_refuses_unreadable_times(churn):
 
 
 def test_cv_folds_are_a_tuning_option_and_the_old_key_says_where_it_went():
-    with pytest.raises(ValidationError, match=r"set models\.tuning\.cv_folds"):
+    with pytest.raises(ValidationError, match=r"set models\.tune\.cv_folds"):
         SplitOptions.model_validate({"cv_folds": 5})
 
 

@@ -41,6 +41,13 @@ class CanaryOptions(BaseModel):
     max_error_rate: float = Field(0.01, description="Canary error (5xx) share: at most this...")
     max_error_rate_increase: float = Field(0.005, description="...and stable's plus this.")
     max_p99_latency_ratio: float = Field(1.25, description="Canary p99 / stable p99, at most.")
+    min_p99_latency_increase_seconds: float = Field(
+        0.05,
+        ge=0,
+        description="A canary fails the ratio only when its p99 is also this much above the "
+        "stable's: p99s of a few milliseconds differ severalfold by scheduling noise and "
+        "histogram buckets alone.",
+    )
     max_p99_latency_seconds: float | None = Field(None, description="Absolute p99 ceiling.")
     max_prediction_shift: float | None = Field(
         None,
@@ -186,11 +193,15 @@ def judge(canary: RevisionStats, stable: RevisionStats, options: CanaryOptions) 
     (passes if canary.error_rate <= ceiling else failures).append(line)
     if canary.p99_seconds is not None and stable.p99_seconds:
         ratio = canary.p99_seconds / stable.p99_seconds
+        slack = options.min_p99_latency_increase_seconds
         line = (
             f"p99 latency {canary.p99_seconds * 1000:.1f} ms = {ratio:.2f}x stable "
-            f"({stable.p99_seconds * 1000:.1f} ms; limit {options.max_p99_latency_ratio:.2f}x)"
+            f"({stable.p99_seconds * 1000:.1f} ms; limit {options.max_p99_latency_ratio:.2f}x "
+            f"and +{slack * 1000:.0f} ms)"
         )
-        (passes if ratio <= options.max_p99_latency_ratio else failures).append(line)
+        slower = canary.p99_seconds - stable.p99_seconds > slack
+        ok = ratio <= options.max_p99_latency_ratio or not slower
+        (passes if ok else failures).append(line)
     if options.max_p99_latency_seconds is not None and canary.p99_seconds is not None:
         line = (
             f"p99 latency {canary.p99_seconds * 1000:.1f} ms "

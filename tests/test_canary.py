@@ -323,3 +323,18 @@ def test_judge_rules():
     assert judge(_stats("2", 0.006), _stats("1", 0.0), options).decision == ROLLBACK
     # a stable revision that already errors does not make every canary fail
     assert judge(_stats("2", 0.02), _stats("1", 0.02), options).decision == PROMOTE
+
+
+def test_latency_fails_on_ratio_and_a_real_increase_only():
+    """p99s of milliseconds differ severalfold by noise: 3.6x of 2.4 ms is no regression;
+    3x of 100 ms is; and the slack is a setting."""
+    options = CanaryOptions()
+
+    def timed(version, p99):
+        return RevisionStats(version, 100, 0.0, p99 / 2, p99, {})
+
+    assert judge(timed("2", 0.0086), timed("1", 0.0024), options).decision == PROMOTE
+    slow = judge(timed("2", 0.300), timed("1", 0.100), options)
+    assert slow.decision == ROLLBACK and slow.reasons[0].startswith("FAIL: p99 latency 300.0 ms")
+    strict = CanaryOptions(min_p99_latency_increase_seconds=0)
+    assert judge(timed("2", 0.0086), timed("1", 0.0024), strict).decision == ROLLBACK

@@ -349,16 +349,33 @@ def _categorical_branch(
     if len(steps) == 1 and isinstance(steps[0], MissingIndicator):
         return _missing_indicator(name, steps[0], columns)
     tables, lookups, unseen = category_tables(name, transformer, steps, columns)
+    indexes = [pd.Index(list(lookup), dtype=object) for lookup in lookups]
 
     def block(data: Columns) -> np.ndarray:
         parts = []
-        for column, table, lookup, other in zip(columns, tables, lookups, unseen, strict=True):
-            get = lookup.get
-            rows = np.fromiter((get(v, other) for v in data[column]), np.intp, len(data[column]))
-            parts.append(table[rows])
+        for column, table, lookup, index, other in zip(
+            columns, tables, lookups, indexes, unseen, strict=True
+        ):
+            parts.append(table[_table_rows(data[column], lookup, index, other)])
         return np.hstack(parts) if len(parts) > 1 else parts[0]
 
     return block, sum(table.shape[1] for table in tables)
+
+
+# From this many values on, a hash-table lookup (pandas) beats a dict lookup per value.
+INDEXED_LOOKUP_ROWS = 512
+
+
+def _table_rows(values: np.ndarray, lookup: dict[Any, int], index: pd.Index, other: int):
+    """Each value's row in its lookup table (`other`: the unseen row). Values are text or
+    None (as check_rows and records_to_columns give them), for which the index's hash
+    table matches exactly as the dict does."""
+    if len(values) < INDEXED_LOOKUP_ROWS:
+        get = lookup.get
+        return np.fromiter((get(v, other) for v in values), np.intp, len(values))
+    rows = index.get_indexer(values)
+    rows[rows < 0] = other
+    return rows
 
 
 def category_tables(

@@ -123,18 +123,9 @@ class InputSchema:
         coerced = {}
         for column in self.columns:
             raw = frame[column.name]
-            if column.kind == BOOLEAN and not pd.api.types.is_bool_dtype(raw):
-                readable = raw.map(lambda v: _is_missing(v) or isinstance(v, bool | int | float))
-                _note(reasons, ~readable, raw, column.name, "expected true or false, got {!r}")
-                raw = raw.where(readable)
-            values = _coerce_column(raw, column.kind)
-            if column.kind in (NUMERIC, DATETIME) and values.dtype != raw.dtype:
-                unread = (values.isna() & raw.notna()).to_numpy()
-                what = "a number" if column.kind == NUMERIC else "an ISO 8601 date-time string"
-                _note(reasons, unread, raw, column.name, f"expected {what}, got {{!r}}")
-            elif column.kind == CATEGORICAL and column.categories:
-                unseen = (values.notna() & ~values.isin(set(column.categories))).to_numpy()
-                _note(reasons, unseen, raw, column.name, "category {!r} was never seen in training")
+            values, bad, problem = _checked_column(raw, column)
+            if bad is not None:
+                _note(reasons, bad, raw, column.name, problem)
             coerced[column.name] = values
         return pd.DataFrame(coerced, index=frame.index), pd.Series(reasons, index=frame.index)
 
@@ -164,8 +155,10 @@ def _column_array(raw: list[Any], column: ColumnSpec) -> np.ndarray:
         values = np.empty(len(raw), dtype=object)
         values[:] = [None if v is None else str(v) for v in raw]
         return values
-    fast = _plain_iso_datetimes(raw)
-    if fast is not None:
+    values = np.empty(len(raw), dtype=object)
+    values[:] = raw
+    fast, read = plain_iso_datetimes(values)
+    if read.all():
         return fast
     # Date-times are parsed once per column (per value is ~100x slower on a batch).
     parsed = _coerce_column(pd.Series(raw, dtype=object), DATETIME)
@@ -177,6 +170,70 @@ def _column_array(raw: list[Any], column: ColumnSpec) -> np.ndarray:
             f"got {shown(raw[row])}"
         )
     return parsed.to_numpy(dtype="datetime64[ns]")
+
+
+def _checked_column(raw: pd.Series, column: ColumnSpec) -> tuple[pd.Series, Any, str]:
+    """check_rows for one column: the coerced values, which rows hold a bad value (None:
+    none) and the problem, formatted with each bad value.
+
+    Vectorised: the common inputs (typed columns, text, plain ISO date-times) take no
+    Python call per value; anything else takes `_coerce_column`, which defines the result.
+    """
+    kind = column.kind
+    if kind == BOOLEAN:
+        if pd.api.types.is_bool_dtype(raw):  # bool, or pandas' nullable boolean
+            values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+            return pd.Series(values, index=raw.index), None, ""
+        readable = raw.map(lambda v: _is_missing(v) or isinstance(v, bool | int | float))
+        values = _coerce_column(raw.where(readable), BOOLEAN)
+        return values, ~readable.to_numpy(dtype=bool), "expected true or false, got {!r}"
+    if kind == DATETIME and raw.dtype == object:
+        values = _object_datetimes(raw)
+    elif kind == CATEGORICAL and raw.dtype == object and _is_text(raw):
+        return _text_categories(raw, column)
+    else:
+        values = _coerce_column(raw, kind)
+    if kind in (NUMERIC, DATETIME) and values.dtype != raw.dtype:
+        unread = (values.isna() & raw.notna()).to_numpy()
+        what = "a number" if kind == NUMERIC else "an ISO 8601 date-time string"
+        return values, unread, f"expected {what}, got {{!r}}"
+    if kind == CATEGORICAL and column.categories:
+        unseen = (values.notna() & ~values.isin(column.known)).to_numpy()
+        return values, unseen, "category {!r} was never seen in training"
+    return values, None, ""
+
+
+def _is_text(raw: pd.Series) -> bool:
+    """Every present value is a str (a C-speed check)."""
+    return pd.api.types.infer_dtype(raw, skipna=True) in ("string", "empty")
+
+
+def _text_categories(raw: pd.Series, column: ColumnSpec) -> tuple[pd.Series, Any, str]:
+    """A text category column as _coerce_column gives it (missing values as None), and its
+    unseen categories, looking at missing values only among the rows no category matches."""
+    array = raw.to_numpy()
+    known = raw.isin(column.categories).to_numpy() if column.categories else None
+    others = np.flatnonzero(~known) if known is not None else np.arange(len(array))
+    absent = pd.isna(array[others])
+    values = array.copy()
+    values[others[absent]] = None
+    coerced = pd.Series(values, index=raw.index, dtype=object)
+    if known is None:
+        return coerced, None, ""
+    unseen = np.zeros(len(array), dtype=bool)
+    unseen[others[~absent]] = True
+    return coerced, unseen, "category {!r} was never seen in training"
+
+
+def _object_datetimes(raw: pd.Series) -> pd.Series:
+    """_coerce_column(raw, DATETIME) for an object column: plain ISO date-times (and None)
+    parsed at C speed, only the other values by pandas' per-value parser (each value is
+    parsed on its own there, so the subset gives what the whole column would)."""
+    parsed, read = plain_iso_datetimes(raw.to_numpy())
+    if not read.all():
+        rest = ~read
+        parsed[rest] = _coerce_column(raw[rest], DATETIME).to_numpy(dtype="datetime64[ns]")
+    return pd.Series(parsed, index=raw.index)
 
 
 def _note(reasons: np.ndarray, bad: Any, raw: pd.Series, name: str, problem: str) -> None:
@@ -340,21 +397,66 @@ def _is_missing(value: Any) -> bool:
 PLAIN_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?")
 
 
-def _plain_iso_datetimes(raw: list[Any]) -> np.ndarray | None:
-    """datetime64[ns] for a column of plain ISO date-times (or None values), without pandas;
-    None when any value needs pandas' parser (a zone, another layout, an invalid date)."""
-    values = np.empty(len(raw), dtype="datetime64[ns]")
-    for i, value in enumerate(raw):
-        if value is None:
-            values[i] = np.datetime64("NaT")
-            continue
-        if not PLAIN_ISO_DATETIME.fullmatch(value):
-            return None
+# Years whose every instant fits datetime64[ns] (1677-09-21 to 2262-04-11): numpy wraps
+# around outside them without a word, so the per-value path leaves other years to pandas.
+NANOSECOND_YEARS = range(1678, 2262)
+# Below this many values, the per-value path is faster than Arrow's fixed cost (~0.1 ms).
+ARROW_DATETIME_ROWS = 256
+
+
+def plain_iso_datetimes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(datetime64[ns] values, which were read) for an object array: None and plain ISO
+    date-times (PLAIN_ISO_DATETIME, naive, as pandas reads them) are read at C speed, by
+    Arrow (a batch) or numpy (a few values: a request). Everything else (another layout,
+    a zone, an impossible or out-of-range date, a non-string) is left NaT and unread, for
+    pandas' parser: what pandas makes of it stays the definition."""
+    parsed = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
+    if len(values) < ARROW_DATETIME_ROWS:
+        read = np.zeros(len(values), dtype=bool)
+        for i, value in enumerate(values):
+            if value is None:
+                read[i] = True
+            elif (
+                isinstance(value, str)
+                and PLAIN_ISO_DATETIME.fullmatch(value)
+                and value.isascii()
+                and int(value[:4]) in NANOSECOND_YEARS
+            ):
+                try:
+                    parsed[i] = np.datetime64(value.replace(" ", "T"), "ns")
+                except ValueError:  # an impossible date (2026-02-30)
+                    continue
+                read[i] = True
+        return parsed, read
+    return _arrow_iso_datetimes(values, parsed)
+
+
+def _arrow_iso_datetimes(values: np.ndarray, parsed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        texts = pa.array(values, type=pa.string(), from_pandas=True)
+    else:  # mixed types (rare): only the strings are candidates
+        texts = pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
+    nulls = np.flatnonzero(texts.is_null().to_numpy(zero_copy_only=False))
+    matched = pc.match_substring_regex(texts, f"^{PLAIN_ISO_DATETIME.pattern}$")
+    matched = matched.fill_null(False).to_numpy(zero_copy_only=False)
+    if matched.any():
+        candidates = texts.filter(pa.array(matched))
         try:
-            values[i] = np.datetime64(value.replace(" ", "T"), "ns")
-        except ValueError:
-            return None
-    return values
+            stamps = pc.cast(candidates, pa.timestamp("ns")).to_numpy()
+        except pa.ArrowInvalid:  # an impossible or out-of-range date among them
+            # pandas' ISO 8601 parser (the one its mixed-format parse tries first) says
+            # which; those it cannot read are left to the mixed-format parse.
+            stamps = pd.to_datetime(
+                candidates.to_numpy(zero_copy_only=False), format="ISO8601", errors="coerce"
+            ).to_numpy(dtype="datetime64[ns]")
+            matched[matched] = ~np.isnat(stamps)
+            stamps = stamps[~np.isnat(stamps)]
+        parsed[matched] = stamps
+    matched[nulls] = [values[i] is None for i in nulls]
+    return parsed, matched
 
 
 def _unseen_categories(raw: list[Any], column: ColumnSpec, strict: bool) -> list[Unseen]:

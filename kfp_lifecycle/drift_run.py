@@ -53,9 +53,12 @@ class DriftRun:
 
 def drift_options(config: str | None = None, psi: bool = False) -> DriftOptions:
     """The config file's `monitoring.drift` section (defaults without one); `psi` on top."""
-    from kfp_lifecycle.config import load_config
+    if config:  # the whole config model (every step's options) loads in ~1 s: only if asked
+        from kfp_lifecycle.config import load_config
 
-    options = load_config(config).monitoring.drift if config else DriftOptions()
+        options = load_config(config).monitoring.drift
+    else:
+        options = DriftOptions()
     return options.model_copy(update={"psi": True}) if psi else options
 
 

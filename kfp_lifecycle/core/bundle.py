@@ -126,7 +126,8 @@ class Bundle:
             indices = (probabilities[:, 1] >= threshold).astype(int)
         else:
             indices = probabilities.argmax(axis=1)
-        return Prediction([classes[i] for i in indices], probabilities, classes)
+        labels = np.asarray(classes, dtype=object)[indices].tolist()  # the Python values
+        return Prediction(labels, probabilities, classes)
 
 
 def calibrated(probabilities: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:

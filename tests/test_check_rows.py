@@ -201,3 +201,14 @@ def test_missing_markers_and_objects_in_object_columns(repeat):
     assert pd.isna(stamps[0]) and pd.isna(stamps[2])
     assert coerced["e"].head(6).tolist() == ["1", "x", None, "2.5", "True", "y"]
     assert coerced["i"].head(3).tolist() == ["1", "2", "3"]
+
+
+def test_text_arrow_cannot_hold_is_left_to_pandas():
+    """A lone surrogate (no UTF-8) among date-times: Arrow refuses the column, pandas reads it."""
+    values = ["2026-01-01", "\ud800", None] * ARROW_DATETIME_ROWS
+    coerced, reasons = schema(d="datetime").check_rows(pd.DataFrame({"d": values}, dtype=object))
+    bad = "field 'd': expected an ISO 8601 date-time string, got '\\ud800'"
+    assert reasons.tolist()[:3] == ["", bad, ""]
+    assert (
+        coerced["d"].iloc[0] == pd.Timestamp("2026-01-01") and coerced["d"].iloc[1:3].isna().all()
+    )

@@ -436,9 +436,13 @@ def _arrow_iso_datetimes(values: np.ndarray, parsed: np.ndarray) -> tuple[np.nda
     import pyarrow.compute as pc
 
     if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
-        texts = pa.array(values, type=pa.string(), from_pandas=True)
+        strings = values
     else:  # mixed types (rare): only the strings are candidates
-        texts = pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
+        strings = [v if isinstance(v, str) else None for v in values]
+    try:
+        texts = pa.array(strings, type=pa.string(), from_pandas=True)
+    except UnicodeEncodeError:  # a lone surrogate is no UTF-8: pandas reads every value
+        return parsed, np.array([v is None for v in values], dtype=bool)
     nulls = np.flatnonzero(texts.is_null().to_numpy(zero_copy_only=False))
     matched = pc.match_substring_regex(texts, f"^{PLAIN_ISO_DATETIME.pattern}$")
     matched = matched.fill_null(False).to_numpy(zero_copy_only=False)

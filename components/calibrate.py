@@ -31,7 +31,9 @@ class CalibrateOptions(BaseModel):
         "class unless data.positive_class says otherwise, so predicting one class never "
         "wins) on validation rows; balanced_accuracy: the best mean recall of the two "
         "classes; cost: the lowest total cost of errors (cost_false_positive, "
-        "cost_false_negative); fixed: fixed_threshold as given. Binary classifiers only.",
+        "cost_false_negative); fixed: fixed_threshold as given. A chosen threshold is kept "
+        "only when choosing it beats the prior default (the positive share) under 5-fold "
+        "cross-validation over the validation rows. Binary classifiers only.",
     )
     min_rows_per_class: int = Field(
         30,
@@ -298,30 +300,104 @@ def calibrate_bundle(
     return chosen, {**result, "applied": True, **evidence}
 
 
+# A threshold chosen on the validation rows is kept only when choosing it holds out of fold:
+# on each of THRESHOLD_FOLDS folds it is chosen on the other folds and applied to this one,
+# and the pooled result must beat the prior default's on the same rows.
+THRESHOLD_FOLDS = 5
+
+
 def threshold_for(
     y: np.ndarray, scores: np.ndarray, positive: Any, options: CalibrateOptions
 ) -> tuple[float, dict[str, Any]]:
-    """choose_threshold by the options; with fewer than min_rows_per_class validation rows
-    of a class, the prior default instead (the positive share), saying why."""
+    """choose_threshold by the options, when that choice holds under cross-validation;
+    otherwise (or with fewer than min_rows_per_class validation rows of a class) the prior
+    default, the positive share, saying why."""
     costs = {
         "false_positive": options.cost_false_positive,
         "false_negative": options.cost_false_negative,
     }
     is_positive = np.asarray(y) == positive
     fewest = int(min(is_positive.sum(), (~is_positive).sum()))
-    if options.strategy == "fixed" or fewest >= options.min_rows_per_class:
-        return choose_threshold(
-            y, scores, positive, options.strategy, costs, options.fixed_threshold
-        )
     prior = round(float(is_positive.mean()), 4)
+    if options.strategy == "fixed":
+        return choose_threshold(y, scores, positive, "fixed", costs, options.fixed_threshold)
+    if fewest >= options.min_rows_per_class:
+        threshold, evidence = choose_threshold(y, scores, positive, options.strategy, costs)
+        held_out = _cross_validated(y, scores, positive, options.strategy, costs, prior)
+        if held_out is None:
+            return threshold, evidence
+        evidence["cross_validation"] = held_out
+        if held_out["chosen"] > held_out["default"]:
+            evidence["reason"] = (
+                f"the {options.strategy} threshold holds out of fold: "
+                f"{held_out['chosen']:.4g} against {held_out['default']:.4g} at the prior "
+                f"default {prior:g} ({held_out['folds']}-fold cross-validated)"
+            )
+            return threshold, evidence
+        reason = (
+            f"a {options.strategy} threshold chosen on these rows does not beat the prior "
+            f"default out of fold ({held_out['chosen']:.4g} against {held_out['default']:.4g}, "
+            f"{held_out['folds']}-fold cross-validated), so the prior default {prior:g} (the "
+            f"share of '{positive}') is kept"
+        )
+    else:
+        held_out = None
+        reason = (
+            f"only {fewest} validation row(s) of a class, fewer than "
+            f"{options.min_rows_per_class}: too few to choose a threshold on, so the prior "
+            f"default {prior:g} (the share of '{positive}') is kept"
+        )
     threshold, evidence = choose_threshold(y, scores, positive, "fixed", costs, prior)
     evidence["strategy"] = "prior"
-    evidence["reason"] = (
-        f"only {fewest} validation row(s) of a class, fewer than {options.min_rows_per_class}: "
-        f"too few to choose a threshold on, so the prior default {prior:g} (the share of "
-        f"'{positive}') is kept"
-    )
+    evidence["reason"] = reason
+    if held_out is not None:
+        evidence["cross_validation"] = held_out
     return threshold, evidence
+
+
+def _cross_validated(
+    y: np.ndarray,
+    scores: np.ndarray,
+    positive: Any,
+    strategy: str,
+    costs: dict[str, float],
+    default: float,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """The strategy's objective (higher is better; cost negated) of thresholds chosen out of
+    fold, pooled over the folds, and of the default threshold on the same rows; None when a
+    class has fewer than two rows."""
+    from sklearn.model_selection import StratifiedKFold
+
+    y, scores = np.asarray(y), np.asarray(scores, dtype=float)
+    is_positive = y == positive
+    folds = min(THRESHOLD_FOLDS, int(is_positive.sum()), int((~is_positive).sum()))
+    if folds < 2:
+        return None
+    # a row is positive when its score reaches its own fold's threshold: shifting every
+    # score by (0.5 - that threshold) lets _outcomes judge all folds at one threshold, 0.5
+    shifted, chosen = np.empty_like(scores), []
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for inside, outside in splitter.split(scores, is_positive):
+        if len(np.unique(is_positive[inside])) < 2:
+            return None
+        threshold, _ = choose_threshold(y[inside], scores[inside], positive, strategy, costs)
+        shifted[outside] = scores[outside] - threshold + DEFAULT_DECISION_THRESHOLD
+        chosen.append(round(threshold, 4))
+
+    def objective(values: np.ndarray, at: float) -> float:
+        outcome = _outcomes(np.array([at]), values[is_positive], values[~is_positive], costs)
+        value = -outcome["cost"][0] if strategy == "cost" else outcome[strategy][0]
+        return float(value)
+
+    return {
+        "folds": folds,
+        "objective": "-cost" if strategy == "cost" else strategy,
+        "chosen": objective(shifted, DEFAULT_DECISION_THRESHOLD),
+        "default": objective(scores, default),
+        "default_threshold": default,
+        "fold_thresholds": chosen,
+    }
 
 
 @component

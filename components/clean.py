@@ -115,6 +115,7 @@ def clean(
     options: dict = {},  # noqa: B006
     engine: str = "pandas",
     dask_options: dict = {},  # noqa: B006
+    dask_scheduler: str = "",
 ):
     """Remove exact duplicate rows and rows whose target is missing; inf/-inf become missing.
 
@@ -130,6 +131,9 @@ def clean(
         engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
         dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
             LocalCluster per step), n_workers, memory_per_worker, sample_rows.
+        dask_scheduler: tcp://host:8786 of a running Dask scheduler, e.g. the training-dask
+            pipeline's cluster step's output; overrides dask_options' scheduler_address.
+            Empty: that, else the DASK_SCHEDULER_ADDRESS variable, else a LocalCluster.
     """
     import json
 
@@ -143,7 +147,9 @@ def clean(
     if uses_dask(engine, dataset.path):
         from kfp_lifecycle.dask_engine import steps
 
-        result = steps.clean(dataset.path, target, cleaned.path, settings, dask_options)
+        result = steps.clean(
+            dataset.path, target, cleaned.path, settings, dask_options, dask_scheduler
+        )
     else:
         kept, result = clean_table(pd.read_parquet(dataset.path), target, settings)
         to_parquet(kept, cleaned.path)

@@ -275,6 +275,7 @@ def ingest(
     model_name: str = "",
     engine: str = "pandas",
     dask_options: dict = {},  # noqa: B006
+    dask_scheduler: str = "",
 ) -> str:
     """Read the training data and store it as Parquet.
 
@@ -283,16 +284,19 @@ def ingest(
             environment: see kfp_lifecycle/storage.py), or a database URL without password
             (postgresql://host/db?table=events, sqlite:///file.db?table=t, any SQLAlchemy
             URL); its password comes from LIFECYCLE_DB_PASSWORD (the Secret kfp-lifecycle-db).
-        dataset: The table as Parquet.
+            With engine dask, also a directory or an s3:// prefix of CSV or Parquet files,
+            read as partitions.
+        dataset: The table as Parquet (with engine dask, a directory of Parquet partitions).
         sql_options: For a database: table or query, watermark, since/until, incremental,
             chunk_rows (kfp_lifecycle.sources.sql.SqlOptions).
         registry: With `incremental`, the state of the last window read is kept beside it.
         model_name: Names that state.
-            environment: see kfp_lifecycle/storage.py).
-        dataset: The table as Parquet (with engine dask, a directory of Parquet partitions).
         engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
         dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
             LocalCluster per step), n_workers, memory_per_worker, sample_rows.
+        dask_scheduler: tcp://host:8786 of a running Dask scheduler, e.g. the training-dask
+            pipeline's cluster step's output; overrides dask_options' scheduler_address.
+            Empty: that, else the DASK_SCHEDULER_ADDRESS variable, else a LocalCluster.
 
     Returns:
         The sha256 of the source file (of the stored Parquet, for a database), kept in the
@@ -308,7 +312,7 @@ def ingest(
     if not is_sql_source(source) and uses_dask(engine, source):
         from kfp_lifecycle.dask_engine import steps
 
-        stored = steps.ingest(source, dataset.path, dask_options)
+        stored = steps.ingest(source, dataset.path, dask_options, dask_scheduler)
     else:
         stored = ingest_table(source, dataset.path, sql_options, state)
     shown = mask_url(source)

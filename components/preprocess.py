@@ -417,6 +417,7 @@ def preprocess(
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
     engine: str = "pandas",
     dask_options: dict = {},  # noqa: B006
+    dask_scheduler: str = "",
 ):
     """Clean, impute, encode and scale, all fitted on the training rows.
 
@@ -437,6 +438,9 @@ def preprocess(
         dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
             LocalCluster per step), n_workers, memory_per_worker, sample_rows (the
             rows decisions and sampled statistics are fitted on; the report says which).
+        dask_scheduler: tcp://host:8786 of a running Dask scheduler, e.g. the training-dask
+            pipeline's cluster step's output; overrides dask_options' scheduler_address.
+            Empty: that, else the DASK_SCHEDULER_ADDRESS variable, else a LocalCluster.
     """
     import json
 
@@ -459,7 +463,7 @@ def preprocess(
         from kfp_lifecycle.dask_engine.tables import copy_table
 
         fitted, schema, found, sampling = steps.preprocess(
-            train.path, target, task, settings, dask_options
+            train.path, target, task, settings, dask_options, dask_scheduler
         )
         copy_table(train.path, train_clean.path)  # no row is removed with the dask engine
     else:

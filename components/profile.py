@@ -363,6 +363,7 @@ def profile(
     options: dict = {},  # noqa: B006 (KFP default, never mutated)
     engine: str = "pandas",
     dask_options: dict = {},  # noqa: B006
+    dask_scheduler: str = "",
 ):
     """Write the exploratory data analysis report of the table.
 
@@ -378,6 +379,9 @@ def profile(
         engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
         dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
             LocalCluster per step), n_workers, memory_per_worker, sample_rows.
+        dask_scheduler: tcp://host:8786 of a running Dask scheduler, e.g. the training-dask
+            pipeline's cluster step's output; overrides dask_options' scheduler_address.
+            Empty: that, else the DASK_SCHEDULER_ADDRESS variable, else a LocalCluster.
     """
     import json
 
@@ -396,7 +400,9 @@ def profile(
     if uses_dask(engine, dataset.path):
         from kfp_lifecycle.dask_engine import steps
 
-        result, frame = steps.profile(dataset.path, target, task, settings, dask_options)
+        result, frame = steps.profile(
+            dataset.path, target, task, settings, dask_options, dask_scheduler
+        )
     else:
         frame = pd.read_parquet(dataset.path)
         result = profile_table(frame, target, task, settings)

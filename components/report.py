@@ -156,20 +156,28 @@ def _threshold_choice(selection: dict[str, Any] | None) -> str:
     """How the decision threshold was chosen, from calibrate's summary."""
     if not selection:
         return "the default"
+    held_out = selection.get("cross_validation")
+    checked = f" (and it held under {held_out['folds']}-fold cross-validation)" if held_out else ""
     if selection["strategy"] == "prior":
-        return (
-            f"kept at the prior default (the share of '{selection['positive_class']}'): "
-            f"too few validation rows of a class to choose one on"
+        why = (
+            "a threshold chosen on the validation rows did not beat it under "
+            f"{held_out['folds']}-fold cross-validation"
+            if held_out
+            else "too few validation rows of a class to choose one on"
         )
+        return f"kept at the prior default (the share of '{selection['positive_class']}'): {why}"
     if selection["strategy"] == "f1":
-        return f"chosen to maximise F1 of '{selection['positive_class']}' on validation rows"
+        return (
+            f"chosen to maximise F1 of '{selection['positive_class']}' on validation rows{checked}"
+        )
     if selection["strategy"] == "balanced_accuracy":
-        return "chosen to maximise balanced accuracy on validation rows"
+        return f"chosen to maximise balanced accuracy on validation rows{checked}"
     if selection["strategy"] == "cost":
         costs = selection["costs"]
         return (
             "chosen to minimise the cost of errors on validation rows (false positive "
             f"{costs['false_positive']:g}, false negative {costs['false_negative']:g})"
+            f"{checked}"
         )
     return "fixed by configuration"
 

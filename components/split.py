@@ -409,6 +409,7 @@ def split(
     options: dict = {},  # noqa: B006
     engine: str = "pandas",
     dask_options: dict = {},  # noqa: B006
+    dask_scheduler: str = "",
 ):
     """Split the table into train, validation and test partitions that share no row.
 
@@ -427,6 +428,9 @@ def split(
         engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
         dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
             LocalCluster per step), n_workers, memory_per_worker, sample_rows.
+        dask_scheduler: tcp://host:8786 of a running Dask scheduler, e.g. the training-dask
+            pipeline's cluster step's output; overrides dask_options' scheduler_address.
+            Empty: that, else the DASK_SCHEDULER_ADDRESS variable, else a LocalCluster.
     """
     import json
 
@@ -442,7 +446,9 @@ def split(
         from kfp_lifecycle.dask_engine import steps
 
         destinations = {name: artifact.path for name, artifact in outputs.items()}
-        found = steps.split(dataset.path, target, task, destinations, settings, dask_options)
+        found = steps.split(
+            dataset.path, target, task, destinations, settings, dask_options, dask_scheduler
+        )
     else:
         parts = split_table(pd.read_parquet(dataset.path), target, task, settings)
         for name, artifact in outputs.items():

@@ -369,6 +369,7 @@ def train(
     time_budget: float = 0.0,
     engine: str = "pandas",
     dask_options: dict = {},  # noqa: B006
+    dask_scheduler: str = "",
 ):
     """Tune one model family's hyperparameters (Optuna), train it with the best, and bundle
     it with the fitted preprocessing.
@@ -403,6 +404,9 @@ def train(
             early on the validation partitions; other families train on a stated sample.
         dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
             LocalCluster per step), n_workers, memory_per_worker, sample_rows.
+        dask_scheduler: tcp://host:8786 of a running Dask scheduler, e.g. the training-dask
+            pipeline's cluster step's output; overrides dask_options' scheduler_address.
+            Empty: that, else the DASK_SCHEDULER_ADDRESS variable, else a LocalCluster.
     """
     import json
 
@@ -430,7 +434,8 @@ def train(
 
         bundle, study = steps.train(
             fitted_rows.path, validation.path, target, task, family, fitted, schema,
-            primary_metric, options, seed, dask_options, split=split_options,
+            primary_metric, options, seed, dask_options, dask_scheduler, positive,
+            split=split_options,
         )  # fmt: skip
     else:
         rows = pd.read_parquet(train.path)

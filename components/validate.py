@@ -82,23 +82,29 @@ def validate_table(
         )
 
     resolved_task = resolve_task(task, labels)
-    positive = None
     if resolved_task == CLASSIFICATION:
         check_class_sizes(labels, target)
-        positive = resolve_positive_class(labels, target, positive_class)
-    elif positive_class:
-        raise DataError(f"positive_class '{positive_class}' is set, but the task is regression")
+    positive = positive_class_for(resolved_task, labels.value_counts(), target, positive_class)
     warnings += column_warnings(frame, target)
     metric = resolve_metric(metric, resolved_task)
     return ValidationResult(resolved_task, metric, warnings, positive)
 
 
 def resolve_positive_class(labels: pd.Series, target: str, configured: str = "") -> object:
-    """A binary task's positive class: the configured one (matched as text), else the
-    minority class, so that F1, precision, recall and the decision threshold are about the
-    rare outcome (a default on the majority is won by predicting it for every row); equal
-    counts: the larger label. Multiclass: None (configured, an error)."""
-    counts = labels.value_counts()
+    """A binary task's positive class from its labels (positive_class_for)."""
+    return positive_class_for(CLASSIFICATION, labels.value_counts(), target, configured)
+
+
+def positive_class_for(task: str, counts: pd.Series, target: str, configured: str = "") -> object:
+    """A binary task's positive class from the rows per class (`counts`, so the Dask engine
+    can count them partition-wise): the configured one (matched as text), else the minority
+    class, so that F1, precision, recall and the decision threshold are about the rare
+    outcome (a default on the majority is won by predicting it for every row); equal
+    counts: the larger label. Multiclass or regression: None (configured, an error)."""
+    if task != CLASSIFICATION:
+        if configured:
+            raise DataError(f"positive_class '{configured}' is set, but the task is {task}")
+        return None
     values = sorted(counts.index.tolist())
     if len(values) != 2:
         if configured:
@@ -360,6 +366,7 @@ def validate(
     positive_class: str = "",
     engine: str = "pandas",
     dask_options: dict = {},  # noqa: B006
+    dask_scheduler: str = "",
 ) -> NamedTuple("ValidateOutputs", task=str, primary_metric=str):
     """Check the table can train a model and resolve the task and primary metric.
 
@@ -380,6 +387,9 @@ def validate(
         engine: pandas, dask, or auto (dask from a size: kfp_lifecycle/dask_engine/engine.py).
         dask_options: DaskSettings (dask_engine/engine.py): scheduler_address (else a
             LocalCluster per step), n_workers, memory_per_worker, sample_rows.
+        dask_scheduler: tcp://host:8786 of a running Dask scheduler, e.g. the training-dask
+            pipeline's cluster step's output; overrides dask_options' scheduler_address.
+            Empty: that, else the DASK_SCHEDULER_ADDRESS variable, else a LocalCluster.
 
     Returns:
         task: The resolved task.
@@ -403,8 +413,9 @@ def validate(
         from kfp_lifecycle.dask_engine import steps
 
         result, findings, inferred = steps.validate(
-            dataset.path, target, task, metric, registry, model_name, dask_options
-        )
+            dataset.path, target, task, metric, registry, model_name, dask_options,
+            dask_scheduler, positive_class,
+        )  # fmt: skip
     else:
         frame = pd.read_parquet(dataset.path)
         result = validate_table(frame, target, task, metric, positive_class)

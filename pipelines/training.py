@@ -62,9 +62,14 @@ def training_pipeline(
     onnx_export: bool = True,
     engine: str = "pandas",
     dask_options: dict = {},  # noqa: B006
+    dask_scheduler: str = "",
 ) -> dsl.Artifact:
-    # The data stage and training run on pandas or Dask (kfp_lifecycle/dask_engine).
-    on = {"engine": engine, "dask_options": dask_options}
+    # The data stage and training run on pandas or Dask (kfp_lifecycle/dask_engine), on the
+    # scheduler at dask_scheduler when given (training-dask passes its cluster's address;
+    # KFP cannot put a task's output inside the dask_options dict). features and balance
+    # only read a sample of the rows, with no cluster.
+    sampled = {"engine": engine, "dask_options": dask_options}
+    on = {**sampled, "dask_scheduler": dask_scheduler}
     # never cached: the key is the URI string, and the data behind a URI changes
     ingested = with_db_access(
         with_s3_access(
@@ -119,14 +124,14 @@ def training_pipeline(
         target=target,
         task=resolved_task,
         options=features_options,
-        **on,
+        **sampled,
     )
     balanced = balance(
         train=prepared.outputs["train_clean"],
         target=target,
         task=resolved_task,
         options=balance_options,
-        **on,
+        **sampled,
     )
 
     with dsl.ParallelFor(items=families, name="model-families") as family:

@@ -2,7 +2,10 @@
 
 The default `training` pipeline is left as it is (no cluster step, no exit handler); this
 variant wraps the same pipeline, as a nested pipeline, in an exit handler whose exit step
-deletes the run's DaskCluster, so a failed training leaves no cluster running.
+deletes the run's DaskCluster, so a failed training leaves no cluster running. The cluster
+step's output (the scheduler address) is the nested pipeline's `dask_scheduler`, so every
+Dask step of the run connects to that cluster; `engine` defaults to dask here (pandas or
+auto would leave the cluster idle for some or all steps).
 """
 
 from kfp import dsl
@@ -18,9 +21,9 @@ PIPELINE_NAME = "training-dask"
 
 @dsl.pipeline(
     name=PIPELINE_NAME,
-    description="The training pipeline on a Dask cluster: an ephemeral DaskCluster for the run "
-    "(Dask Kubernetes Operator), deleted in an exit handler even when training fails, or a "
-    "given scheduler address.",
+    description="The training pipeline with the Dask engine on a Dask cluster: an ephemeral "
+    "DaskCluster for the run (Dask Kubernetes Operator), deleted in an exit handler even when "
+    "training fails, or a given scheduler address; every Dask step connects to it.",
 )
 def training_dask_pipeline(
     data: str,
@@ -46,7 +49,7 @@ def training_dask_pipeline(
     positive_class: str = "",
     time_budget: float = DEFAULT_TIME_BUDGET,
     onnx_export: bool = True,
-    engine: str = "pandas",
+    engine: str = "dask",
     dask_options: dict = {},  # noqa: B006
     dask_cluster: str = EPHEMERAL,
     dask_namespace: str = "kfp-lifecycle",
@@ -72,9 +75,8 @@ def training_dask_pipeline(
             worker_cpu=dask_worker_cpu,
             timeout_seconds=dask_timeout_seconds,
         ).set_caching_options(False)
-        # MERGE (branch dask): once training_pipeline takes the engine's scheduler address,
-        # pass scheduler_address=cluster.output (and the engine) here; until then the steps
-        # run after the cluster is up, on pandas.
+        # The cluster step's output is the scheduler address (empty with dask_cluster="":
+        # each step then starts a LocalCluster of its own, as dask_options say).
         training_pipeline(
             data=data,
             target=target,
@@ -101,4 +103,5 @@ def training_dask_pipeline(
             onnx_export=onnx_export,
             engine=engine,
             dask_options=dask_options,
-        ).after(cluster)
+            dask_scheduler=cluster.output,
+        )

@@ -289,11 +289,65 @@ def test_training_dask_deletes_its_cluster_in_an_exit_handler_and_training_is_un
     # the default pipeline knows nothing of Dask clusters
     training = _pipeline("training")
     assert not [n for n in training["components"] if "dask" in n or "exit-handler" in n]
-    # every training parameter is a training-dask parameter, with the same default
+    # every training parameter is a training-dask parameter, with the same default, except
+    # the engine (dask) and the scheduler (the cluster step's output, not a parameter)
     outer = spec_["root"]["inputDefinitions"]["parameters"]
     for name, definition in training["root"]["inputDefinitions"]["parameters"].items():
-        assert outer[name] == definition, name
+        if name not in ("engine", "dask_scheduler"):
+            assert outer[name] == definition, name
     assert outer["dask_cluster"]["defaultValue"] == "ephemeral"
+    assert outer["engine"]["defaultValue"] == "dask"
+    assert training["root"]["inputDefinitions"]["parameters"]["engine"]["defaultValue"] == "pandas"
+    assert "dask_scheduler" not in outer
+
+
+# The steps that open a Dask client (kfp_lifecycle/dask_engine/steps.py); features and
+# balance only read a sample, with no cluster.
+CLIENT_STEPS = {"ingest", "validate", "profile", "clean", "split", "preprocess", "train"}
+
+
+def test_every_dask_step_of_training_dask_connects_to_the_runs_cluster():
+    """create-dask-cluster's output is the nested training pipeline's dask_scheduler, and
+    every step that opens a Dask client, the trainings inside the loop too, takes it."""
+    spec_ = _pipeline("training-dask")
+    components = spec_["components"]
+    nested = components["comp-exit-handler-1"]["dag"]["tasks"]["training"]
+    assert nested["inputs"]["parameters"]["dask_scheduler"] == {
+        "taskOutputParameter": {
+            "outputParameterKey": "Output",
+            "producerTask": "create-dask-cluster",
+        }
+    }
+    taking = {
+        name.removeprefix("comp-")
+        for name, component in components.items()
+        if "dask_scheduler" in component.get("inputDefinitions", {}).get("parameters", {})
+        and "executorLabel" in component
+    }
+    assert taking == CLIENT_STEPS
+
+    seen = set()
+
+    def walk(component: str, scheduler: str) -> None:
+        """Follow the DAG (and its loops) down to the steps; `scheduler` is the name the
+        nested pipeline's dask_scheduler input has in `component`."""
+        for task, spec in components[component]["dag"]["tasks"].items():
+            child = spec["componentRef"]["name"]
+            given = spec["inputs"].get("parameters", {})
+            if "dag" in components[child]:
+                passed = [
+                    k for k, v in given.items() if v == {"componentInputParameter": scheduler}
+                ]
+                for name in passed:
+                    walk(child, name)
+            elif child.removeprefix("comp-") in CLIENT_STEPS:
+                assert given["dask_scheduler"] == {"componentInputParameter": scheduler}, task
+                seen.add(task)
+
+    walk("comp-training", "dask_scheduler")
+    assert seen == CLIENT_STEPS
+    parameters = components["comp-training"]["inputDefinitions"]["parameters"]
+    assert parameters["dask_scheduler"]["defaultValue"] == ""  # training alone: as before
 
 
 @pytest.mark.pipeline

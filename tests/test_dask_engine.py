@@ -15,6 +15,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from distributed.diagnostics.plugin import SchedulerPlugin
 from s3_server import MotoS3, new_bucket
 
 from kfp_lifecycle import cli
@@ -22,7 +23,7 @@ from kfp_lifecycle.components.clean import clean_table
 from kfp_lifecycle.components.ingest import read_table
 from kfp_lifecycle.components.preprocess import PreprocessOptions, fit_preprocessor
 from kfp_lifecycle.components.split import SplitOptions, split_table
-from kfp_lifecycle.components.validate import infer_contract
+from kfp_lifecycle.components.validate import infer_contract, validate_table
 from kfp_lifecycle.config import parse_config
 from kfp_lifecycle.core.bundle import load_bundle
 from kfp_lifecycle.core.errors import DataError, LifecycleError
@@ -48,6 +49,32 @@ def cluster():
         dashboard_address=None,
     ) as running:  # fmt: skip
         yield running
+
+
+class Recorder(SchedulerPlugin):
+    """What a scheduler saw while it was recorded: the clients that connected and the keys
+    of the tasks that finished (a SchedulerPlugin on the test's own LocalCluster)."""
+
+    def __init__(self):
+        super().__init__()
+        self.clients: list[str] = []
+        self.keys: list[str] = []
+
+    def add_client(self, scheduler, client):
+        self.clients.append(client)
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if finish == "memory":
+            self.keys.append(str(key))
+
+
+@pytest.fixture
+def recorded(cluster):
+    """A Recorder on the shared cluster's scheduler for one test."""
+    recorder = Recorder()
+    cluster.scheduler.add_plugin(recorder, name="recorder")
+    yield recorder
+    cluster.scheduler.remove_plugin(name="recorder")
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +129,17 @@ def test_engine_in_config_cli_and_auto(tmp_path, monkeypatch):
     assert engines.settings_from({}).scheduler_address == "tcp://scheduler:8786"
     given = {"scheduler_address": "tcp://other:8786"}
     assert engines.settings_from(given).scheduler_address == "tcp://other:8786"
+    # a step's dask_scheduler parameter (training-dask's cluster) comes before both
+    chosen = engines.settings_from(given, "tcp://cluster:8786").scheduler_address
+    assert chosen == "tcp://cluster:8786"
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+    assert engines.settings_from({}, "").scheduler_address is None  # a LocalCluster
 
 
-def test_open_client_connects_to_the_given_scheduler(settings, cluster):
+def test_open_client_connects_to_the_given_scheduler(settings, cluster, monkeypatch):
+    from kfp_lifecycle.dask_engine import cluster as clusters
+
+    monkeypatch.setattr(clusters, "CONNECT_TIMEOUT", "2s")  # refused at once; retried until then
     with open_client(settings) as client:
         assert client.scheduler.address == cluster.scheduler_address
         assert len(client.scheduler_info()["workers"]) == 2
@@ -163,6 +198,130 @@ def test_contract_and_validation_agree_with_pandas(ingested, options):
     assert contract["columns"] == reference["columns"]  # kinds, null rates, ranges, categories
     assert contract["sampled"]["sampled_rows"] == reference["rows"]  # small: all rows
     assert any("missing in 4 row(s)" in warning for warning in result.warnings)
+
+
+def test_dask_validate_resolves_the_positive_class_as_pandas_does(ingested, options):
+    """Unset: the minority class, from every row's count; set: that class, matched as text;
+    a class the target lacks, or a positive class for regression: the same one-line error."""
+    root, _ = ingested
+    frame = pd.read_parquet(root / "table")
+    counts = frame[TARGET].value_counts()
+    minority, majority = counts.idxmin(), counts.idxmax()
+
+    def both(target: str, task: str, positive_class: str) -> tuple:
+        on_dask, _, _ = steps.validate(str(root / "table"), target, task, "auto", "", "",
+                                       options, positive_class=positive_class)  # fmt: skip
+        on_pandas = validate_table(frame, target, task, "auto", positive_class)
+        return on_dask.positive_class, on_pandas.positive_class
+
+    assert both(TARGET, "auto", "") == (minority, minority)
+    assert both(TARGET, "auto", majority) == (majority, majority)
+    for target, task, positive_class in (
+        (TARGET, "auto", "maybe"),
+        ("tenure_months", "regression", "1"),
+    ):
+        with pytest.raises(DataError) as pandas_error:
+            validate_table(frame, target, task, "auto", positive_class)
+        with pytest.raises(DataError) as dask_error:
+            steps.validate(str(root / "table"), target, task, "auto", "", "", options,
+                           positive_class=positive_class)  # fmt: skip
+        assert str(dask_error.value) == str(pandas_error.value)
+        assert f"positive_class '{positive_class}'" in str(dask_error.value)
+
+
+def test_dask_training_puts_the_positive_class_last_as_pandas_does(ingested, settings):
+    """The class validate resolved is index 1 of a binary model on both Dask paths (xgboost
+    distributed, the other families on a sample), as with pandas; unset, the minority."""
+    from kfp_lifecycle.components.train import train_model
+    from kfp_lifecycle.components.tune import TuneOptions
+    from kfp_lifecycle.dask_engine.tables import read_dataset
+    from kfp_lifecycle.dask_engine.train import train_distributed, train_on_sample
+
+    root, _ = ingested
+    frame = pd.read_parquet(root / "table").dropna(subset=[TARGET])
+    counts = frame[TARGET].value_counts()
+    minority, majority = counts.idxmin(), counts.idxmax()
+    fitted, schema, _ = fit_preprocessor(frame, TARGET, CLASSIFICATION)
+    untuned = TuneOptions(enabled=False)
+    common = (TARGET, CLASSIFICATION)
+    reference = train_model(frame, frame, *common, "linear", fitted, schema, positive=majority)
+    assert reference.metadata["classes"][-1] == majority
+    with open_client(settings):
+        rows = read_dataset(root / "table").dropna(subset=[TARGET])
+        few_trees = {"n_estimators": 5}
+        for positive, expected in ((majority, majority), (None, minority)):
+            boosted, _ = train_distributed(
+                rows, rows, *common, fitted, schema, "roc_auc", untuned, settings,
+                base_params=few_trees, positive=positive,
+            )  # fmt: skip
+            assert boosted.metadata["classes"][-1] == expected
+        sampled, _ = train_on_sample(rows, rows, *common, "linear", fitted, schema, "roc_auc",
+                                     untuned, settings, positive=majority)  # fmt: skip
+    assert sampled.metadata["classes"] == reference.metadata["classes"]
+    assert set(boosted.metadata["classes"]) == set(reference.metadata["classes"])
+
+
+def test_a_steps_dask_scheduler_is_where_its_work_runs(
+    ingested, cluster, recorded, tmp_path, monkeypatch
+):
+    """The clean component's dask_scheduler parameter (as training-dask passes its cluster's
+    address) is where its tasks run, ahead of dask_options' address; an unreachable one
+    fails in one line naming it."""
+    from kfp.dsl import Artifact, Dataset
+
+    from kfp_lifecycle.components.clean import clean
+    from kfp_lifecycle.dask_engine import cluster as clusters
+
+    root, _ = ingested
+    unreachable = "tcp://127.0.0.1:1"
+
+    def run(name: str, dask_options: dict, dask_scheduler: str) -> None:
+        clean.python_func(
+            dataset=Dataset(uri=str(root / "table")), target=TARGET,
+            cleaned=Dataset(uri=str(tmp_path / name)),
+            report=Artifact(uri=str(tmp_path / f"{name}.json")), engine="dask",
+            dask_options=dask_options, dask_scheduler=dask_scheduler,
+        )  # fmt: skip
+
+    run("cleaned", {"scheduler_address": unreachable}, cluster.scheduler_address)
+    assert len(recorded.clients) == 1 and any("parquet" in key for key in recorded.keys)
+    kept = pd.read_parquet(tmp_path / "cleaned")
+    assert len(kept) == json.loads((tmp_path / "cleaned.json").read_text())["rows_out"]
+
+    monkeypatch.setattr(clusters, "CONNECT_TIMEOUT", "2s")
+    with pytest.raises(LifecycleError) as error:
+        run("again", {"scheduler_address": cluster.scheduler_address}, unreachable)
+    message = str(error.value)
+    assert message.startswith(f"cannot reach the Dask scheduler at {unreachable}: ")
+    assert "\n" not in message and len(recorded.clients) == 1
+
+
+@pytest.mark.pipeline
+def test_training_dask_runs_its_steps_on_the_clusters_scheduler(
+    ingested, cluster, recorded, tmp_path
+):
+    """kfp.local runs training-dask given this cluster (dask_cluster=<address>: nothing is
+    created on Kubernetes): the cluster step's output reaches the nested pipeline's steps,
+    whose work runs on this scheduler. A target the table lacks fails the steps after
+    ingest (clean and validate), each having connected there first (cheap: no training)."""
+    from kfp_lifecycle.errors import StepFailed
+    from kfp_lifecycle.local_run import run_local
+    from kfp_lifecycle.pipelines.training_dask import training_dask_pipeline
+
+    root, _ = ingested
+    arguments = {
+        "data": str(root / "source"),  # a directory of CSV files: only dask reads it
+        "target": "no_such_column",
+        "registry": str(tmp_path / "registry"),
+        "model_name": "churn",
+        "dask_cluster": cluster.scheduler_address,
+    }
+    with pytest.raises(StepFailed, match=r"step '\w+' failed: target column 'no_such_column'"):
+        run_local(training_dask_pipeline, arguments, tmp_path / "run", tmp_path / "run.log")
+    log = (tmp_path / "run.log").read_text()
+    connected = log.count(f"dask: connected to {cluster.scheduler_address}")
+    assert connected == len(recorded.clients) >= 2  # ingest, and each Dask step after it
+    assert any("write_part" in key for key in recorded.keys)  # ingest wrote its partitions
 
 
 def test_clean_and_split_match_pandas(ingested, options, tmp_path):

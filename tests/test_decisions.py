@@ -92,6 +92,33 @@ def test_too_few_validation_rows_of_a_class_keep_the_prior_default():
     assert evidence["strategy"] == "f1" and threshold != 0.06
 
 
+def test_a_threshold_is_kept_only_when_it_holds_out_of_fold():
+    # calibrated scores, a false negative costing 20 false positives: the cost-optimal
+    # threshold (~1/21) is far below the prior default and holds on held-out folds
+    rng = np.random.default_rng(1)
+    scores = rng.beta(1, 4, 300)
+    y = np.where(rng.random(300) < scores, "yes", "no")
+    options = CalibrateOptions(strategy="cost", cost_false_negative=20)
+    threshold, evidence = threshold_for(y, scores, "yes", options)
+    held_out = evidence["cross_validation"]
+    assert evidence["strategy"] == "cost" and threshold < 0.1 < held_out["default_threshold"]
+    assert held_out["folds"] == 5 and held_out["chosen"] > held_out["default"]
+    assert "holds out of fold" in evidence["reason"]
+    # scores that carry no signal: a balanced-accuracy threshold chosen on the rows is
+    # noise, and out of fold it mostly loses to the prior default, which is then kept
+    kept = 0
+    for seed in range(20):
+        noise = np.random.default_rng(seed).uniform(0, 1, 120)
+        labels = np.where(np.arange(120) % 3 == 0, "yes", "no")
+        threshold, evidence = threshold_for(
+            labels, noise, "yes", CalibrateOptions(strategy="balanced_accuracy")
+        )
+        if evidence["strategy"] == "prior":
+            kept += 1
+            assert threshold == 0.3333 and "does not beat the prior" in evidence["reason"]
+    assert kept >= 12
+
+
 def _candidate(family: str, roc_auc: float, log_loss: float) -> dict:
     return {"family": family, "metrics": {"validation": {"roc_auc": roc_auc, "log_loss": log_loss}}}
 
@@ -104,13 +131,25 @@ def test_near_ties_on_the_primary_metric_go_to_the_better_log_loss():
     assert [c["family"] for c in ranked] == ["random_forest", "linear", "xgboost"]
 
 
-def test_tuning_breaks_near_ties_by_log_loss():
+def _study(trials: list[tuple[float, float, float]]) -> optuna.Study:
     study = optuna.create_study(direction="maximize")
     distributions = {"C": optuna.distributions.FloatDistribution(1e-3, 1e2, log=True)}
-    for c, auc, loss in [(1.0, 0.999, 0.10), (0.006, 1.0, 0.55), (10.0, 0.99, 0.05)]:
+    for c, auc, loss in trials:
         study.add_trial(
             optuna.trial.create_trial(params={"C": c}, distributions=distributions, value=auc,
                                       user_attrs={"tie_breaker": loss})
         )  # fmt: skip
+    return study
+
+
+def test_tuning_breaks_exact_ties_by_log_loss():
+    # wine: a whole range of C reaches ROC-AUC 1.0; the first found squashes probabilities
+    study = _study([(0.006, 1.0, 0.55), (1.0, 1.0, 0.10), (10.0, 0.99, 0.05)])
     assert study.best_trial.params["C"] == 0.006
     assert best_of(study, "roc_auc", CLASSIFICATION).params["C"] == 1.0
+
+
+def test_tuning_keeps_the_best_trial_over_a_near_tie():
+    # breast cancer: one validation pair apart is not a tie between neighbouring settings
+    study = _study([(3.17, 0.99803, 0.059), (0.62, 0.99836, 0.067)])
+    assert best_of(study, "roc_auc", CLASSIFICATION).params["C"] == 0.62

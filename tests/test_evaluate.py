@@ -246,10 +246,10 @@ def test_threshold_component_writes_the_calibration_and_its_evidence(tmp_path, b
         validation=Dataset(uri=str(validation)),
         calibration=calibration,
         report=Artifact(uri=str(tmp_path / "threshold.json")),
-        options={"strategy": "cost", "cost_false_negative": 5.0},
+        options={"strategy": "cost", "cost_false_negative": 20.0},
     )
     evidence = json.loads((tmp_path / "threshold.json").read_text())
-    assert evidence["strategy"] == "cost" and evidence["costs"]["false_negative"] == 5.0
+    assert evidence["strategy"] == "cost" and evidence["costs"]["false_negative"] == 20.0
     chosen = read_document(calibration.path, Calibration)
     assert chosen.decision_threshold == evidence["threshold"]
     assert calibration.metadata["decision_threshold"] == evidence["threshold"]

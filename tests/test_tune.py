@@ -205,7 +205,8 @@ def test_bad_options_are_named(options, field):
         TuneOptions(**options)
 
 
-def test_the_component_writes_the_history_the_report_draws(tmp_path, prepared, capsys):
+def test_the_component_writes_the_history_the_report_draws(tmp_path, prepared, caplog):
+    caplog.set_level(logging.INFO)  # the step logs its progress; the CLI decides who sees it
     parts, fitted, schema = prepared
     model, trials = _run_train_step(
         tmp_path, parts, fitted, schema, parts.train, "xgboost",
@@ -220,7 +221,7 @@ def test_the_component_writes_the_history_the_report_draws(tmp_path, prepared, c
     assert tuning["trials_run"] == 3 and tuning["best_params"] == study["best_params"]
     assert tuning["best_score"] == pytest.approx(metadata["metrics"]["validation"]["roc_auc"])
     assert tuning["default_score"] == study["default_score"] <= tuning["best_score"]
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "xgboost: trial 3/3" in out and "stopped by trials" in out
     section = "".join(_tuning_section([study]).parts)
     assert "data:image/png;base64," in section and "3 of 3" in section

@@ -100,12 +100,12 @@ def measure(data: str) -> tuple[int, int]:
     return sum(pq.read_metadata(p).num_rows for p in parquet), size
 
 
-def settings_from(options: dict | None) -> DaskSettings:
-    """Settings from a pipeline parameter; the DASK_SCHEDULER_ADDRESS variable fills the
-    address when it is not given (how a cluster's pods are pointed at a scheduler)."""
+def settings_from(options: dict | None, scheduler: str = "") -> DaskSettings:
+    """Settings from the step's parameters, and the one place a scheduler address is chosen:
+    `scheduler` (the dask_scheduler parameter, e.g. the training-dask pipeline's cluster
+    step's output) when given, else options' scheduler_address, else the
+    DASK_SCHEDULER_ADDRESS variable (how a cluster's pods are pointed at a scheduler), else
+    none (open_client starts a LocalCluster)."""
     settings = DaskSettings.model_validate(options or {})
-    if settings.scheduler_address is None and os.environ.get("DASK_SCHEDULER_ADDRESS"):
-        settings = settings.model_copy(
-            update={"scheduler_address": os.environ["DASK_SCHEDULER_ADDRESS"]}
-        )
-    return settings
+    address = scheduler or settings.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    return settings.model_copy(update={"scheduler_address": address or None})

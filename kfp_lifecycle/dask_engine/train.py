@@ -39,6 +39,7 @@ from kfp_lifecycle.components.train import (
     tune_family,
 )
 from kfp_lifecycle.components.tune import TuneOptions, chosen_params, tune
+from kfp_lifecycle.components.validate import positive_class_for
 from kfp_lifecycle.core.bundle import Bundle, Prediction
 from kfp_lifecycle.core.schema import InputSchema
 from kfp_lifecycle.core.tasks import CLASSIFICATION
@@ -173,13 +174,18 @@ def train_distributed(
     settings: DaskSettings,
     seed: int = 42,
     base_params: dict[str, Any] | None = None,
+    positive: Any = None,
 ) -> tuple[Bundle, dict[str, Any]]:
     """Tune and fit XGBoost across the cluster; the bundle (in memory) and the study.
-    `base_params` replace the family's defaults (a benchmark's fixed number of trees)."""
+    `base_params` replace the family's defaults (a benchmark's fixed number of trees);
+    `positive` is a binary task's positive class (None: the minority, counted here)."""
     rows = int(train.map_partitions(len).sum().compute())
     classes = None
     if task == CLASSIFICATION:
-        classes = class_labels(pd.Series(train[target].dropna().unique().compute()))
+        counts = train[target].dropna().value_counts().compute()
+        if positive is None:
+            positive = positive_class_for(task, counts, target)
+        classes = class_labels(pd.Series(counts.index), positive)
     leave_out, note = None, "every training row"
     if _has_target_encoder(preprocessor) and rows > settings.sample_rows:
         leave_out = (settings.sample_rows / rows, seed)
@@ -259,6 +265,7 @@ def train_on_sample(
     options: TuneOptions,
     settings: DaskSettings,
     seed: int = 42,
+    positive: Any = None,
     **pandas_options: Any,
 ) -> tuple[Bundle, dict[str, Any]]:
     """A family that does not scale out: the pandas engine's tuning and training on a
@@ -273,11 +280,11 @@ def train_on_sample(
     )  # fmt: skip
     study = tune_family(
         rows, held_out, target, task, family, preprocessor, metric, options, seed, rows,
-        **pandas_options,
+        positive=positive, **pandas_options,
     )  # fmt: skip
     bundle = train_model(
         rows, held_out, target, task, family, preprocessor, schema, seed, rows,
-        params=chosen_params(study),
+        params=chosen_params(study), positive=positive,
     )  # fmt: skip
     bundle.metadata["engine"] = "dask"
     if len(rows) < total or len(held_out) < total_valid:

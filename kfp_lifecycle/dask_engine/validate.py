@@ -20,6 +20,7 @@ from kfp_lifecycle.components.validate import (
     column_warnings,
     enforce_contract,
     infer_contract,
+    positive_class_for,
 )
 from kfp_lifecycle.core.errors import DataError
 from kfp_lifecycle.core.schema import CATEGORICAL, NUMERIC, infer_kind
@@ -38,6 +39,7 @@ class TableStatistics:
     minimum: dict[str, float]
     maximum: dict[str, float]
     categories: dict[str, pd.Series]  # column -> value counts (kept when few enough)
+    labels: pd.Series | None  # the target's rows per value, as typed (None: too many values)
     distinct_estimate: dict[str, int]  # categorical columns with too many values (HyperLogLog)
     kinds: dict[str, str]
     sample: pd.DataFrame = field(repr=False)
@@ -72,6 +74,7 @@ def table_statistics(frame: Any, target: str, sample_rows: int, seed: int = 42) 
         "minimum": frame[numeric].min() if numeric else None,
         "maximum": frame[numeric].max() if numeric else None,
         "counts": {c: frame[c].dropna().astype(str).value_counts() for c in few},
+        "labels": frame[target].dropna().value_counts() if target in few else None,
         "distinct": {c: frame[c].nunique_approx() for c in many},
     }
     (done,) = dask.compute(work)
@@ -84,6 +87,7 @@ def table_statistics(frame: Any, target: str, sample_rows: int, seed: int = 42) 
         minimum={} if done["minimum"] is None else done["minimum"].astype(float).to_dict(),
         maximum={} if done["maximum"] is None else done["maximum"].astype(float).to_dict(),
         categories=done["counts"],
+        labels=done["labels"],
         distinct_estimate={c: int(v) for c, v in done["distinct"].items()},
         kinds=kinds,
         sample=sample,
@@ -91,9 +95,14 @@ def table_statistics(frame: Any, target: str, sample_rows: int, seed: int = 42) 
 
 
 def validate_statistics(
-    stats: TableStatistics, target: str, task: str = "auto", metric: str = "auto"
+    stats: TableStatistics,
+    target: str,
+    task: str = "auto",
+    metric: str = "auto",
+    positive_class: str = "",
 ) -> ValidationResult:
-    """components/validate.validate_table's checks on the exact statistics."""
+    """components/validate.validate_table's checks on the exact statistics; the positive
+    class from the exact rows per class, as with pandas."""
     columns = list(stats.nulls)
     if target not in columns:
         raise DataError(f"target column '{target}' not found; columns are: {', '.join(columns)}")
@@ -112,7 +121,7 @@ def validate_statistics(
             "they are left out of training"
         )
     labels = stats.sample[target].dropna()
-    counts = stats.categories.get(target)
+    counts = stats.labels
     distinct = len(counts) if counts is not None else stats.distinct_estimate.get(target, 2)
     if distinct < 2 and labels.nunique() < 2:
         raise DataError(
@@ -121,12 +130,15 @@ def validate_statistics(
     resolved = resolve_task(task, labels)
     if resolved == CLASSIFICATION and counts is not None:
         check_class_counts(counts, pd.api.types.is_numeric_dtype(labels), target)
+    # too many values to count (never binary): the sample's counts say as much
+    per_class = counts if counts is not None else labels.value_counts()
+    positive = positive_class_for(resolved, per_class, target, positive_class)
     warnings += column_warnings(stats.sample, target)
     warnings.append(
         f"validated with the dask engine: counts, null rates, ranges and categories over all "
         f"{stats.rows:,} rows; column kinds and warnings from a sample of {len(stats.sample):,}"
     )
-    return ValidationResult(resolved, resolve_metric(metric, resolved), warnings)
+    return ValidationResult(resolved, resolve_metric(metric, resolved), warnings, positive)
 
 
 def contract_from(stats: TableStatistics, target: str) -> dict:
